@@ -1,0 +1,296 @@
+"""Pydantic models of the fleet spec, version v1.
+
+Keys are camelCase in YAML (Pulumi config style) and snake_case in Python. Every model forbids unknown keys.
+These models check shape only (types, formats, ranges, mutual exclusions); the rules that need hardware
+knowledge (profiles per GPU, MIG geometry, per-GPU maxima) live in ``gpufleet.spec.validate``.
+Secrets are never inlined: a ``SecretRef`` names a Pulumi secret config key and/or an environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+$")
+SHA256_THUMBPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase aliases, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+def _pci(value: str) -> str:
+    value = value.lower()
+    if not PCI_ADDRESS.match(value):
+        raise ValueError(f"{value!r} is not a PCI address like 0000:3b:00.0 (domain:bus:device.function)")
+    return value
+
+
+PciAddress = Annotated[str, AfterValidator(_pci)]
+"""PCI address, domain:bus:device.function, e.g. 0000:3b:00.0 (normalised to lower case)."""
+
+
+class SecretRef(SpecModel):
+    """Where a secret comes from: a Pulumi secret config key (``pulumi config set --secret``), used by
+    ``pulumi up``, and/or an environment variable, used by the CLI. The value itself never appears in a stack."""
+
+    config: str | None = Field(None, description="Pulumi config key holding the secret, e.g. gpufleet:nvidiaToken")
+    env: str | None = Field(None, description="Environment variable holding the secret for the CLI")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if not self.config and not self.env:
+            raise ValueError("a secret reference needs `config` (a Pulumi secret key) or `env` (a variable name)")
+        if self.env and not ENV_NAME.match(self.env):
+            raise ValueError(f"env {self.env!r} is not an environment variable name (A-Z, 0-9, _)")
+        return self
+
+
+class VcenterSpec(SpecModel):
+    """Connection to vCenter (stack key ``gpufleet:vcenter``). TLS is always verified: give ``caFile`` or a
+    pinned SHA-256 ``thumbprint``. ``lab: true`` takes everything from the running embedded lab instead."""
+
+    lab: bool = Field(False, description="Use the running embedded lab (gpufleet lab env); other fields ignored")
+    host: str | None = Field(None, description="vCenter host name or address")
+    port: int = Field(443, ge=1, le=65535)
+    user: str | None = Field(None, description="vCenter user, e.g. administrator@vsphere.local")
+    password: SecretRef | None = Field(None, description="vCenter password (secret reference)")
+    ca_file: str | None = Field(None, description="PEM CA bundle that signs vCenter's certificate")
+    thumbprint: str | None = Field(None, description="Pinned SHA-256 thumbprint of vCenter's certificate (AA:BB:..)")
+
+    @field_validator("thumbprint")
+    @classmethod
+    def _thumbprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        value = value.upper()
+        if not SHA256_THUMBPRINT.match(value):
+            raise ValueError("thumbprint must be a SHA-256 fingerprint: 32 hex bytes separated by ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> VcenterSpec:
+        if self.lab:
+            return self
+        missing = [name for name in ("host", "user", "password") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)} (or set lab: true to use the embedded lab)")
+        if not self.ca_file and not self.thumbprint:
+            raise ValueError("TLS is always verified: set caFile (a CA bundle) or thumbprint (a pinned SHA-256)")
+        return self
+
+
+class SshSpec(SpecModel):
+    """How to reach a host or guest over SSH. The host key is verified against ``hostKey`` (pinned) or
+    ``knownHosts``; an unknown or changed key is refused."""
+
+    address: str = Field(description="Address or DNS name")
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root")
+    host_key: str | None = Field(None, description="Pinned public host key, e.g. 'ssh-ed25519 AAAA...'")
+    known_hosts: str | None = Field(None, description="known_hosts file to verify the host key against")
+    key_file: str | None = Field(None, description="Private key file for key authentication")
+    password: SecretRef | None = Field(None, description="Password (secret reference), if no key is used")
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str | None) -> str | None:
+        if value is not None and not SSH_PUBLIC_KEY.match(value):
+            raise ValueError("hostKey must be '<type> <base64>', e.g. 'ssh-ed25519 AAAAC3Nz...'")
+        return value
+
+
+class GpuMode(StrEnum):
+    """How a physical GPU is used."""
+
+    VGPU = "vgpu"  # time-sliced vGPU
+    MIG = "mig"  # MIG-backed vGPU (MIG mode on, vSphere creates GPU instances at power-on)
+    PASSTHROUGH = "passthrough"  # DirectPath I/O, fixed PCI address
+    DYNAMIC_PASSTHROUGH = "dynamic-passthrough"  # Dynamic DirectPath I/O, by vendor/device id
+
+
+class GpuSpec(SpecModel):
+    """One physical GPU of a host."""
+
+    pci: PciAddress
+    model: str = Field(description="GPU model as in `gpufleet schema` / the catalog, e.g. A100-80GB-PCIe")
+    mode: GpuMode = GpuMode.VGPU
+    mixed_size: bool = Field(False, description="Time-sliced vGPU mixed-size mode (vGPUs of several sizes)")
+    nvlink_peers: list[PciAddress] = Field(default_factory=list, description="GPUs bridged to this one by NVLink")
+
+
+
+class NicSpec(SpecModel):
+    """An RDMA-capable NIC of a host (e.g. ConnectX-6 Dx)."""
+
+    pci: PciAddress
+    model: str = Field("ConnectX-6-Dx")
+    ats: bool = Field(False, description="Enable ATS for GPUDirect RDMA (ESXi atsSupport + ConnectX ATS_ENABLED)")
+    passthrough: bool = Field(False, description="Reserve this NIC for DirectPath I/O into a VM")
+
+
+
+class DriverSpec(SpecModel):
+    """The NVIDIA vGPU host driver (component bundle or VIB) for ESXi."""
+
+    version: str = Field(description="Driver version as esxcli reports it, e.g. 550.90.05")
+    bundle: str = Field(description="Absolute datastore path of the bundle/VIB on the host (esxcli needs it)")
+    local_path: str | None = Field(None, description="Local file uploaded over SFTP to `bundle` when missing")
+    kind: Literal["component", "vib"] = Field("component", description="`software component apply` or `vib install`")
+
+    @field_validator("bundle")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("esxcli needs an absolute path, e.g. /vmfs/volumes/datastore1/NVD-AIE-....zip")
+        return value
+
+
+class HostSpec(SpecModel):
+    """An ESXi host with NVIDIA GPUs."""
+
+    name: str = Field(description="The HostSystem name in vCenter, e.g. esxi-01.lab")
+    cluster: str | None = Field(None, description="Cluster, when not the fleet's default")
+    ssh: SshSpec | None = Field(None, description="SSH access (taken from the lab when vcenter.lab is true)")
+    driver: DriverSpec | None = Field(None, description="Overrides the fleet's default driver")
+    graphics_type: Literal["shared", "sharedDirect"] = Field("sharedDirect", description="Default graphics type")
+    assignment_policy: Literal["performance", "consolidation"] = Field("performance")
+    gpus: list[GpuSpec] = Field(default_factory=list)
+    nics: list[NicSpec] = Field(default_factory=list)
+    license: SecretRef | None = Field(None, description="vSphere licence key for this host (secret reference)")
+
+
+class TemplateSpec(SpecModel):
+    """A GPU VM template."""
+
+    name: str
+    guest_id: str = Field("ubuntu64Guest", description="vSphere guest OS identifier (64-bit for GPUs)")
+    firmware: Literal["efi", "bios"] = Field("efi")
+    secure_boot: bool = False
+    cpus: int = Field(8, ge=1, le=768)
+    cores_per_socket: int | None = Field(None, ge=1)
+    memory_mb: int = Field(65536, ge=1024)
+    memory_reservation_locked: bool = Field(True, description="Reserve all guest memory (required for GPUs)")
+    hardware_version: int = Field(19, ge=11, le=22, description="Virtual hardware version (vmx-NN)")
+    numa_node: int | None = Field(None, ge=0, description="Pin to this NUMA node (numa.nodeAffinity)")
+    mmio_size_gb: int | None = Field(None, ge=1, description="64-bit MMIO size; derived from the GPUs if omitted")
+    p2p: bool = Field(False, description="pciPassthru.allowP2P for GPUDirect RDMA / P2P between devices")
+    relax_acs: bool = Field(False, description="pciPassthru.RelaxACSforP2P")
+    network: str | None = Field(None, description="Port group of the first NIC")
+    disk_gb: int = Field(100, ge=1)
+
+
+class VgpuRequest(SpecModel):
+    """One vGPU of a VM: time-sliced (e.g. nvidia_l40s-24c) or MIG-backed (e.g. grid_a100d-4-40c)."""
+
+    profile: str = Field(description="vSphere vGPU profile name; grid_ and nvidia_ prefixes both accepted")
+    gpu: PciAddress | None = Field(None, description="Pin to this physical GPU of the VM's host")
+
+    @field_validator("profile")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class PassthroughRequest(SpecModel):
+    """A whole GPU handed to the VM: DirectPath I/O by PCI address, or Dynamic DirectPath by model."""
+
+    gpu: PciAddress | None = Field(None, description="DirectPath I/O: the host GPU at this PCI address")
+    model: str | None = Field(None, description="Dynamic DirectPath: any free GPU of this model on the host")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PassthroughRequest:
+        if (self.gpu is None) == (self.model is None):
+            raise ValueError("give exactly one of `gpu` (DirectPath I/O) or `model` (Dynamic DirectPath)")
+        return self
+
+
+class RdmaNicRequest(SpecModel):
+    """An RDMA NIC of a VM: a PVRDMA adapter (vmxnet3vrdma) or a passthrough ConnectX."""
+
+    type: Literal["pvrdma", "passthrough"]
+    network: str | None = Field(None, description="Port group (PVRDMA)")
+    roce: Literal["v1", "v2"] = Field("v2", description="RoCE protocol of a PVRDMA adapter")
+    nic: PciAddress | None = Field(None, description="Host NIC PCI address (passthrough)")
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> RdmaNicRequest:
+        if self.type == "passthrough" and self.nic is None:
+            raise ValueError("a passthrough RDMA NIC needs `nic`: the host NIC's PCI address")
+        if self.type == "pvrdma" and self.nic is not None:
+            raise ValueError("`nic` applies to passthrough only; a PVRDMA adapter takes `network`")
+        return self
+
+
+class VmSpec(SpecModel):
+    """A VM cloned from a template, with its GPUs and RDMA NICs (owned by gpufleet's VmGpuDevices)."""
+
+    name: str
+    template: str = Field(description="Name of a template in `templates`")
+    host: str | None = Field(None, description="Pin to this host; omitted: placed by `gpufleet plan`")
+    vgpu: list[VgpuRequest] = Field(default_factory=list, description="vGPUs; several only where NVIDIA allows")
+    passthrough: list[PassthroughRequest] = Field(default_factory=list)
+    rdma: list[RdmaNicRequest] = Field(default_factory=list)
+    cpus: int | None = Field(None, ge=1, le=768, description="Overrides the template")
+    memory_mb: int | None = Field(None, ge=1024, description="Overrides the template")
+    allow_power_cycle: bool | None = Field(None, description="Overrides rollout.allowPowerCycle for this VM")
+    ssh: SshSpec | None = Field(None, description="SSH into the guest for post-deploy checks and licensing")
+    nvidia_licensing: bool = Field(True, description="Place the NVIDIA client configuration token in the guest")
+
+
+class LicensingSpec(SpecModel):
+    """Licences: vSphere keys and the NVIDIA client configuration token (FeatureType) for guests."""
+
+    vcenter_license: SecretRef | None = Field(None, description="vCenter licence key")
+    host_license: SecretRef | None = Field(None, description="Default licence key for every host")
+    nvidia_client_token: SecretRef | None = Field(None, description="NLS client configuration token")
+    feature_type: int = Field(1, ge=0, le=4, description="gridd.conf FeatureType: 1 vGPU, 2 vWS/RTX, 4 vCS/NVAIE")
+
+
+class RolloutPolicy(SpecModel):
+    """How host preparation and VM changes roll across the fleet."""
+
+    max_unavailable: int = Field(1, ge=1, description="Hosts per cluster in maintenance at once")
+    reboot_timeout_seconds: int = Field(1200, ge=10)
+    maintenance_timeout_seconds: int = Field(1800, ge=10)
+    failure_threshold: int = Field(1, ge=1, description="Stop the rollout after this many failed hosts")
+    allow_power_cycle: bool = Field(False, description="May gpufleet power off a VM to change its GPU devices")
+    vgpu_vmotion: bool | None = Field(None, description="vCenter advanced setting vgpu.hotmigrate.enabled")
+
+
+class Fleet(SpecModel):
+    """The whole fleet (stack key ``gpufleet:fleet``)."""
+
+    version: Literal["v1"] = Field(description="Spec version; only v1 exists")
+    datacenter: str
+    cluster: str
+    datastore: str | None = None
+    driver: DriverSpec | None = Field(None, description="Default NVIDIA host driver of every host")
+    hosts: list[HostSpec] = Field(default_factory=list)
+    templates: list[TemplateSpec] = Field(default_factory=list)
+    vms: list[VmSpec] = Field(default_factory=list)
+    licensing: LicensingSpec = Field(default_factory=LicensingSpec)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+
+    def host(self, name: str) -> HostSpec | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def template(self, name: str) -> TemplateSpec | None:
+        return next((t for t in self.templates if t.name == name), None)
+
+    def driver_for(self, host: HostSpec) -> DriverSpec | None:
+        return host.driver or self.driver
