@@ -1,0 +1,39 @@
+# gpufleet — the two quickstart commands are `make demo` and `make test`; both set everything up themselves.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+GPUFLEET := $(VENV)/bin/gpufleet
+STACK ?= stacks/Pulumi.lab.yaml
+JOBS ?= 2
+
+.PHONY: setup demo test test-unit test-lab lint bench lab-up lab-down clean
+
+setup:
+	@scripts/setup.sh
+
+## The main job on the embedded lab: start the lab, validate and plan, prepare the hosts, apply the VMs' GPUs,
+## verify, and audit (HTML report in reports/).
+demo: setup
+	@scripts/demo.sh $(STACK)
+
+test: setup
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest -n $(JOBS) -q -m "not lab" -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+bench: setup
+	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab-up: setup
+	$(GPUFLEET) lab up
+
+lab-down:
+	$(GPUFLEET) lab down
+
+clean: lab-down
+	rm -rf reports .pytest_cache
