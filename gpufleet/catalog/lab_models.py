@@ -1,11 +1,11 @@
-"""The few facts the lab needs about its GPU models, read from the catalog data files."""
+"""The few facts the lab needs about its GPU models, taken from the full catalog (``gpufleet.catalog``)."""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+
+from gpufleet.catalog import get_gpu
 
 
 @dataclass(frozen=True)
@@ -17,17 +17,18 @@ class LabGpuModel:
     profile_file: str
 
 
-LAB_GPU_MODELS: dict[str, LabGpuModel] = {
-    "A100-80GB-PCIe": LabGpuModel(0x20B5, "GA100 [A100 PCIe 80GB]", "ampere", True, "vgpu_profiles_A100_PCIe_80GB.csv"),
-    "H100-80GB-PCIe": LabGpuModel(0x2331, "GH100 [H100 PCIe]", "hopper", True, "vgpu_profiles_H100_PCIe_80GB.csv"),
-    "L40S": LabGpuModel(0x26B9, "AD102GL [L40S]", "ada", False, "vgpu_profiles_L40S.csv"),
-    "T4": LabGpuModel(0x1EB8, "TU104GL [Tesla T4]", "turing", False, "vgpu_profiles_T4.csv"),
-}
+LAB_MODEL_NAMES = ("A100-80GB-PCIe", "H100-80GB-PCIe", "L40S", "T4")
+
+
+def _lab_model(name: str) -> LabGpuModel:
+    gpu = get_gpu(name)
+    return LabGpuModel(gpu.pci_device_ids[0], gpu.pci_device_name, gpu.architecture, gpu.mig_capable, gpu.profiles_file)
+
+
+LAB_GPU_MODELS: dict[str, LabGpuModel] = {name: _lab_model(name) for name in LAB_MODEL_NAMES}
 
 
 @cache
 def vsphere_profiles_for(model: str) -> list[str]:
-    """vSphere vGPU profile names a host with this GPU offers (first spelling where two are listed)."""
-    text = resources.files("gpufleet.catalog").joinpath("data", LAB_GPU_MODELS[model].profile_file).read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    return [row["vsphere_profile_name"].split("|")[0] for row in rows]
+    """vSphere vGPU profile names a host with this GPU offers (canonical spelling: the first one listed)."""
+    return [p.vsphere_name for p in get_gpu(model).profiles]

@@ -1,9 +1,198 @@
-"""CLI verbs of this area (filled in by the issue that owns them)."""
+"""Offline verbs on the fleet spec: ``validate STACK``, ``schema``, ``mig fit --gpu MODEL PROFILE...``, ``plan STACK``.
+
+Exit codes: 0 ok (valid / fits / every VM placed), 1 error (bad input: invalid stack, unknown model or profile),
+2 "no" (the MIG instances do not fit, or some VMs cannot be placed). ``--json`` prints exactly one JSON document:
+- validate: ``{"stack", "valid", "issues": [{"path", "message", "valid"}], "summary"}``
+- mig fit:  ``{"gpu", "fits": true, "placements": [{"profile", "instance", "start", "size"}], "free_slices"}`` or
+  ``{"gpu", "fits": false, "conflicts": [...], "reason"}``; bad input: ``{"error", "valid"}``
+- plan:     ``{"stack", "feasible", "strategy", "summary", "hosts": [{"name", "gpus": [...]}], "vms", "unplaced"}``
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from gpufleet.catalog import CatalogError
+from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.placement.mig import MigFit, fit
+from gpufleet.placement.planner import Plan, plan
+from gpufleet.spec.schema import stack_schema
+from gpufleet.spec.stack import Stack, load_stack
+from gpufleet.spec.validate import validate_fleet
+
+StackArg = Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
+
+
+def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
+    return [{"path": i.path, "message": i.message, "valid": list(i.valid)} for i in issues]
+
+
+def _print_issues(title: str, issues: list[SpecIssue]) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("path", style="cyan", no_wrap=True)
+    table.add_column("problem")
+    table.add_column("valid values", style="green")
+    for issue in issues:
+        table.add_row(issue.path, issue.message, ", ".join(issue.valid))
+    console.print(table)
+
+
+def _load_and_check(stack: Path) -> tuple[Stack | None, list[SpecIssue]]:
+    """Shape issues (from loading) or hardware issues (from validate_fleet); never raises SpecError."""
+    try:
+        loaded = load_stack(stack)
+    except SpecError as exc:
+        return None, exc.issues
+    return loaded, validate_fleet(loaded.fleet)
+
+
+def _summary(loaded: Stack) -> dict[str, int]:
+    fleet = loaded.fleet
+    return {
+        "hosts": len(fleet.hosts),
+        "gpus": sum(len(h.gpus) for h in fleet.hosts),
+        "templates": len(fleet.templates),
+        "vms": len(fleet.vms),
+    }
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+@handle_errors
+def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
+    """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid)."""
+    loaded, issues = _load_and_check(stack)
+    if json_out:
+        doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
+        if loaded is not None:
+            doc["summary"] = _summary(loaded)
+        print_json(doc)
+    elif issues:
+        _print_issues(f"{stack}: {len(issues)} problem(s)", issues)
+    else:
+        assert loaded is not None
+        s = _summary(loaded)
+        counts = ", ".join(_plural(s[k], noun) for k, noun in
+                           (("hosts", "host"), ("gpus", "GPU"), ("templates", "template"), ("vms", "VM")))
+        console.print(f"[green]valid[/]: {stack} ({counts})")
+    if issues:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def schema() -> None:
+    """Print the JSON Schema of a stack config file (for editors and CI)."""
+    print_json(stack_schema())
+
+
+def _slice_bar(start: int, size: int, total: int) -> str:
+    return "".join("■" if start <= s < start + size else "·" for s in range(total))
+
+
+def _print_fit(result: MigFit) -> None:
+    if result.fits:
+        table = Table(title=f"MIG placement on {result.gpu}", title_justify="left")
+        for col in ("profile", "instance", "start", "size", "slices"):
+            table.add_column(col)
+        for p in result.placements:
+            table.add_row(p.profile, p.instance, str(p.start), str(p.size),
+                          _slice_bar(p.start, p.size, result.memory_slices))
+        console.print(table)
+        free = ",".join(map(str, result.free_slices)) or "none"
+        console.print(f"[green]fits[/]; free memory slices: {free}")
+    else:
+        console.print(f"[red]does not fit[/] on {result.gpu}: {', '.join(result.conflicts)}")
+        console.print(result.reason)
+
+
+def mig_fit(
+    profiles: Annotated[list[str], typer.Argument(help="MIG instances (4g.40gb) or MIG-backed vGPU profiles")],
+    gpu: Annotated[str, typer.Option("--gpu", help="GPU model, e.g. A100-80GB, H100-80GB, A30")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Do these MIG instances fit on one GPU, and where? (exit 0 fits, 2 does not, 1 bad input)"""
+    try:
+        result = fit(gpu, profiles)
+    except CatalogError as exc:
+        if json_out:
+            print_json({"gpu": gpu, "error": str(exc), "valid": list(exc.valid)})
+        else:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(ExitCode.ERROR) from exc
+    if json_out:
+        print_json(result.to_json())
+    else:
+        _print_fit(result)
+    if not result.fits:
+        raise typer.Exit(ExitCode.NO)
+
+
+def _print_plan(name: str, result: Plan) -> None:
+    doc = result.to_json()
+    for host in doc["hosts"]:
+        table = Table(title=host["name"], title_justify="left")
+        for col in ("GPU", "model", "mode", "assigned", "free", "density"):
+            table.add_column(col)
+        for gpu in host["gpus"]:
+            assigned = "\n".join(_assignment_text(a) for a in gpu["assignments"]) or "-"
+            mode = gpu["mode"] + (" (mixed)" if gpu["mixed_size"] else "")
+            table.add_row(gpu["pci"], gpu["model"], mode, assigned, gpu["free"], f"{gpu['density']:.0%}")
+        console.print(table)
+    s = doc["summary"]
+    console.print(
+        f"{name}: {s['vms_placed']} VM(s) placed on {s['gpus_used']} of {s['gpus_total']} GPUs "
+        f"(lower bound {s['lower_bound']}, mean density of used GPUs {s['density']:.0%})"
+    )
+    if result.unplaced:
+        table = Table(title="cannot be placed", title_justify="left")
+        table.add_column("VM", style="red")
+        table.add_column("path", style="cyan")
+        table.add_column("why")
+        for u in result.unplaced:
+            table.add_row(u.vm, u.path, u.reason)
+        console.print(table)
+
+
+def _assignment_text(a: dict[str, Any]) -> str:
+    if "instance" in a:
+        return f"{a['vm']}: {a['profile']} {a['instance']} @{a['start']}:{a['size']}"
+    if "profile" in a:
+        return f"{a['vm']}: {a['profile']}"
+    return f"{a['vm']}: {a.get('device', 'passthrough')}"
+
+
+@handle_errors
+def plan_cmd(stack: StackArg, json_out: JsonOpt = False) -> None:
+    """Place every VM's GPUs onto hosts, GPUs and MIG slots (exit 0 all placed, 2 some cannot be, 1 invalid)."""
+    loaded, issues = _load_and_check(stack)
+    if issues or loaded is None:
+        if json_out:
+            print_json({"stack": str(stack), "feasible": False, "issues": _issues_json(issues)})
+        else:
+            _print_issues(f"{stack}: {len(issues)} problem(s); fix them before planning", issues)
+        raise typer.Exit(ExitCode.ERROR)
+    result = plan(loaded.fleet)
+    if json_out:
+        print_json({"stack": str(stack), **result.to_json()})
+    else:
+        _print_plan(loaded.name, result)
+    if not result.feasible:
+        raise typer.Exit(ExitCode.NO)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the gpufleet app."""
+    """Add ``validate``, ``schema``, ``mig fit`` and ``plan``."""
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+    app.command("plan")(plan_cmd)
+    mig = typer.Typer(help="MIG geometry questions, answered offline.", no_args_is_help=True)
+    mig.command("fit")(mig_fit)
+    app.add_typer(mig, name="mig")
+

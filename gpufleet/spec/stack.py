@@ -53,10 +53,7 @@ def issues_from_validation(err: ValidationError, root: str = "") -> list[SpecIss
         message = e["msg"].removeprefix("Value error, ")
         valid: tuple[str, ...] = ()
         ctx = e.get("ctx") or {}
-        if e["type"] == "literal_error" and "expected" in ctx:
-            valid = tuple(v.strip().strip("'") for v in str(ctx["expected"]).replace(" or ", ",").split(","))
-            message = "not one of the allowed values"
-        elif e["type"] == "enum" and "expected" in ctx:
+        if e["type"] == "literal_error" and "expected" in ctx or e["type"] == "enum" and "expected" in ctx:
             valid = tuple(v.strip().strip("'") for v in str(ctx["expected"]).replace(" or ", ",").split(","))
             message = "not one of the allowed values"
         elif e["type"] == "extra_forbidden":

@@ -1,0 +1,53 @@
+"""The stack config as the fleet spec, inside a Pulumi program; secrets as Pulumi secrets.
+
+``stack_from_config()`` reads ``gpufleet:fleet`` and ``gpufleet:vcenter`` with ``pulumi.Config`` and runs them
+through the same spec as the CLI (``parse_stack`` for the shape, ``validate_fleet`` for the hardware rules);
+any problem reaches the user as one ``pulumi.RunError`` listing every issue, before a resource is registered.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pulumi
+
+from gpufleet.errors import SpecError
+from gpufleet.spec.models import SecretRef
+from gpufleet.spec.stack import FLEET_KEY, VCENTER_KEY, Stack, parse_stack
+from gpufleet.spec.validate import validate_fleet
+
+
+def stack_from_config(config: pulumi.Config | None = None, name: str | None = None) -> Stack:
+    """The current stack's fleet, shape- and rule-checked; ``pulumi.RunError`` (every issue) if invalid."""
+    cfg = config or pulumi.Config("gpufleet")
+    fleet = cfg.get_object("fleet")
+    vcenter = cfg.get_object("vcenter") or {}
+    document = {"config": {VCENTER_KEY: vcenter} | ({FLEET_KEY: fleet} if fleet is not None else {})}
+    try:
+        stack = parse_stack(document, name=name or pulumi.get_stack())
+        issues = validate_fleet(stack.fleet)
+        if issues:
+            raise SpecError(issues, stack.name)
+    except SpecError as exc:
+        raise pulumi.RunError(str(exc)) from exc
+    return stack
+
+
+def secret_from_ref(ref: SecretRef | None, where: str) -> pulumi.Output[str] | None:
+    """A secret reference as a Pulumi secret: the Pulumi config key (``pulumi config set --secret``), else its
+    environment variable; None when no reference is given. A reference that resolves to nothing is a RunError."""
+    if ref is None:
+        return None
+    if ref.config:
+        namespace, _, key = ref.config.rpartition(":")
+        value = pulumi.Config(namespace or None).get_secret(key)
+        if value is not None:
+            return value
+    if ref.env and os.environ.get(ref.env):
+        return pulumi.Output.secret(os.environ[ref.env])
+    sources = " or ".join(
+        s
+        for s in (f"`pulumi config set --secret {ref.config}`" if ref.config else "", f"${ref.env}" if ref.env else "")
+        if s
+    )
+    raise pulumi.RunError(f"{where}: the secret is not set ({sources})")

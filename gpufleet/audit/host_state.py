@@ -1,0 +1,143 @@
+"""Read what each ESXi host shows over SSH, many hosts at once with a bound on parallel connections.
+
+Per host, with host_setup's runner (host keys verified) and its typed readers: the NVIDIA host driver (component
+or VIB list), ATS (kernel setting ``atsSupport`` and the ConnectX ``ATS_ENABLED``, running values), ``nvidia-smi -q
+-x`` (driver loaded, GPUs, MIG mode current and pending), ``nvidia-smi mig -lgi`` (the GPU instances: placements on
+the memory slices) and why the host waits for a reboot. Read-only: nothing is changed.
+
+A host that cannot be reached (refused host key, login, timeout) is returned as ``Unreachable`` with the reason;
+the others are still read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gpufleet.audit.state import GpuInstance, GpuSshState, HostSshState, Unreachable
+from gpufleet.connections import SshSettings
+from gpufleet.errors import GpufleetError
+from host_setup import esxcli, mlxconfig, nvidia_smi
+from host_setup.model import ATS_KERNEL_SETTING, Desired, HostFacts
+from host_setup.ssh import Runner, SshRunner
+from host_setup.steps.reboot import reboot_reasons
+
+DEFAULT_PARALLEL = 8
+
+# `nvidia-smi mig -lgi` rows: "|   0  MIG 3g.40gb          9        1          4:4     |"
+_LGI_ROW = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)\s*\|")
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """One host to read: its SSH settings and what host preparation wants of it (``host_setup.model.Desired``:
+    which driver package kind to list, which NICs carry ATS)."""
+
+    name: str
+    ssh: SshSettings
+    desired: Desired
+
+
+def parse_lgi(output: str) -> dict[int, list[GpuInstance]]:
+    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id).
+    "No GPU instances found" -> {}."""
+    out: dict[int, list[GpuInstance]] = {}
+    for line in output.splitlines():
+        m = _LGI_ROW.match(line.strip())
+        if m:
+            gpu, profile, _pid, gi, start, size = m.groups()
+            out.setdefault(int(gpu), []).append(
+                GpuInstance(profile=profile, start=int(start), size=int(size), gi_id=int(gi))
+            )
+    return out
+
+
+def read_host(runner: Runner, target: HostTarget) -> HostSshState:
+    """Everything the audit compares, read from one host (read-only commands). Pending reboots are judged by
+    host preparation's own rule (``reboot_reasons``: a driver in the boot bank not running, a MIG mode pending,
+    ATS configured but not in effect), so the audit and ``hosts prepare`` agree."""
+    desired = target.desired
+    kind = desired.driver.kind if desired.driver else "component"
+    installed = esxcli.nvidia_driver(runner, kind)
+    smi = nvidia_smi.query(runner)
+    ats_kernel = esxcli.kernel_setting(runner, ATS_KERNEL_SETTING) if desired.ats_nics else None
+    nic_ats = {pci: mlxconfig.nic_ats(runner, pci) for pci in desired.ats_nics}
+    facts = HostFacts(
+        # reboot_reasons reads the host's own facts only; the vCenter-side fields come from the vCenter reader.
+        in_maintenance=False,
+        marked=False,
+        connection_state="",
+        driver_installed=installed,
+        smi=smi,
+        graphics=esxcli.graphics_host(runner),
+        ats_kernel=ats_kernel,
+        nic_ats=nic_ats,
+    )
+    reasons = reboot_reasons(desired, facts)
+    gpus: list[GpuSshState] = []
+    if smi is not None:
+        instances: dict[int, list[GpuInstance]] = {}
+        if any(g.mig_current == "Enabled" for g in smi.gpus):
+            lgi = runner.run(["nvidia-smi", "mig", "-lgi"], timeout=60)
+            instances = parse_lgi(lgi.output) if lgi.rc == 0 else {}
+        for index, g in enumerate(smi.gpus):
+            gpus.append(
+                GpuSshState(
+                    pci=g.pci,
+                    name=g.name,
+                    mig_current=None if g.mig_current in ("", "N/A") else g.mig_current == "Enabled",
+                    mig_pending=None if g.mig_pending in ("", "N/A") else g.mig_pending == "Enabled",
+                    instances=tuple(instances.get(index, ())),
+                )
+            )
+    ats = None
+    if desired.ats_nics:
+        ats = bool(ats_kernel and ats_kernel.runtime_on) and all(n.current for n in nic_ats.values())
+    return HostSshState(
+        name=target.name,
+        driver_version=installed,
+        driver_package=kind,
+        reboot_pending=bool(reasons),
+        reboot_reasons=tuple(reasons),
+        ats_enabled=ats,
+        nvidia_smi_ok=smi is not None,
+        gpus=tuple(gpus),
+    )
+
+
+def _read_one(target: HostTarget, runner_factory: Callable[[SshSettings], Runner]) -> HostSshState | Unreachable:
+    runner = runner_factory(target.ssh)
+    try:
+        return read_host(runner, target)
+    except GpufleetError as exc:  # ConnectError, HostKeyError, CommandFailed, parse errors: name it, go on
+        return Unreachable(target=target.name, reason=str(exc), kind="host")
+    finally:
+        runner.close()
+
+
+def _ssh_runner(settings: SshSettings) -> Runner:
+    # Few retries: an audit reports an unreachable host rather than waiting long for it.
+    return SshRunner(settings, connect_timeout=10.0, command_timeout=120.0, connect_attempts=2, backoff_max=1.0)
+
+
+def read_hosts(
+    targets: Mapping[str, HostTarget],
+    parallel: int = DEFAULT_PARALLEL,
+    runner_factory: Callable[[SshSettings], Runner] = _ssh_runner,
+) -> tuple[dict[str, HostSshState], list[Unreachable]]:
+    """Read every host, at most ``parallel`` at a time. Returns the states read and the hosts not reached."""
+    if parallel < 1:
+        raise ValueError("parallel must be at least 1")
+    states: dict[str, HostSshState] = {}
+    unreachable: list[Unreachable] = []
+    if not targets:
+        return states, unreachable
+    with ThreadPoolExecutor(max_workers=min(parallel, len(targets)), thread_name_prefix="audit-ssh") as pool:
+        for outcome in pool.map(lambda t: _read_one(t, runner_factory), targets.values()):
+            if isinstance(outcome, Unreachable):
+                unreachable.append(outcome)
+            else:
+                states[outcome.name] = outcome
+    return states, unreachable

@@ -1,0 +1,227 @@
+"""testinfra hosts whose SSH host keys are verified, and the bridge from a testinfra host to host_setup's readers.
+
+testinfra's own paramiko backend sets ``WarningPolicy`` (an unknown host key is accepted with a warning) and
+never loads a known_hosts file. ``VerifiedParamikoBackend`` keeps testinfra's command execution but builds the
+client like gpufleet's SSH runner: ``RejectPolicy``, host keys from the pinned key or the known_hosts file of the
+stack / lab env (or ``UserKnownHostsFile`` of an ``--ssh-config``); ``StrictHostKeyChecking no`` is ignored.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import os
+import shlex
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import testinfra.host
+from testinfra.backend.base import CommandResult as TestinfraResult
+
+from gpufleet.connections import Secret, SshSettings
+from gpufleet.errors import ConnectError, HostKeyError
+from host_setup.ssh import CommandResult
+
+try:  # paramiko is only needed for SSH nodes (the device run uses the local backend with no paramiko)
+    import paramiko
+    from testinfra.backend.paramiko import ParamikoBackend
+except ImportError:  # pragma: no cover - exercised on the device machine only
+    paramiko = None  # type: ignore[assignment]
+    ParamikoBackend = object  # type: ignore[assignment,misc]
+
+OUTPUT_LIMIT = 3000
+
+
+@dataclass(frozen=True)
+class Sh:
+    """One command's result with what a failure message needs: the command line and what it printed."""
+
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def describe(self) -> str:
+        out = self.stdout.rstrip()
+        if len(out) > OUTPUT_LIMIT:
+            out = out[:OUTPUT_LIMIT] + f"\n... ({len(self.stdout) - OUTPUT_LIMIT} more characters)"
+        text = f"$ {self.command}\n[exit {self.rc}]"
+        if out:
+            text += f"\n{out}"
+        if self.stderr.strip():
+            text += f"\n[stderr] {self.stderr.strip()[:OUTPUT_LIMIT]}"
+        return text
+
+
+def run(host: testinfra.host.Host, argv: Sequence[str]) -> Sh:
+    """Run an argument list on a testinfra host (each argument quoted with shlex.quote)."""
+    command = " ".join(shlex.quote(a) for a in argv)
+    result: TestinfraResult = host.run(command)
+    return Sh(command, result.rc, result.stdout, result.stderr)
+
+
+class TestinfraRunner:
+    """host_setup's ``Runner`` over a testinfra host (``host.run`` only, so it works on ESXi where testinfra's
+    file/service/package modules do not). Keeps every command it ran for failure messages."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, name: str, host: testinfra.host.Host) -> None:
+        self.name = name
+        self.host = host
+        self.transcript: list[Sh] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+        sh = run(self.host, argv)
+        self.transcript.append(sh)
+        return CommandResult(command=sh.command, rc=sh.rc, output=sh.stdout + sh.stderr)
+
+    def last(self, prefix: str = "") -> Sh | None:
+        """The latest command starting with ``prefix``."""
+        return next((s for s in reversed(self.transcript) if s.command.startswith(prefix)), None)
+
+    def remote_size(self, path: str) -> int | None:  # pragma: no cover - checks never upload
+        raise NotImplementedError("checks are read-only")
+
+    def upload(self, local: Path, remote: str) -> bool:  # pragma: no cover
+        raise NotImplementedError("checks are read-only")
+
+    def reconnect(self, timeout: float, poll: float = 0.2) -> None:  # pragma: no cover
+        raise NotImplementedError("checks never reboot")
+
+    def close(self) -> None:
+        pass
+
+
+def _known_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _fingerprint(key: Any) -> str:
+    import base64
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class VerifiedParamikoBackend(ParamikoBackend):  # type: ignore[misc,valid-type]
+    """testinfra's paramiko backend, with host keys verified (RejectPolicy + known_hosts / pinned key)."""
+
+    NAME = "paramiko"
+
+    def __init__(self, settings: SshSettings, timeout: int = 10) -> None:
+        self.settings = settings
+        spec = f"{settings.user}@{settings.address}:{settings.port}"
+        super().__init__(spec, timeout=timeout)
+
+    def get_pytest_id(self) -> str:
+        return self.settings.name
+
+    @functools.cached_property
+    def client(self) -> Any:
+        s = self.settings
+        client = paramiko.SSHClient()
+        if s.host_key:
+            try:
+                key_line = f"{_known_name(s.address, s.port)} {s.host_key}"
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(key_line)
+            except (binascii.Error, paramiko.SSHException, ValueError) as exc:
+                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key: {exc}") from exc
+            if entry is None or entry.key is None:
+                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key")
+            for hostname in entry.hostnames:
+                client.get_host_keys().add(hostname, entry.key.get_name(), entry.key)
+        elif s.known_hosts:
+            try:
+                client.load_host_keys(str(s.known_hosts))
+            except OSError as exc:
+                raise HostKeyError(f"{s.name}: cannot read known_hosts {s.known_hosts}: {exc}") from exc
+        else:
+            raise HostKeyError(f"{s.name}: no pinned hostKey and no known_hosts file: host keys are always verified")
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                s.address,
+                port=s.port,
+                username=s.user,
+                key_filename=str(s.key_file) if s.key_file else None,
+                password=s.password.reveal() if s.password else None,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"{s.name} ({s.address}:{s.port}) presented a CHANGED host key {_fingerprint(exc.key)}: refusing to connect"
+            ) from exc
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(
+                    f"{s.name} ({s.address}:{s.port}) offered a host key that is not in "
+                    f"{'the pinned hostKey' if s.host_key else s.known_hosts}: refusing to connect ({exc})"
+                ) from exc
+            raise ConnectError(f"{s.name} ({s.address}:{s.port}): SSH failed: {exc}") from exc
+        except OSError as exc:
+            client.close()
+            raise ConnectError(f"{s.name} ({s.address}:{s.port}) is unreachable over SSH: {exc}") from exc
+        return client
+
+
+def ssh_host(settings: SshSettings, timeout: int = 10) -> testinfra.host.Host:
+    """A testinfra host for an SSH node, host key verified."""
+    if paramiko is None:  # pragma: no cover
+        raise ConnectError("paramiko is not installed: SSH nodes cannot be checked (the local backend still works)")
+    backend = VerifiedParamikoBackend(settings, timeout=timeout)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
+
+
+def local_host() -> testinfra.host.Host:
+    """testinfra's local backend (commands run here, through /bin/sh)."""
+    return testinfra.get_host("local://")
+
+
+def settings_from_hostspec(hostspec: str, ssh_config: str | None = None, identity: str | None = None) -> SshSettings:
+    """SshSettings for a testinfra ``paramiko://[user@]name[:port][?ssh_config=F&ssh_identity_file=K]`` spec.
+
+    The ssh_config's HostName/Port/User/IdentityFile/UserKnownHostsFile are honoured; without a
+    UserKnownHostsFile, ~/.ssh/known_hosts is used. Host keys are always verified."""
+    url = urllib.parse.urlparse(hostspec if "://" in hostspec else f"paramiko://{hostspec}")
+    query = urllib.parse.parse_qs(url.query)
+    ssh_config = query.get("ssh_config", [ssh_config])[0]
+    identity = query.get("ssh_identity_file", [identity])[0]
+    name = url.hostname or ""
+    address, port, user = name, url.port or 22, url.username or "root"
+    known_hosts: str | None = None
+    if ssh_config:
+        config = paramiko.SSHConfig.from_path(os.path.expanduser(ssh_config))
+        found = config.lookup(name)
+        address = found.get("hostname", address)
+        port = url.port or int(found.get("port", port))
+        user = url.username or found.get("user", user)
+        if "identityfile" in found and not identity:
+            identity = os.path.expanduser(found["identityfile"][0])
+        if "userknownhostsfile" in found:
+            known_hosts = os.path.expanduser(found["userknownhostsfile"].split()[0])
+    known_hosts = known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+    return SshSettings(
+        name=name,
+        address=address,
+        port=port,
+        user=user,
+        key_file=Path(identity) if identity else None,
+        known_hosts=Path(known_hosts),
+        password=Secret(urllib.parse.unquote(url.password)) if url.password else None,
+    )

@@ -1,0 +1,125 @@
+"""What each node of a stack should show, derived from the fleet spec (never written twice): ESXi hosts use
+host_setup's ``Desired`` (the same expectations host preparation converges to); guests get a ``GuestExpect``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpufleet.catalog import lookup_gpu, lookup_profile
+from gpufleet.spec.models import Fleet, RdmaNicRequest, VmSpec
+from host_setup.model import Desired
+
+# gridd.conf FeatureType -> the product nvidia-smi names once licensed (1: chosen from the vGPU type's series).
+FEATURE_PRODUCTS = {2: "NVIDIA RTX Virtual Workstation", 4: "NVIDIA Virtual Compute Server"}
+SERIES_PRODUCTS = {
+    "C": "NVIDIA Virtual Compute Server",
+    "Q": "NVIDIA RTX Virtual Workstation",
+    "B": "NVIDIA Virtual PC",
+    "A": "NVIDIA Virtual Applications",
+}
+
+
+@dataclass(frozen=True)
+class ExpectedVgpu:
+    profile: str  # as written in the spec, e.g. nvidia_l40s-24c
+    vgpu_type: str  # the type name the guest driver shows, e.g. L40S-24C
+    board: str  # catalog model of the physical GPU
+    series: str  # C / Q / B / A
+    mig_instance: str | None  # 3g.40gb for a MIG-backed vGPU
+    framebuffer_mib: int
+
+
+@dataclass(frozen=True)
+class ExpectedPassthrough:
+    model: str  # catalog model
+    device_ids: tuple[int, ...]  # PCI device ids of that board
+    source: str  # "0000:5e:00.0 on esxi-02.lab" or "Dynamic DirectPath (any H100-80GB-SXM)"
+
+
+@dataclass(frozen=True)
+class GuestExpect:
+    vm: str
+    host: str | None
+    vgpus: tuple[ExpectedVgpu, ...]
+    passthrough: tuple[ExpectedPassthrough, ...]
+    rdma: tuple[RdmaNicRequest, ...]
+    host_driver: str | None  # the vGPU manager version on the VM's host (guest driver must be the same branch)
+    licensing: bool  # vGPU licence expected (vGPUs present and vms[].nvidiaLicensing)
+    feature_type: int
+    nvlink: bool  # several GPUs that the spec bridges with NVLink
+    problems: tuple[str, ...] = ()  # spec entries the checks cannot turn into expectations
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.vgpus) + len(self.passthrough)
+
+    def expected_products(self) -> set[str]:
+        """Licensed product names acceptable for this VM's vGPUs under its FeatureType."""
+        if self.feature_type in FEATURE_PRODUCTS:
+            return {FEATURE_PRODUCTS[self.feature_type]}
+        return {SERIES_PRODUCTS.get(v.series, SERIES_PRODUCTS["C"]) for v in self.vgpus}
+
+
+def host_expect(fleet: Fleet, name: str) -> Desired:
+    host = fleet.host(name)
+    if host is None:
+        raise KeyError(name)
+    return Desired.of(fleet, host)
+
+
+def guest_expect(fleet: Fleet, vm: VmSpec) -> GuestExpect:
+    problems: list[str] = []
+    vgpus: list[ExpectedVgpu] = []
+    for request in vm.vgpu:
+        found = lookup_profile(request.profile)
+        if found is None:
+            problems.append(f"vGPU profile {request.profile!r} is not in the catalog")
+            continue
+        model, profile = found
+        vgpus.append(
+            ExpectedVgpu(
+                profile=request.profile,
+                vgpu_type=profile.vgpu_type.upper(),
+                board=model.name,
+                series=profile.series,
+                mig_instance=profile.mig_instance if profile.mig_backed else None,
+                framebuffer_mib=profile.framebuffer_mb,
+            )
+        )
+    host = fleet.host(vm.host) if vm.host else None
+    passthrough: list[ExpectedPassthrough] = []
+    for pt in vm.passthrough:
+        if pt.model:
+            gpu = lookup_gpu(pt.model)
+            source = f"Dynamic DirectPath (any {pt.model})"
+        else:
+            spec = next((g for g in host.gpus if g.pci == pt.gpu), None) if host else None
+            gpu = lookup_gpu(spec.model) if spec else None
+            source = f"{pt.gpu} on {vm.host}"
+            if spec is None:
+                problems.append(f"passthrough GPU {pt.gpu} is not a GPU of host {vm.host!r} in the spec")
+                continue
+        if gpu is None:
+            problems.append(f"passthrough model of {source} is not in the catalog")
+            continue
+        passthrough.append(ExpectedPassthrough(model=gpu.name, device_ids=gpu.pci_device_ids, source=source))
+    host_driver = None
+    if host is not None and vgpus:
+        driver = fleet.driver_for(host)
+        host_driver = driver.version if driver else None
+    nvlink = False
+    if host is not None and len(vgpus) + len(passthrough) > 1:
+        boards = {v.board for v in vgpus} | {p.model for p in passthrough}
+        nvlink = any(g.nvlink_peers for g in host.gpus if (lookup_gpu(g.model) and lookup_gpu(g.model).name in boards))
+    return GuestExpect(
+        vm=vm.name,
+        host=vm.host,
+        vgpus=tuple(vgpus),
+        passthrough=tuple(passthrough),
+        rdma=tuple(vm.rdma),
+        host_driver=host_driver,
+        licensing=bool(vgpus) and vm.nvidia_licensing,
+        feature_type=fleet.licensing.feature_type,
+        nvlink=nvlink,
+        problems=tuple(problems),
+    )

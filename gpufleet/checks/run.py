@@ -1,0 +1,118 @@
+"""Run the packaged checks in this process (pytest, with the gpufleet plugin) and collect one result per check
+item: what ``gpufleet verify`` prints and what its exit code is decided from."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PACKAGE = "gpufleet.checks"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    node: str  # the node (or node-GPU / node-NIC) id of the item
+    check: str  # the check's name, e.g. test_vgpu_licence_is_licensed
+    outcome: str  # passed | failed | skipped | error
+    message: str  # failure text (with command and output), skip reason, or ""
+
+
+@dataclass
+class CheckRun:
+    exit_status: int  # pytest's
+    results: list[CheckResult] = field(default_factory=list)
+    junit: str | None = None
+    usage_error: str | None = None
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": {o: self.count(o) for o in ("passed", "failed", "skipped", "error")},
+            "checks": [asdict(r) for r in self.results],
+            "junit": self.junit,
+        }
+
+
+def _message(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str:
+    if excinfo is None:
+        return ""
+    value = excinfo.value
+    if isinstance(value, pytest.skip.Exception):
+        return str(value.msg)
+    text = str(value)
+    if isinstance(value, AssertionError):
+        # pytest's assertion rewriting appends "assert <expression>" after the message: keep the message.
+        text = text.split("\nassert ", 1)[0]
+    return text or excinfo.exconly()
+
+
+class _Collector:
+    """pytest plugin object: one CheckResult per item (the first non-passing phase wins)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, CheckResult] = {}
+        self.order: list[str] = []
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+        outcome = yield
+        report = outcome.get_result()
+        callspec = getattr(item, "callspec", None)
+        node = callspec.id if callspec is not None else ""
+        check = getattr(item, "originalname", item.name)
+        if item.nodeid not in self.order:
+            self.order.append(item.nodeid)
+        if report.when == "call" or report.outcome != "passed":
+            if report.skipped:
+                state = "skipped"
+                if call.excinfo is None and isinstance(report.longrepr, tuple):
+                    message = str(report.longrepr[2]).removeprefix("Skipped: ")
+                else:
+                    message = _message(call.excinfo)
+            elif report.failed:
+                state = "failed" if report.when == "call" else "error"
+                message = _message(call.excinfo)
+            else:
+                state, message = "passed", ""
+            previous = self.results.get(item.nodeid)
+            if previous is None or previous.outcome == "passed":
+                self.results[item.nodeid] = CheckResult(node, check, state, message)
+
+
+def run_checks(
+    stack: str | Path | None,
+    *,
+    junit: str | Path | None = None,
+    nodes: list[str] | None = None,
+    hosts: str | None = None,
+    extra_args: list[str] | None = None,
+) -> CheckRun:
+    """Run every packaged check for ``stack`` (or testinfra ``hosts``) and return the results. pytest's own
+    terminal output is discarded; the junit XML file is written when asked for."""
+    args = ["--pyargs", PACKAGE, "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-o", "python_files=test_*.py"]
+    if stack is not None:
+        args += ["--stack", str(stack)]
+    for name in nodes or []:
+        args += ["--gpufleet-node", name]
+    if hosts:
+        args += ["--hosts", hosts]
+    if junit is not None:
+        args += [f"--junitxml={junit}", "-o", "junit_family=xunit2", "-o", "junit_suite_name=gpufleet-verify"]
+    args += extra_args or []
+    collector = _Collector()
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        status = pytest.main(args, plugins=[collector])
+    run = CheckRun(int(status), [collector.results[k] for k in collector.order if k in collector.results], str(junit) if junit else None)
+    if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.INTERRUPTED):
+        lines = [line for line in sink.getvalue().splitlines() if line.strip()]
+        run.usage_error = "\n".join(lines[-15:]) or f"pytest exited {int(status)}"
+    return run

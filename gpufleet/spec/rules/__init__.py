@@ -1,0 +1,1 @@
+"""The hardware rules of ``validate_fleet``, one module per subject (hosts, VMs, pinned capacity)."""

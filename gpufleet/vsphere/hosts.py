@@ -1,0 +1,223 @@
+"""ESXi hosts through vCenter: find one, read its state, enter/exit maintenance mode safely.
+
+    host = find_host(si, "esxi-01.lab")
+    state = host_state(si, host)                      # HostState(in_maintenance, connection_state, cluster, ...)
+    moves = evacuation_plan(si, host)                 # refuses (EvacuationRefused) when the cluster cannot take them
+    enter_maintenance(si, host, timeout=1800)         # moves the powered-on VMs away, then enters
+    exit_maintenance(si, host, timeout=600)
+    wait_until_connected(si, host, timeout=600)       # after a reboot: vCenter sees the host again
+
+Evacuation is done here, VM by VM, rather than left to DRS: a cluster without fully automated DRS would leave
+``EnterMaintenanceMode`` waiting forever, and GPU VMs need rules DRS does not check the way we want:
+
+- a VM with a DirectPath I/O (or Dynamic DirectPath) GPU cannot move while powered on: refused, naming the VM;
+- a VM with a vGPU moves only when vGPU vMotion is allowed (``rollout.vgpuVmotion``) and the target host offers
+  its vGPU profile;
+- memory is the binding constraint (GPU VMs reserve all their memory): each VM goes to the connected host outside
+  maintenance with the most free memory (host memory minus the memory of its powered-on VMs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim
+
+from gpufleet.errors import GpufleetError, TaskError
+from gpufleet.vsphere.inventory import collect, collect_one, find_by_name
+from gpufleet.vsphere.tasks import wait_for_task
+
+_MIB = 1024 * 1024
+
+
+class EvacuationRefused(GpufleetError):
+    """The host's powered-on VMs cannot all move elsewhere in the cluster; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class HostState:
+    name: str
+    cluster: str | None
+    in_maintenance: bool
+    connection_state: str  # connected | disconnected | notResponding
+    power_state: str  # poweredOn | poweredOff | standBy | unknown
+
+
+@dataclass(frozen=True)
+class Move:
+    """One VM to relocate before maintenance."""
+
+    vm: vim.VirtualMachine
+    vm_name: str
+    target: vim.HostSystem
+    target_name: str
+    memory_mb: int
+
+
+def find_host(si: vim.ServiceInstance, name: str) -> vim.HostSystem:
+    """The HostSystem called ``name``; SpecError listing vCenter's hosts when there is none."""
+    return find_by_name(si, vim.HostSystem, name)
+
+
+def host_state(si: vim.ServiceInstance, host: vim.HostSystem) -> HostState:
+    return _state_of(collect_one(si, host, _HOST_PROPS[:5]))
+
+
+_HOST_PROPS = [
+    "name",
+    "parent",
+    "runtime.inMaintenanceMode",
+    "runtime.connectionState",
+    "runtime.powerState",
+    "hardware.memorySize",
+    "config.sharedPassthruGpuTypes",
+]
+_VM_PROPS = [
+    "name",
+    "runtime.host",
+    "runtime.powerState",
+    "config.hardware.memoryMB",
+    "config.hardware.device",
+    "config.template",
+]
+
+
+def all_host_states(si: vim.ServiceInstance) -> list[HostState]:
+    """The state of every host vCenter knows, in one round trip."""
+    return [_state_of(row) for row in collect(si, vim.HostSystem, _HOST_PROPS[:5])]
+
+
+def _state_of(row: dict[str, Any]) -> HostState:
+    parent = row["parent"]
+    cluster = parent.name if isinstance(parent, vim.ClusterComputeResource) else None
+    return HostState(
+        name=row["name"],
+        cluster=cluster,
+        in_maintenance=bool(row["runtime.inMaintenanceMode"]),
+        connection_state=str(row["runtime.connectionState"]),
+        power_state=str(row["runtime.powerState"]),
+    )
+
+
+def _gpu_kind(devices: list[Any] | None) -> tuple[str, str | None]:
+    """('none'|'vgpu'|'passthrough', vGPU profile) of a VM's devices."""
+    for dev in devices or []:
+        if isinstance(dev, vim.vm.device.VirtualPCIPassthrough):
+            backing = dev.backing
+            if isinstance(backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo):
+                return "vgpu", backing.vgpu
+            return "passthrough", None
+    return "none", None
+
+
+def evacuation_plan(si: vim.ServiceInstance, host: vim.HostSystem, allow_vgpu_vmotion: bool = False) -> list[Move]:
+    """Where each powered-on VM of ``host`` would go. Raises ``EvacuationRefused`` listing every VM that cannot
+    move (and why) before anything is changed."""
+    hosts = collect(si, vim.HostSystem, _HOST_PROPS)
+    me = next((h for h in hosts if h["obj"] == host), None)
+    if me is None:
+        raise TaskError(f"host {host} vanished from vCenter", fault="ManagedObjectNotFound")
+    vms = [
+        v
+        for v in collect(si, vim.VirtualMachine, _VM_PROPS)
+        if v["runtime.powerState"] == vim.VirtualMachine.PowerState.poweredOn and not v["config.template"]
+    ]
+    to_move = [v for v in vms if v["runtime.host"] == host]
+    if not to_move:
+        return []
+    targets = [
+        h
+        for h in hosts
+        if h["obj"] != host
+        and h["parent"] == me["parent"]
+        and isinstance(me["parent"], vim.ClusterComputeResource)
+        and h["runtime.connectionState"] == "connected"
+        and not h["runtime.inMaintenanceMode"]
+    ]
+    free_mb = {
+        h["obj"]: (h["hardware.memorySize"] or 0) // _MIB
+        - sum(v["config.hardware.memoryMB"] or 0 for v in vms if v["runtime.host"] == h["obj"])
+        for h in targets
+    }
+    problems: list[str] = []
+    moves: list[Move] = []
+    for vm in sorted(to_move, key=lambda v: -(v["config.hardware.memoryMB"] or 0)):
+        need = vm["config.hardware.memoryMB"] or 0
+        kind, profile = _gpu_kind(vm["config.hardware.device"])
+        if kind == "passthrough":
+            problems.append(f"{vm['name']} has a DirectPath I/O GPU and cannot move while powered on (power it off)")
+            continue
+        candidates = targets
+        if kind == "vgpu":
+            if not allow_vgpu_vmotion:
+                problems.append(f"{vm['name']} has vGPU {profile} and vGPU vMotion is off (rollout.vgpuVmotion)")
+                continue
+            candidates = [h for h in targets if profile in (h["config.sharedPassthruGpuTypes"] or [])]
+        fitting = [h for h in candidates if free_mb[h["obj"]] >= need]
+        if not fitting:
+            where = "no other connected host of the cluster outside maintenance"
+            if candidates:
+                best = max(free_mb[h["obj"]] for h in candidates)
+                where = f"at most {best} MB free on the other hosts"
+            problems.append(f"{vm['name']} needs {need} MB ({where})")
+            continue
+        target = max(fitting, key=lambda h: free_mb[h["obj"]])
+        free_mb[target["obj"]] -= need
+        moves.append(Move(vm["obj"], vm["name"], target["obj"], target["name"], need))
+    if problems:
+        raise EvacuationRefused(
+            f"{me['name']}: the cluster cannot absorb its powered-on VMs, not entering maintenance: "
+            + "; ".join(problems)
+        )
+    return moves
+
+
+def enter_maintenance(
+    si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float, allow_vgpu_vmotion: bool = False
+) -> list[Move]:
+    """Move the host's powered-on VMs away (after checking they all fit) and enter maintenance mode.
+    Returns the moves made; nothing is done when the host is already in maintenance mode."""
+    state = host_state(si, host)
+    if state.in_maintenance:
+        return []
+    deadline = time.monotonic() + timeout
+    moves = evacuation_plan(si, host, allow_vgpu_vmotion)
+    for move in moves:
+        task = move.vm.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=move.target, pool=None))
+        wait_for_task(
+            task,
+            what=f"move {move.vm_name} from {state.name} to {move.target_name}",
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+    remaining = max(1.0, deadline - time.monotonic())
+    task = host.EnterMaintenanceMode_Task(timeout=int(remaining), evacuatePoweredOffVms=False)
+    wait_for_task(task, what=f"enter maintenance mode on {state.name}", timeout=remaining + 5)
+    return moves
+
+
+def exit_maintenance(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float) -> bool:
+    """Leave maintenance mode; False when the host was not in it."""
+    state = host_state(si, host)
+    if not state.in_maintenance:
+        return False
+    task = host.ExitMaintenanceMode_Task(timeout=int(timeout))
+    wait_for_task(task, what=f"exit maintenance mode on {state.name}", timeout=timeout + 5)
+    return True
+
+
+def wait_until_connected(
+    si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float, poll: float = 0.25
+) -> HostState:
+    """Block until vCenter shows the host connected (after a reboot); TaskError(fault='Timeout') otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = host_state(si, host)
+        if state.connection_state == "connected":
+            return state
+        if time.monotonic() >= deadline:
+            raise TaskError(
+                f"{state.name}: vCenter still shows it {state.connection_state} after {timeout:.0f} s", fault="Timeout"
+            )
+        time.sleep(poll)

@@ -1,0 +1,158 @@
+"""Typed readers for ``nvidia-smi`` on an ESXi host: XML (``-q -x``) and CSV (``--query-gpu``), never the table.
+
+    report = query(runner)          # SmiReport(driver_version, gpus) or None when the driver does not answer
+    report.gpu("0000:3b:00.0").mig_current        # "Enabled" | "Disabled" | "N/A"
+    set_mig(runner, "0000:3b:00.0", True)         # MigChange(pending=True) on Ampere until the host reboots
+
+PCI addresses are normalised to the spec's form ``0000:3b:00.0`` (nvidia-smi prints ``00000000:3B:00.0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from gpufleet.errors import TaskError
+from host_setup.ssh import Runner
+
+QUERY_FIELDS = ("pci.bus_id", "name", "driver_version", "mig.mode.current", "mig.mode.pending")
+
+
+class SmiParseError(TaskError):
+    """nvidia-smi printed something we cannot read."""
+
+
+def normalise_pci(address: str) -> str:
+    """``00000000:3B:00.0`` / ``0000:3b:00.0`` / ``3b:00.0`` -> ``0000:3b:00.0``."""
+    address = address.strip().lower()
+    m = re.fullmatch(r"(?:([0-9a-f]{4,8}):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])", address)
+    if not m:
+        raise SmiParseError(f"{address!r} is not a PCI bus id")
+    domain = int(m.group(1) or "0", 16)
+    return f"{domain:04x}:{m.group(2)}:{m.group(3)}.{m.group(4)}"
+
+
+def smi_bus_id(pci: str) -> str:
+    """``0000:3b:00.0`` -> ``00000000:3B:00.0``: the form nvidia-smi prints, and accepts for ``-i``."""
+    domain, rest = normalise_pci(pci).split(":", 1)
+    return f"{int(domain, 16):08X}:{rest.upper()}"
+
+
+@dataclass(frozen=True)
+class SmiGpu:
+    pci: str
+    name: str
+    architecture: str  # "Ampere", "Hopper"... ("" when nvidia-smi does not say)
+    mig_current: str  # Enabled | Disabled | N/A
+    mig_pending: str
+    virtualization_mode: str = ""
+
+    @property
+    def mig_change_pending(self) -> bool:
+        """MIG mode was set but waits for a reboot (or GPU reset)."""
+        return self.mig_pending not in ("", "N/A") and self.mig_pending != self.mig_current
+
+
+@dataclass(frozen=True)
+class SmiReport:
+    driver_version: str
+    gpus: tuple[SmiGpu, ...]
+
+    def gpu(self, pci: str) -> SmiGpu | None:
+        pci = normalise_pci(pci)
+        return next((g for g in self.gpus if g.pci == pci), None)
+
+
+def _text(node: ET.Element | None, path: str) -> str:
+    found = node.find(path) if node is not None else None
+    return (found.text or "").strip() if found is not None and found.text else ""
+
+
+def parse_query_xml(text: str) -> SmiReport:
+    """``nvidia-smi -q -x`` -> SmiReport."""
+    start = text.find("<?xml")
+    body = text[start:] if start >= 0 else text
+    end = body.rfind("</nvidia_smi_log>")
+    body = body[: end + len("</nvidia_smi_log>")] if end >= 0 else body  # drop anything printed after it
+    # The DOCTYPE names a DTD file we neither have nor need.
+    body = re.sub(r"<!DOCTYPE[^>]*>", "", body)
+    try:
+        root = ET.fromstring(body.strip())
+    except ET.ParseError as exc:
+        raise SmiParseError(f"nvidia-smi XML is not well formed: {exc}: {text[:300]!r}") from exc
+    gpus = []
+    for node in root.findall("gpu"):
+        pci = node.get("id") or _text(node, "pci/pci_bus_id")
+        gpus.append(
+            SmiGpu(
+                pci=normalise_pci(pci),
+                name=_text(node, "product_name"),
+                architecture=_text(node, "product_architecture"),
+                mig_current=_text(node, "mig_mode/current_mig") or "N/A",
+                mig_pending=_text(node, "mig_mode/pending_mig") or "N/A",
+                virtualization_mode=_text(node, "gpu_virtualization_mode/virtualization_mode"),
+            )
+        )
+    return SmiReport(driver_version=_text(root, "driver_version"), gpus=tuple(gpus))
+
+
+def parse_query_csv(text: str) -> list[dict[str, str]]:
+    """``nvidia-smi --query-gpu=A,B --format=csv`` (with its header line) -> [{"A": ..., "B": ...}]; the
+    header's unit suffixes (``memory.total [MiB]``) are dropped from the keys."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("$")]
+    if not lines:
+        return []
+    reader = csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True)
+    header = [re.sub(r"\s*\[.*\]$", "", h.strip()) for h in next(reader)]
+    # Rows of another width are not data (a shell's trailer, a warning line).
+    return [dict(zip(header, (c.strip() for c in row), strict=True)) for row in reader if len(row) == len(header)]
+
+
+def parse_query_csv_report(text: str) -> SmiReport:
+    """SmiReport from ``--query-gpu=pci.bus_id,name,driver_version,mig.mode.current,mig.mode.pending``."""
+    rows = parse_query_csv(text)
+    gpus = tuple(
+        SmiGpu(
+            pci=normalise_pci(r["pci.bus_id"]),
+            name=r.get("name", ""),
+            architecture="",
+            mig_current=r.get("mig.mode.current", "N/A") or "N/A",
+            mig_pending=r.get("mig.mode.pending", "N/A") or "N/A",
+        )
+        for r in rows
+    )
+    return SmiReport(driver_version=rows[0].get("driver_version", "") if rows else "", gpus=gpus)
+
+
+def query(runner: Runner, timeout: float = 60.0) -> SmiReport | None:
+    """The running driver's view (``nvidia-smi -q -x``); None when nvidia-smi is missing or the driver is not
+    loaded (what a host shows after a driver install, before the reboot)."""
+    result = runner.run(["nvidia-smi", "-q", "-x"], timeout=timeout)
+    if result.rc != 0 or "<nvidia_smi_log" not in result.output:
+        return None
+    return parse_query_xml(result.output)
+
+
+@dataclass(frozen=True)
+class MigChange:
+    pending: bool  # True: takes effect at the next reboot (Ampere on ESXi)
+    output: str
+
+
+def parse_mig_change(output: str) -> MigChange:
+    """Output of ``nvidia-smi -i GPU -mig 0|1``: pending (``Warning: MIG mode is in pending ... state``) or
+    done (``Enabled MIG Mode for GPU ...`` / ``Disabled ...``), then ``All done.``"""
+    flat = re.sub(r"\s+", " ", output)
+    if re.search(r"pending (enable|disable) state", flat, re.IGNORECASE):
+        return MigChange(pending=True, output=output)
+    if re.search(r"(Enabled|Disabled) MIG Mode for GPU", flat, re.IGNORECASE) or "All done." in flat:
+        return MigChange(pending=False, output=output)
+    raise SmiParseError(f"unexpected `nvidia-smi -mig` output: {output[:300]!r}")
+
+
+def set_mig(runner: Runner, pci: str, enable: bool) -> MigChange:
+    result = runner.run(["nvidia-smi", "-i", smi_bus_id(pci), "-mig", "1" if enable else "0"]).check(runner.name)
+    return parse_mig_change(result.output)

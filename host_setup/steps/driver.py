@@ -1,0 +1,62 @@
+"""The NVIDIA vGPU host driver: install the component / VIB by absolute datastore path, comparing versions.
+
+- none installed or an older one: install (upload the bundle over SFTP first when the datastore lacks it);
+- the same release: nothing to do;
+- a newer one: refused (no silent downgrade): the host fails untouched, the message says how to proceed.
+
+The install result's "Reboot Required: false" is not trusted: NVIDIA's driver loads only at boot. Whether a
+reboot is due is decided from the facts (installed in the boot bank but not the one nvidia-smi runs), see
+``steps.reboot.reboot_reasons``.
+"""
+
+from __future__ import annotations
+
+from host_setup import esxcli
+from host_setup.model import Desired, HostFacts
+from host_setup.steps.base import Check, StepContext, StepFailed
+
+
+class DriverStep:
+    name = "driver"
+
+    def check(self, desired: Desired, facts: HostFacts) -> Check:
+        driver = desired.driver
+        if driver is None:
+            return Check.ok("no vGPU GPU on this host: driver left as is")
+        installed = facts.driver_installed
+        if installed is None:
+            return Check(True, f"install {driver.version}", reboot=True)
+        order = esxcli.compare_versions(installed, driver.version)
+        if order < 0:
+            return Check(True, f"upgrade {installed} -> {driver.version}", reboot=True)
+        if order > 0:
+            return Check(
+                False,
+                f"{installed} installed",
+                refused=(
+                    f"the installed driver {installed} is newer than the wanted {driver.version}: not downgrading. "
+                    f"Set driver.version to {installed}, or remove the newer driver by hand first"
+                ),
+            )
+        return Check.ok(f"{installed} installed")
+
+    def apply(self, ctx: StepContext, facts: HostFacts) -> str:
+        driver = ctx.desired.driver
+        assert driver is not None
+        uploaded = ""
+        if not facts.bundle_on_host:
+            if ctx.local_bundle is None or not ctx.local_bundle.is_file():
+                raise StepFailed(f"{driver.bundle} is not on the host and no local bundle (driver.localPath) to upload")
+            ctx.note(f"uploading {ctx.local_bundle.name}")
+            if ctx.runner.upload(ctx.local_bundle, driver.bundle):
+                uploaded = f"uploaded {ctx.local_bundle.name}; "
+        ctx.note(f"installing {driver.version}")
+        result = esxcli.install(ctx.runner, driver.bundle, driver.kind, timeout=ctx.install_timeout)
+        installed = esxcli.nvidia_driver(ctx.runner, driver.kind)
+        if installed is None or esxcli.compare_versions(installed, driver.version) != 0:
+            raise StepFailed(
+                f"esxcli said {result.message!r} but the {driver.kind} list shows {installed or 'no NVIDIA driver'}, "
+                f"not {driver.version}"
+            )
+        said = "true" if result.reboot_required else "false"
+        return f"{uploaded}installed {driver.version} (esxcli: Reboot Required: {said}; the driver loads at boot)"

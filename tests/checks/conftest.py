@@ -1,0 +1,111 @@
+"""Fixtures for the checks' unit tests: guest personas run in-process (the lab's guest command simulator behind a
+testinfra backend, no sshd), and nodes built from the lab stack's expectations."""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
+
+from gpufleet.checks.expect import guest_expect
+from gpufleet.checks.nodes import Node
+from gpufleet.spec.stack import Stack, load_stack
+from host_setup.ssh import CommandResult as RunnerResult
+from lab.guest.commands import Guest, run_line
+from lab.guest.state import GuestState, initial_state
+from lab.guest.units import token_sha256
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_STACK = REPO / "stacks" / "Pulumi.lab.yaml"
+LAB_TOKEN = "eyJhbGciOiJSUzI1NiJ9.unit-test-token.c2lnbmF0dXJl"
+PERSONAS = {"vm-ts-01": "vgpu-timesliced", "vm-mig-01": "vgpu-mig", "vm-pt-01": "passthrough-h100", "vm-rdma-01": "rdma"}
+
+
+class SimBackend(BaseBackend):
+    """A testinfra backend that runs commands in a lab guest persona's simulator, in this process."""
+
+    NAME = "sim"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        super().__init__("sim")
+
+    def run(self, command: str, *args: str, **kwargs: object) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        rc, out, err = run_line(Guest(self.directory), cmd)
+        return self.result(rc, self.encode(cmd), out, err)
+
+
+class SimRunner:
+    """A licensing GuestRunner over the simulator (records every command line it was given)."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.directory = directory
+        self.commands: list[str] = []
+        self.inputs: list[bytes] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> RunnerResult:
+        command = shlex.join(argv)
+        self.commands.append(command)
+        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(b""))
+        return RunnerResult(command, rc, (out + err).decode())
+
+    def run_input(self, argv: Sequence[str], data: bytes, *, timeout: float | None = None) -> RunnerResult:
+        command = shlex.join(argv)
+        self.commands.append(command)
+        self.inputs.append(data)
+        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(data))
+        return RunnerResult(command, rc, (out + err).decode())
+
+
+@pytest.fixture(scope="session")
+def lab_stack() -> Stack:
+    return load_stack(LAB_STACK)
+
+
+@pytest.fixture
+def make_guest(tmp_path: Path) -> Callable[..., Path]:
+    """Create a persona's state directory (static devices, fast licence) and return it."""
+
+    def make(name: str = "vm-ts-01", persona: str | None = None, **changes: object) -> Path:
+        directory = tmp_path / name
+        state = initial_state(name, persona or PERSONAS[name], None, token_sha256(LAB_TOKEN), "static")
+        state["license_delay_s"] = 0.05
+        state.update(changes)
+        GuestState.create(directory, state)
+        return directory
+
+    return make
+
+
+def sim_host(directory: Path) -> testinfra.host.Host:
+    backend = SimBackend(directory)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
+
+
+@pytest.fixture
+def sim_node(make_guest: Callable[..., Path], lab_stack: Stack) -> Callable[..., tuple[Node, Path]]:
+    """A guest Node of the lab stack whose commands run in a simulated persona."""
+
+    def make(name: str = "vm-ts-01", stack: Stack | None = None, **changes: object) -> tuple[Node, Path]:
+        stack = stack or lab_stack
+        directory = make_guest(name, **changes)
+        vm = next(v for v in stack.fleet.vms if v.name == name)
+        node = Node(name=name, kind="guest", expect=guest_expect(stack.fleet, vm))
+        node._host = sim_host(directory)
+        return node, directory
+
+    return make
+
+
+def update_state(directory: Path, **changes: object) -> None:
+    with GuestState(directory).update() as state:
+        state.update(changes)

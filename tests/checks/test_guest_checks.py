@@ -1,0 +1,237 @@
+"""Every guest check, passing on the lab personas and failing on a broken one, with a failure message that shows
+the command and what it printed. The personas run in-process here (no sshd); tests/checks_lab runs the same
+checks over SSH against the running lab."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpufleet.checks import test_guests as checks
+from gpufleet.checks.licensing import apply_licensing
+from gpufleet.checks.nodes import Node
+from gpufleet.connections import Secret
+from gpufleet.spec.stack import Stack, parse_stack
+from tests.checks.conftest import LAB_TOKEN, SimRunner, update_state
+
+SimNode = Callable[..., tuple[Node, Path]]
+IMAGE = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
+
+
+def stack_variant(stack: Stack, change: Callable[[dict], None]) -> Stack:
+    document = {"config": copy.deepcopy(stack.config)}
+    change(document["config"]["gpufleet:fleet"])
+    return parse_stack(document, name="variant")
+
+
+def fails(check: Callable[..., None], *args: Any) -> str:
+    with pytest.raises(AssertionError) as info:
+        check(*args)
+    return str(info.value)
+
+
+def skips(check: Callable[..., None], *args: Any) -> str:
+    with pytest.raises(pytest.skip.Exception) as info:
+        check(*args)
+    return str(info.value.msg)
+
+
+def license_it(name: str, directory: Path, feature_type: int = 1) -> None:
+    apply_licensing(SimRunner(name, directory), Secret(LAB_TOKEN), feature_type, poll=0.02, timeout=5)
+
+
+# ---------------------------------------------------------------- operating system and driver
+def test_64_bit_os(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-ts-01")
+    checks.test_os_is_64_bit(node)
+    node, _ = sim_node("vm-mig-01", arch="i686")
+    message = fails(checks.test_os_is_64_bit, node)
+    assert "not a 64-bit machine" in message and "$ uname -m" in message and "i686" in message
+
+
+def test_nvidia_kernel_module(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-pt-01")
+    checks.test_nvidia_kernel_module_is_loaded(node)
+    node, _ = sim_node("vm-ts-01", driver={"installed": False})
+    message = fails(checks.test_nvidia_kernel_module_is_loaded, node)
+    assert "nvidia kernel module is not loaded" in message and "$ lsmod" in message and "vmxnet3" in message
+
+
+def test_nvidia_smi_sees_every_gpu(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-mig-01")
+    checks.test_nvidia_smi_sees_every_gpu_of_the_vm(node)
+    node, _ = sim_node("vm-ts-01", static_gpus=[])
+    message = fails(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)
+    assert "nvidia-smi does not answer" in message and "$ nvidia-smi -q -x" in message and "couldn't communicate" in message
+    two = [{"kind": "vgpu", "profile": "nvidia_l40s-24c"}] * 2
+    node, _ = sim_node("vm-ts-01", static_gpus=two)
+    message = fails(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)
+    assert "shows 2 GPU(s); the spec gives the VM 1" in message and "<product_name>NVIDIA L40S-24C</product_name>" in message
+
+
+def test_guest_driver_branch(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-ts-01")
+    checks.test_guest_driver_matches_the_host_driver_branch(node)
+    node, _ = sim_node("vm-ts-01", driver={"installed": True, "version": "535.183.01"})
+    message = fails(checks.test_guest_driver_matches_the_host_driver_branch, node)
+    assert "guest driver 535.183.01 is not of the host driver's branch 550" in message
+    assert "$ cat /proc/driver/nvidia/version" in message and "535.183.01" in message
+    node, _ = sim_node("vm-pt-01")
+    assert "data-center driver" in skips(checks.test_guest_driver_matches_the_host_driver_branch, node)
+
+
+# ---------------------------------------------------------------- GPUs of the VM
+def test_vgpu_profile(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-ts-01")
+    checks.test_vgpu_profile_is_visible((node, 0, node.expect.vgpus[0]))
+    node, _ = sim_node("vm-ts-01", static_gpus=[{"kind": "vgpu", "profile": "nvidia_l40s-12c"}])
+    message = fails(checks.test_vgpu_profile_is_visible, (node, 0, node.expect.vgpus[0]))
+    assert "vGPU nvidia_l40s-24c (L40S-24C) is not visible; nvidia-smi shows NVIDIA L40S-12C" in message
+    assert "$ nvidia-smi -q -x" in message
+
+
+def test_mig_instance(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-mig-01")
+    checks.test_mig_instance_is_visible((node, 0, node.expect.vgpus[0]))
+    node, _ = sim_node("vm-mig-01", static_gpus=[{"kind": "vgpu", "profile": "grid_a100d-4-40c"}])
+    message = fails(checks.test_mig_instance_is_visible, (node, 0, node.expect.vgpus[0]))
+    assert "MIG instance 3g.40gb of vGPU grid_a100d-3-40c is not visible" in message
+    assert "$ nvidia-smi -L" in message and "MIG 4g.40gb" in message
+    node, _ = sim_node("vm-ts-01")
+    assert "time-sliced" in skips(checks.test_mig_instance_is_visible, (node, 0, node.expect.vgpus[0]))
+
+
+def test_passthrough_gpu(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-pt-01")
+    checks.test_passthrough_gpu_is_visible((node, 0, node.expect.passthrough[0]))
+    node, _ = sim_node("vm-pt-01", static_gpus=[{"kind": "passthrough", "model": "T4"}])
+    message = fails(checks.test_passthrough_gpu_is_visible, (node, 0, node.expect.passthrough[0]))
+    assert "passthrough GPU H100-80GB-PCIe (PCI device 0x2331, 0000:5e:00.0 on esxi-02.lab) is not visible" in message
+    assert "Tesla T4 [Pass-Through, 0x1EB8]" in message and "$ nvidia-smi -q -x" in message
+
+
+def _two_a100_vgpus(fleet: dict) -> None:
+    fleet["hosts"][0]["gpus"][0]["nvlinkPeers"] = ["0000:5e:00.0"]
+    fleet["hosts"][0]["gpus"][1]["nvlinkPeers"] = ["0000:3b:00.0"]
+    fleet["vms"][1]["vgpu"] = [{"profile": "grid_a100d-3-40c"}, {"profile": "grid_a100d-3-40c"}]
+
+
+def test_p2p_topology(sim_node: SimNode, lab_stack: Stack) -> None:
+    stack = stack_variant(lab_stack, _two_a100_vgpus)
+    two = [{"kind": "vgpu", "profile": "grid_a100d-3-40c"}] * 2
+    node, _ = sim_node("vm-mig-01", stack=stack, static_gpus=two)
+    assert node.expect.nvlink
+    checks.test_gpus_are_connected_peer_to_peer(node)
+    for vgpu in (0, 1):
+        checks.test_vgpu_profile_is_visible((node, vgpu, node.expect.vgpus[vgpu]))
+    node, _ = sim_node("vm-mig-01", stack=stack, static_gpus=two, nvlink=False)
+    message = fails(checks.test_gpus_are_connected_peer_to_peer, node)
+    assert "bridges these GPUs with NVLink but topo shows {(0, 1): 'PHB'}" in message and "$ nvidia-smi topo -m" in message
+    node, _ = sim_node("vm-mig-01", stack=stack, static_gpus=two[:1])
+    message = fails(checks.test_vgpu_profile_is_visible, (node, 1, node.expect.vgpus[1]))
+    assert "grid_a100d-3-40c (A100D-3-40C) is not visible" in message
+    node, _ = sim_node("vm-ts-01")
+    assert "several GPUs" in skips(checks.test_gpus_are_connected_peer_to_peer, node)
+
+
+# ---------------------------------------------------------------- licensing
+def test_nvidia_gridd_running(sim_node: SimNode) -> None:
+    node, directory = sim_node("vm-ts-01")
+    checks.test_nvidia_gridd_is_running(node)
+    node, _ = sim_node("vm-mig-01", gridd={"active": False, "log": []})
+    message = fails(checks.test_nvidia_gridd_is_running, node)
+    assert "nvidia-gridd is not running" in message and "$ systemctl is-active nvidia-gridd" in message and "inactive" in message
+
+
+def test_vgpu_licence_state(sim_node: SimNode) -> None:
+    node, directory = sim_node("vm-rdma-01")
+    message = fails(checks.test_vgpu_licence_is_licensed, node)
+    assert "vGPU licence not acquired: {'0000:02:01.0': 'Unlicensed (Unrestricted)'}" in message
+    assert "<license_status>Unlicensed (Unrestricted)</license_status>" in message
+    license_it("vm-rdma-01", directory)
+    node, _ = sim_node("vm-rdma-01")  # a fresh node: facts are read once per node and run
+    node._host = type(node._host)(node._host.backend)
+    node2 = Node(name=node.name, kind="guest", expect=node.expect)
+    node2._host = node._host
+    node2._host.backend.directory = directory
+    checks.test_vgpu_licence_is_licensed(node2)
+
+
+def test_vgpu_licence_feature(sim_node: SimNode, lab_stack: Stack) -> None:
+    node, directory = sim_node("vm-ts-01")
+    license_it("vm-ts-01", directory)
+    checks.test_vgpu_licence_has_the_expected_feature(node)
+    rtx = stack_variant(lab_stack, lambda fleet: fleet["licensing"].update(featureType=2))
+    node, directory = sim_node("vm-mig-01", stack=rtx)
+    license_it("vm-mig-01", directory)
+    message = fails(checks.test_vgpu_licence_has_the_expected_feature, node)
+    assert "licensed product {'0000:02:01.0': 'NVIDIA Virtual Compute Server'}" in message
+    assert "FeatureType 2 expects NVIDIA RTX Virtual Workstation" in message and "$ nvidia-smi -q -x" in message
+    node, _ = sim_node("vm-pt-01")
+    assert "passthrough GPUs need no vGPU software licence" in skips(checks.test_vgpu_licence_is_licensed, node)
+
+
+# ---------------------------------------------------------------- containers
+def test_container_toolkit(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-ts-01")
+    checks.test_nvidia_container_toolkit_is_installed(node)
+    node, _ = sim_node("vm-mig-01", container={"toolkit": None, "docker": True, "nvidia_runtime": False})
+    message = fails(checks.test_nvidia_container_toolkit_is_installed, node)
+    assert "(nvidia-ctk) is not installed" in message and "$ nvidia-ctk --version" in message and "command not found" in message
+
+
+def test_docker_nvidia_runtime(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-pt-01")
+    checks.test_docker_has_the_nvidia_runtime(node)
+    node, _ = sim_node("vm-ts-01", container={"toolkit": "1.16.2", "docker": True, "nvidia_runtime": False})
+    message = fails(checks.test_docker_has_the_nvidia_runtime, node)
+    assert "docker has no nvidia runtime" in message and "$ docker info --format '{{json .Runtimes}}'" in message
+    assert '"runc"' in message
+
+
+def test_gpu_container(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-mig-01")
+    checks.test_gpu_container_sees_the_gpus(node, IMAGE)
+    node, _ = sim_node("vm-ts-01", container={"toolkit": "1.16.2", "docker": True, "nvidia_runtime": False})
+    message = fails(checks.test_gpu_container_sees_the_gpus, node, IMAGE)
+    assert "a GPU container sees 0 GPU(s), the VM has 1" in message
+    assert f"$ docker run --rm --gpus all {IMAGE} nvidia-smi -L" in message and "could not select device driver" in message
+
+
+# ---------------------------------------------------------------- RDMA
+def test_rdma_device(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-rdma-01")
+    checks.test_rdma_device_is_present((node, 0, node.expect.rdma[0]))
+    node, _ = sim_node("vm-rdma-01", static_rdma=[])
+    message = fails(checks.test_rdma_device_is_present, (node, 0, node.expect.rdma[0]))
+    assert "RDMA NIC 0 (pvrdma) has no vmw_pvrdma* device; ibv_devices lists none" in message and "$ ibv_devices" in message
+
+
+def test_rdma_link(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-rdma-01")
+    checks.test_rdma_link_is_active((node, 0, node.expect.rdma[0]))
+    node, _ = sim_node("vm-rdma-01", static_rdma=[{"type": "pvrdma", "roce": "v2", "state": "DOWN"}])
+    message = fails(checks.test_rdma_link_is_active, (node, 0, node.expect.rdma[0]))
+    assert "RDMA link of vmw_pvrdma0 is not ACTIVE" in message and "$ rdma link show" in message and "state DOWN" in message
+
+
+def test_roce_version(sim_node: SimNode) -> None:
+    node, _ = sim_node("vm-rdma-01")
+    checks.test_roce_version_is_as_desired((node, 0, node.expect.rdma[0]))
+    node, _ = sim_node("vm-rdma-01", static_rdma=[{"type": "pvrdma", "roce": "v1"}])
+    message = fails(checks.test_roce_version_is_as_desired, (node, 0, node.expect.rdma[0]))
+    assert "vmw_pvrdma0 does not offer RoCE v2 GIDs" in message
+    assert "$ cat /sys/class/infiniband/vmw_pvrdma0/ports/1/gid_attrs/types/1" in message and "Invalid argument" in message
+
+
+def test_checks_without_a_stack_skip_with_the_reason(make_guest: Callable[..., Path]) -> None:
+    from tests.checks.conftest import sim_host
+
+    node = Node(name="bare", kind="any")
+    node._host = sim_host(make_guest("vm-ts-01"))
+    checks.test_os_is_64_bit(node)  # needs no expectation
+    assert "no --stack given" in skips(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)

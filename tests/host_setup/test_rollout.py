@@ -1,0 +1,180 @@
+"""The fleet rollout against fakes: the maintenance bound per cluster, the failure threshold, bad input refused
+before any host is touched, dry run, resumption, and the JSON document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from host_setup_fakes import FakeApi, FakeHost, t4_host
+from test_prepare import BUNDLE, WANTED, fleet
+
+from gpufleet.errors import SpecError
+from host_setup.model import Desired
+from host_setup.rollout import Rollout, RolloutOptions, RolloutReport
+
+
+def make_fleet(n: int, clusters: int = 1) -> tuple[list[FakeHost], FakeApi, list[Desired], object]:
+    names = [f"t4-{i + 1:02d}.lab" for i in range(n)]
+    fl = fleet(names)
+    hosts = [t4_host(name) for name in names]
+    for h in hosts:
+        h.reboot_seconds = 0.05
+    desired = [Desired.of(fl, h) for h in fl.hosts]
+    if clusters > 1:
+        desired = [Desired(**{**d.__dict__, "cluster": f"C{i % clusters}"}) for i, d in enumerate(desired)]
+    api = FakeApi({d.name: d.cluster for d in desired})
+    return hosts, api, desired, fl
+
+
+def rollout(hosts, api, desired, fl, bundle: Path | None, **options) -> RolloutReport:
+    by_name = {h.name: h for h in hosts}
+    opts = RolloutOptions(max_unavailable=options.pop("max_unavailable", 2), failure_threshold=options.pop("failure_threshold", 2), **options)
+    return Rollout(
+        desired,
+        fl.rollout,
+        opts,
+        api,
+        runner_for=lambda d: by_name[d.name],
+        local_bundles={d.name: bundle for d in desired},
+    ).run()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    path = tmp_path / "NVD-AIE-800_550.90.05-1OEM.800.1.0.20613240_23471011.zip"
+    path.write_bytes(b"PK" + b"\0" * 20)
+    return path
+
+
+def test_never_more_than_max_unavailable_per_cluster(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(8)
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=3)
+    assert report.exit_code == 0, report.to_json()
+    assert all(h.driver_loaded == WANTED for h in hosts)
+    assert api.peak() == {"GPU-Cluster": 3}  # bounded, and the bound was used (parallel)
+    assert report.peak_in_maintenance == {"GPU-Cluster": 3}
+
+
+def test_the_bound_is_per_cluster(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(8, clusters=2)
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=2)
+    assert report.exit_code == 0
+    assert api.peak() == {"C0": 2, "C1": 2}
+
+
+def test_hosts_in_maintenance_of_someone_else_count_against_the_bound(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(4)
+    api.clusters["other-99.lab"] = "GPU-Cluster"
+    api.maintenance["other-99.lab"] = True  # not in the stack, in maintenance for other work
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=2)
+    assert report.exit_code == 0
+    assert api.peak(already={"other-99.lab"}) == {"GPU-Cluster": 2}
+    assert api.maintenance["other-99.lab"]  # untouched
+
+
+def test_no_room_at_all_skips_hosts_without_touching_them(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(2)
+    api.clusters["other-99.lab"] = "GPU-Cluster"
+    api.maintenance["other-99.lab"] = True
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=1)
+    assert report.exit_code == 1
+    assert all(h.error["step"] == "skipped" and "other-99.lab" in h.error["message"] for h in report.hosts)
+    assert api.calls == [] and all(h.changing_commands == [] for h in hosts)
+
+
+def test_failure_threshold_stops_the_rollout(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(6)
+    for h in hosts[:2]:
+        h.faults.add("install-error")
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=2, failure_threshold=2)
+    document = report.to_json()
+    assert report.exit_code == 1
+    assert report.stopped and "2 failed host(s)" in report.stopped
+    failed = {h["name"]: h for h in document["hosts"] if h["error"]}
+    assert failed["t4-01.lab"]["error"]["step"] == "driver"
+    assert failed["t4-01.lab"]["in_maintenance"] is True  # left in maintenance, reported
+    skipped = [h for h in document["hosts"] if h["error"] and h["error"]["step"] == "skipped"]
+    assert skipped, "hosts after the threshold must not start"
+    for entry in skipped:
+        host = next(h for h in hosts if h.name == entry["name"])
+        assert host.changing_commands == []
+    assert document["summary"]["failed"] == 2 and document["summary"]["skipped"] == len(skipped)
+    # Failed hosts keep their maintenance slots: never more than 2 in maintenance at once.
+    assert api.peak()["GPU-Cluster"] <= 2
+
+
+def test_rerun_resumes_and_converges_failed_hosts_first(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(4)
+    hosts[0].faults.add("install-error")
+    first = rollout(hosts, api, desired, fl, bundle, max_unavailable=1, failure_threshold=1)
+    assert first.exit_code == 1 and api.maintenance["t4-01.lab"]
+    hosts[0].faults.clear()
+    api.log.clear()
+    second = rollout(hosts, api, desired, fl, bundle, max_unavailable=1, failure_threshold=1)
+    assert second.exit_code == 0, second.to_json()
+    assert not any(api.maintenance.values())
+    assert all(h.driver_loaded == WANTED for h in hosts)
+    # esxi-01 (left in maintenance, holding the only slot) went first.
+    assert api.log[0][1] == "t4-01.lab" and api.log[0][2] == "exit"
+    assert api.peak(already={"t4-01.lab"}) == {"GPU-Cluster": 1}
+    third = rollout(hosts, api, desired, fl, bundle, max_unavailable=1)
+    assert third.exit_code == 0
+    assert not any(h["changed"] for h in third.to_json()["hosts"])
+
+
+def test_unknown_host_fails_before_any_host_is_touched(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(3)
+    del api.clusters["t4-03.lab"]  # vCenter does not know it
+    with pytest.raises(SpecError, match="t4-03.lab.*no such host in vCenter"):
+        rollout(hosts, api, desired, fl, bundle)
+    assert all(h.commands == [] for h in hosts) and api.calls == []
+
+
+def test_missing_local_bundle_fails_before_any_host_is_touched(tmp_path: Path) -> None:
+    hosts, api, desired, fl = make_fleet(2)
+    fl2 = fleet([h.name for h in hosts], localPath="lab-depot://missing.zip")
+    desired = [Desired.of(fl2, h) for h in fl2.hosts]
+    with pytest.raises(SpecError, match=r"driver.localPath.*missing.zip"):
+        rollout(hosts, api, desired, fl2, tmp_path / "missing.zip")
+    assert all(h.commands == [] for h in hosts) and api.calls == []
+
+
+def test_bundle_neither_on_host_nor_local_fails_after_read_only_planning() -> None:
+    hosts, api, desired, fl = make_fleet(2)
+    hosts[1].files[BUNDLE] = 10  # only the second host has it
+    with pytest.raises(SpecError, match=r"t4-01.lab: driver.bundle.*not on the host"):
+        rollout(hosts, api, desired, fl, None)
+    assert api.calls == [] and all(h.changing_commands == [] for h in hosts)
+
+
+def test_dry_run_reports_pending_changes_with_exit_2_and_changes_nothing(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(2)
+    hosts[1].driver_boot = hosts[1].driver_loaded = WANTED
+    hosts[1].graphics[:] = ["SharedPassthru", "Performance"]
+    report = rollout(hosts, api, desired, fl, bundle, dry_run=True)
+    assert report.exit_code == 2
+    document = json.loads(json.dumps(report.to_json()))
+    one = document["hosts"][0]
+    assert {s["name"]: s["state"] for s in one["steps"]} == {
+        "maintenance": "needed",
+        "driver": "needed",
+        "graphics": "needed",
+        "mig": "ok",
+        "ats": "ok",
+        "reboot": "needed",
+    }
+    assert document["hosts"][1]["changed"] is False and all(s["state"] == "ok" for s in document["hosts"][1]["steps"])
+    assert api.calls == [] and all(h.changing_commands == [] for h in hosts)
+    assert document["summary"]["pending"] == 1
+
+
+def test_json_document_shape(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(1)
+    document = rollout(hosts, api, desired, fl, bundle).to_json()
+    assert set(document) >= {"hosts", "summary", "stopped", "dry_run", "max_unavailable", "exit_code"}
+    host = document["hosts"][0]
+    assert set(host) >= {"name", "changed", "steps", "error"}
+    assert host["changed"] is True and host["error"] is None
+    assert [s["name"] for s in host["steps"]] == ["driver", "graphics", "mig", "ats", "maintenance", "reboot", "verify"]

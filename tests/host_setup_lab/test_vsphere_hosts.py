@@ -1,0 +1,197 @@
+"""gpufleet.vsphere connect / tasks / hosts / fields against a private copy of the lab's vCenter (vcsim over
+verified TLS): maintenance with evacuation, the capacity refusal, the GPU VM rules, custom attributes.
+
+Private (one vcsim per test module) because these tests move VMs and put hosts in maintenance."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+from pyVmomi import vim
+
+from gpufleet.connections import Secret, VcenterSettings
+from gpufleet.errors import SpecError, TaskError, TlsVerificationError
+from gpufleet.vsphere import fields, hosts
+from gpufleet.vsphere.connect import connect
+from gpufleet.vsphere.inventory import find_by_name
+from gpufleet.vsphere.tasks import wait_for_task
+
+pytestmark = pytest.mark.lab
+
+USER = "administrator@lab.local"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vcenter_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VcenterSettings]:
+    try:
+        from lab import vcenter
+        from lab.topology import build_topology, write_topology
+    except ImportError as exc:  # the lab package is part of this repository; only a broken checkout lacks it
+        pytest.skip(f"the lab's vCenter is not available: {exc}")
+    work = tmp_path_factory.mktemp("hosts-vc")
+    binary = vcenter.build_vcsim()
+    tls = vcenter.make_lab_ca(work / "tls")
+    topology = write_topology(build_topology(), work / "topology.json")
+    password = secrets.token_urlsafe(16)
+    port = _free_port()
+    proc = vcenter.start_vcsim(binary, topology, tls, port, USER, password, work / "vcsim.log", timeout=90)
+    try:
+        yield VcenterSettings("127.0.0.1", port, USER, Secret(password), ca_file=tls.ca_cert, thumbprint=None)
+    finally:
+        vcenter.stop_vcsim(proc.pid)
+        proc.wait(timeout=15)
+
+
+@pytest.fixture
+def si(vcenter_settings: VcenterSettings) -> Iterator[vim.ServiceInstance]:
+    with connect(vcenter_settings) as service:
+        yield service
+
+
+def _thumbprint(settings: VcenterSettings) -> str:
+    from lab.vcenter import cert_thumbprint
+
+    return cert_thumbprint(ssl.get_server_certificate((settings.host, settings.port)).encode())
+
+
+def test_connect_with_the_ca_bundle_and_with_a_pinned_thumbprint(vcenter_settings: VcenterSettings) -> None:
+    with connect(vcenter_settings) as si:
+        assert si.RetrieveContent().about.apiType == "VirtualCenter"
+    pinned = VcenterSettings(vcenter_settings.host, vcenter_settings.port, USER, vcenter_settings.password, thumbprint=_thumbprint(vcenter_settings))
+    with connect(pinned) as si:
+        assert si.RetrieveContent().rootFolder is not None
+    wrong = VcenterSettings(vcenter_settings.host, vcenter_settings.port, USER, vcenter_settings.password, thumbprint="AB:" * 31 + "AB")
+    with pytest.raises(TlsVerificationError, match="not the pinned"), connect(wrong):
+        pass
+
+
+def test_unknown_host_lists_the_known_ones(si: vim.ServiceInstance) -> None:
+    with pytest.raises(SpecError, match=r"esxi-77.lab: no HostSystem of this name in vCenter \(valid: esxi-01.lab, esxi-02.lab"):
+        hosts.find_host(si, "esxi-77.lab")
+
+
+def test_task_failure_is_a_typed_task_error(si: vim.ServiceInstance) -> None:
+    vm = find_by_name(si, vim.VirtualMachine, "vm-ts-01")
+    if vm.runtime.powerState != "poweredOn":
+        wait_for_task(vm.PowerOnVM_Task(), what="power on vm-ts-01", timeout=60)
+    try:
+        with pytest.raises(TaskError) as err:
+            wait_for_task(vm.PowerOnVM_Task(), what="power on vm-ts-01 again", timeout=60)
+        assert err.value.fault == "InvalidPowerState"
+        assert "power on vm-ts-01 again failed" in str(err.value)
+        assert isinstance(err.value.__cause__, vim.fault.InvalidPowerState)
+    finally:
+        wait_for_task(vm.PowerOffVM_Task(), what="power off vm-ts-01", timeout=60)
+
+
+def _powered_on_vm(si: vim.ServiceInstance, host: str, name: str, memory_mb: int = 16384) -> vim.VirtualMachine:
+    """A fresh powered-on VM on ``host`` (cloned from the lab template)."""
+    template = find_by_name(si, vim.VirtualMachine, "tpl-ubuntu2204-gpu")
+    target = hosts.find_host(si, host)
+    where = vim.vm.RelocateSpec(host=target, pool=target.parent.resourcePool)
+    wait_for_task(template.CloneVM_Task(folder=template.parent, name=name, spec=vim.vm.CloneSpec(location=where, powerOn=False)), what="clone", timeout=120)
+    vm = find_by_name(si, vim.VirtualMachine, name)
+    if vm.runtime.host != target:
+        wait_for_task(vm.RelocateVM_Task(spec=where), what="relocate", timeout=120)
+    wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(memoryMB=memory_mb)), what="memory", timeout=60)
+    wait_for_task(vm.PowerOnVM_Task(), what="power on", timeout=60)
+    return vm
+
+
+def _cleanup(si: vim.ServiceInstance, *vms: vim.VirtualMachine) -> None:
+    for vm in vms:
+        if vm.runtime.powerState == "poweredOn":
+            wait_for_task(vm.PowerOffVM_Task(), what="off", timeout=60)
+        wait_for_task(vm.Destroy_Task(), what="destroy", timeout=60)
+
+
+def test_enter_maintenance_moves_powered_on_vms_then_exit(si: vim.ServiceInstance) -> None:
+    host = hosts.find_host(si, "esxi-03.lab")
+    vm = _powered_on_vm(si, "esxi-03.lab", "hs-evac-1")
+    try:
+        plan = hosts.evacuation_plan(si, host)
+        assert [m.vm_name for m in plan] == ["hs-evac-1"] and plan[0].target_name != "esxi-03.lab"
+        moves = hosts.enter_maintenance(si, host, timeout=120)
+        assert [m.vm_name for m in moves] == ["hs-evac-1"]
+        assert vm.runtime.host.name == moves[0].target_name
+        assert hosts.host_state(si, host).in_maintenance
+        assert hosts.enter_maintenance(si, host, timeout=120) == []  # already in: nothing to do
+        assert hosts.exit_maintenance(si, host, timeout=120) is True
+        assert not hosts.host_state(si, host).in_maintenance
+        assert hosts.exit_maintenance(si, host, timeout=120) is False
+    finally:
+        _cleanup(si, vm)
+
+
+def test_refused_when_the_cluster_cannot_absorb_the_vms(si: vim.ServiceInstance) -> None:
+    big = _powered_on_vm(si, "esxi-04.lab", "hs-big-1", memory_mb=4 * 1024 * 1024)  # 4 TB: fits nowhere else
+    try:
+        with pytest.raises(hosts.EvacuationRefused, match=r"esxi-04.lab: the cluster cannot absorb.*hs-big-1 needs 4194304 MB"):
+            hosts.enter_maintenance(si, hosts.find_host(si, "esxi-04.lab"), timeout=60)
+        assert not hosts.host_state(si, hosts.find_host(si, "esxi-04.lab")).in_maintenance
+        assert big.runtime.host.name == "esxi-04.lab"
+    finally:
+        _cleanup(si, big)
+
+
+def test_other_hosts_in_maintenance_are_not_targets(si: vim.ServiceInstance) -> None:
+    others = [hosts.find_host(si, n) for n in ("esxi-01.lab", "esxi-02.lab", "esxi-03.lab")]
+    vm = _powered_on_vm(si, "esxi-04.lab", "hs-stuck-1")
+    try:
+        for h in others:
+            hosts.enter_maintenance(si, h, timeout=60)
+        with pytest.raises(hosts.EvacuationRefused, match="no other connected host of the cluster outside maintenance"):
+            hosts.evacuation_plan(si, hosts.find_host(si, "esxi-04.lab"))
+    finally:
+        for h in others:
+            hosts.exit_maintenance(si, h, timeout=60)
+        _cleanup(si, vm)
+
+
+def test_vgpu_vm_moves_only_with_vgpu_vmotion(si: vim.ServiceInstance) -> None:
+    vm = _powered_on_vm(si, "esxi-03.lab", "hs-vgpu-1")
+    try:
+        wait_for_task(vm.PowerOffVM_Task(), what="off", timeout=60)
+        backing = vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo(vgpu="nvidia_l40s-24c")
+        device = vim.vm.device.VirtualDeviceSpec(operation="add", device=vim.vm.device.VirtualPCIPassthrough(key=-1, backing=backing))
+        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[device])), what="add vGPU", timeout=60)
+        wait_for_task(vm.PowerOnVM_Task(), what="on", timeout=60)
+        host = hosts.find_host(si, "esxi-03.lab")
+        with pytest.raises(hosts.EvacuationRefused, match="hs-vgpu-1 has vGPU nvidia_l40s-24c and vGPU vMotion is off"):
+            hosts.evacuation_plan(si, host, allow_vgpu_vmotion=False)
+        # With vGPU vMotion, only a host offering the profile can take it: in the lab only esxi-03 has L40S.
+        with pytest.raises(hosts.EvacuationRefused, match="hs-vgpu-1 needs"):
+            hosts.evacuation_plan(si, host, allow_vgpu_vmotion=True)
+    finally:
+        _cleanup(si, vm)
+
+
+def test_custom_attribute_marker(si: vim.ServiceInstance) -> None:
+    host = hosts.find_host(si, "esxi-02.lab")
+    assert fields.get_field(si, host, fields.MAINTENANCE_FIELD) is None
+    fields.set_field(si, host, fields.MAINTENANCE_FIELD, "entered by gpufleet hosts prepare")
+    assert fields.get_field(si, host, fields.MAINTENANCE_FIELD) == "entered by gpufleet hosts prepare"
+    fields.set_field(si, host, fields.MAINTENANCE_FIELD, "")
+    assert fields.get_field(si, host, fields.MAINTENANCE_FIELD) is None
+    assert fields.get_field(si, hosts.find_host(si, "esxi-01.lab"), fields.MAINTENANCE_FIELD) is None
+
+
+def test_wait_until_connected(si: vim.ServiceInstance) -> None:
+    state = hosts.wait_until_connected(si, hosts.find_host(si, "esxi-01.lab"), timeout=10)
+    assert state.connection_state == "connected" and state.cluster == "GPU-Cluster"
+
+
+def test_state_of_every_host(si: vim.ServiceInstance) -> None:
+    states = {s.name: s for s in hosts.all_host_states(si)}
+    assert set(states) == {"esxi-01.lab", "esxi-02.lab", "esxi-03.lab", "esxi-04.lab"}
+    assert all(s.cluster == "GPU-Cluster" for s in states.values())
