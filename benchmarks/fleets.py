@@ -27,10 +27,24 @@ VCENTER = {
     "password": {"config": "gpufleet:vcenterPassword", "env": "GPUFLEET_VCENTER_PASSWORD"},
     "caFile": "/etc/ssl/certs/vcenter-ca.pem",
 }
-PCI_SLOTS = ["0000:1b:00.0", "0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0",
-             "0000:ab:00.0", "0000:af:00.0", "0000:d8:00.0", "0000:db:00.0"]
-TEMPLATE = {"name": "tpl-ubuntu2204-gpu", "guestId": "ubuntu64Guest", "firmware": "efi", "cpus": 16,
-            "memoryMb": 131072, "hardwareVersion": 20}
+PCI_SLOTS = [
+    "0000:1b:00.0",
+    "0000:3b:00.0",
+    "0000:5e:00.0",
+    "0000:86:00.0",
+    "0000:ab:00.0",
+    "0000:af:00.0",
+    "0000:d8:00.0",
+    "0000:db:00.0",
+]
+TEMPLATE = {
+    "name": "tpl-ubuntu2204-gpu",
+    "guestId": "ubuntu64Guest",
+    "firmware": "efi",
+    "cpus": 16,
+    "memoryMb": 131072,
+    "hardwareVersion": 20,
+}
 TEMPLATE_P2P = {**TEMPLATE, "name": "tpl-ubuntu2204-nvlink", "p2p": True, "relaxAcs": True}
 
 # -- the eight MLPerf MIG scenarios on one A100 80GB host ------------------------------------------------
@@ -44,8 +58,14 @@ MLPERF_SCENARIOS: dict[str, list[str]] = {
     "4g-2g-1g": ["4g.40gb", "2g.20gb", "1g.10gb"],
     "2g-2g-2g-1g": ["2g.20gb", "2g.20gb", "2g.20gb", "1g.10gb"],
 }
-A100D = {"7g.80gb": "grid_a100d-7-80c", "4g.40gb": "grid_a100d-4-40c", "3g.40gb": "grid_a100d-3-40c",
-         "2g.20gb": "grid_a100d-2-20c", "1g.20gb": "grid_a100d-1-20c", "1g.10gb": "grid_a100d-1-10c"}
+A100D = {
+    "7g.80gb": "grid_a100d-7-80c",
+    "4g.40gb": "grid_a100d-4-40c",
+    "3g.40gb": "grid_a100d-3-40c",
+    "2g.20gb": "grid_a100d-2-20c",
+    "1g.20gb": "grid_a100d-1-20c",
+    "1g.10gb": "grid_a100d-1-10c",
+}
 
 
 def mlperf_stack(scenario: str) -> dict[str, Any]:
@@ -62,8 +82,12 @@ def mlperf_stack(scenario: str) -> dict[str, Any]:
                 "hosts": [{"name": host, "gpus": [{"pci": "0000:ca:00.0", "model": "A100-80GB-PCIe", "mode": "mig"}]}],
                 "templates": [TEMPLATE],
                 "vms": [
-                    {"name": f"mlperf-{i + 1:02d}", "template": TEMPLATE["name"], "host": host,
-                     "vgpu": [{"profile": A100D[inst]}]}
+                    {
+                        "name": f"mlperf-{i + 1:02d}",
+                        "template": TEMPLATE["name"],
+                        "host": host,
+                        "vgpu": [{"profile": A100D[inst]}],
+                    }
                     for i, inst in enumerate(instances)
                 ],
             },
@@ -72,8 +96,15 @@ def mlperf_stack(scenario: str) -> dict[str, Any]:
 
 
 # -- fleets built from host groups and VM mixes ------------------------------------------------------------
-def _hosts(prefix: str, count: int, model: str, modes: list[str], start: int = 1,
-           nvlink_pairs: bool = False, mixed: bool = False) -> list[dict[str, Any]]:
+def _hosts(
+    prefix: str,
+    count: int,
+    model: str,
+    modes: list[str],
+    start: int = 1,
+    nvlink_pairs: bool = False,
+    mixed: bool = False,
+) -> list[dict[str, Any]]:
     hosts = []
     for h in range(count):
         gpus = []
@@ -104,28 +135,59 @@ def _fleet(hosts: list[dict[str, Any]], vms: list[dict[str, Any]], p2p: bool) ->
     }
 
 
-def _vms(rng: random.Random, prefix: str, count: int, mix: dict[str, float], hosts: list[dict[str, Any]],
-         pin_share: float = 0.0) -> list[dict[str, Any]]:
+def _vms(
+    rng: random.Random,
+    prefix: str,
+    count: int,
+    mix: dict[str, float],
+    hosts: list[dict[str, Any]],
+    pin_share: float = 0.0,
+) -> list[dict[str, Any]]:
     out = []
     for i in range(count):
-        vm: dict[str, Any] = {"name": f"{prefix}-{i + 1:04d}", "template": TEMPLATE["name"],
-                              "vgpu": [{"profile": _pick(rng, mix)}]}
+        vm: dict[str, Any] = {
+            "name": f"{prefix}-{i + 1:04d}",
+            "template": TEMPLATE["name"],
+            "vgpu": [{"profile": _pick(rng, mix)}],
+        }
         if pin_share and rng.random() < pin_share:
             # pin to a host that can run the profile (Q-series vGPUs have no mixed-size mode)
-            choices = [h for h in hosts if not (vm["vgpu"][0]["profile"].endswith("q")
-                                                and any(g.get("mixedSize") for g in h["gpus"]))]
+            choices = [
+                h
+                for h in hosts
+                if not (vm["vgpu"][0]["profile"].endswith("q") and any(g.get("mixedSize") for g in h["gpus"]))
+            ]
             vm["host"] = rng.choice(choices)["name"]
         out.append(vm)
     return out
 
 
-A100_MIG_MIX = {"grid_a100d-7-80c": 4, "grid_a100d-4-40c": 8, "grid_a100d-3-40c": 14, "grid_a100d-2-20c": 20,
-                "grid_a100d-1-20c": 10, "grid_a100d-1-10c": 44}
-H100_MIG_MIX = {"grid_h100xm-7-80c": 4, "grid_h100xm-4-40c": 10, "grid_h100xm-3-40c": 14,
-                "grid_h100xm-2-20c": 22, "grid_h100xm-1-20c": 10, "grid_h100xm-1-10c": 40}
+A100_MIG_MIX = {
+    "grid_a100d-7-80c": 4,
+    "grid_a100d-4-40c": 8,
+    "grid_a100d-3-40c": 14,
+    "grid_a100d-2-20c": 20,
+    "grid_a100d-1-20c": 10,
+    "grid_a100d-1-10c": 44,
+}
+H100_MIG_MIX = {
+    "grid_h100xm-7-80c": 4,
+    "grid_h100xm-4-40c": 10,
+    "grid_h100xm-3-40c": 14,
+    "grid_h100xm-2-20c": 22,
+    "grid_h100xm-1-20c": 10,
+    "grid_h100xm-1-10c": 40,
+}
 H100_TS_MIX = {"grid_h100xm-40c": 1, "grid_h100xm-20c": 2, "grid_h100xm-10c": 2}
-L40S_MIX = {"nvidia_l40s-24c": 2, "nvidia_l40s-12c": 4, "nvidia_l40s-8c": 8, "nvidia_l40s-4c": 20,
-            "nvidia_l40s-4q": 8, "nvidia_l40s-2q": 25, "nvidia_l40s-1q": 30}
+L40S_MIX = {
+    "nvidia_l40s-24c": 2,
+    "nvidia_l40s-12c": 4,
+    "nvidia_l40s-8c": 8,
+    "nvidia_l40s-4c": 20,
+    "nvidia_l40s-4q": 8,
+    "nvidia_l40s-2q": 25,
+    "nvidia_l40s-1q": 30,
+}
 L4_MIX = {"nvidia_l4-6c": 2, "nvidia_l4-4c": 4, "nvidia_l4-2q": 10, "nvidia_l4-1q": 16}
 T4_MIX = {"grid_t4-4c": 1, "grid_t4-2q": 4, "grid_t4-1q": 20}
 
@@ -148,8 +210,13 @@ def benchmark_fleet(seed: int = 7) -> dict[str, Any]:
     )
     # training VMs: two full H100 SXM vGPUs joined by NVLink, P2P on
     for i in range(12):
-        vms.append({"name": f"train-{i + 1:02d}", "template": TEMPLATE_P2P["name"],
-                    "vgpu": [{"profile": "grid_h100xm-80c"}, {"profile": "grid_h100xm-80c"}]})
+        vms.append(
+            {
+                "name": f"train-{i + 1:02d}",
+                "template": TEMPLATE_P2P["name"],
+                "vgpu": [{"profile": "grid_h100xm-80c"}, {"profile": "grid_h100xm-80c"}],
+            }
+        )
     assert len(vms) == 2800, len(vms)
     return _fleet(a100 + h100 + l40s + l4 + t4, vms, p2p=True)
 
@@ -159,7 +226,9 @@ def inference_fleet(seed: int = 11) -> dict[str, Any]:
     rng = random.Random(seed)
     h100 = _hosts("h100", 8, "H100-80GB-SXM", ["mig"] * 4 + ["vgpu"] * 4, nvlink_pairs=True)
     a100 = _hosts("a100", 4, "A100-80GB-PCIe", ["mig"] * 4)
-    l40s = _hosts("l40s", 16, "L40S", ["vgpu"] * 4) + _hosts("l40s-pt", 2, "L40S", ["dynamic-passthrough"] * 4, start=17)
+    l40s = _hosts("l40s", 16, "L40S", ["vgpu"] * 4) + _hosts(
+        "l40s-pt", 2, "L40S", ["dynamic-passthrough"] * 4, start=17
+    )
     l4 = _hosts("l4", 8, "L4", ["vgpu"] * 2)
     t4 = _hosts("t4", 12, "T4", ["vgpu"])
     vms = (
@@ -171,8 +240,13 @@ def inference_fleet(seed: int = 11) -> dict[str, Any]:
         + _vms(rng, "vdi", 40, T4_MIX, t4)
     )
     for i in range(4):
-        vms.append({"name": f"train-{i + 1:02d}", "template": TEMPLATE_P2P["name"],
-                    "vgpu": [{"profile": "grid_h100xm-80c"}, {"profile": "grid_h100xm-80c"}]})
+        vms.append(
+            {
+                "name": f"train-{i + 1:02d}",
+                "template": TEMPLATE_P2P["name"],
+                "vgpu": [{"profile": "grid_h100xm-80c"}, {"profile": "grid_h100xm-80c"}],
+            }
+        )
     for i in range(6):
         vms.append({"name": f"render-{i + 1:02d}", "template": TEMPLATE["name"], "passthrough": [{"model": "L40S"}]})
     hosts = h100 + a100 + l40s + l4 + t4

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpufleet.errors import TaskError
-from host_setup.ssh import Runner
+from host_setup.ssh import CommandResult, Runner
 
 # -- parsing -----------------------------------------------------------------------------------------------
 
@@ -124,10 +124,19 @@ def parse_output(text: str) -> Any:
     return parse_text(text)
 
 
+def argv(*args: str) -> list[str]:
+    """The command line of ``esxcli ARGS`` with the structured formatter."""
+    return ["esxcli", "--formatter=xml", *args]
+
+
+def value_of(result: CommandResult, host: str = "") -> Any:
+    """The parsed output of an esxcli command; ``CommandFailed`` when it failed."""
+    return parse_output(result.check(host).output)
+
+
 def esxcli(runner: Runner, *args: str, timeout: float | None = None) -> Any:
     """Run ``esxcli --formatter=xml ARGS`` and return the parsed result; ``CommandFailed`` on a non-zero exit."""
-    result = runner.run(["esxcli", "--formatter=xml", *args], timeout=timeout).check(runner.name)
-    return parse_output(result.output)
+    return value_of(runner.run(argv(*args), timeout=timeout), runner.name)
 
 
 # -- typed values --------------------------------------------------------------------------------------------
@@ -297,26 +306,41 @@ def vibs(runner: Runner) -> list[Vib]:
     return [_vib(r) for r in _rows(esxcli(runner, "software", "vib", "list"))]
 
 
+def driver_list_argv(kind: str) -> list[str]:
+    """The listing that shows the installed NVIDIA driver: components or VIBs."""
+    return argv("software", "component" if kind == "component" else "vib", "list")
+
+
+def nvidia_driver_from(value: Any, kind: str) -> str | None:
+    """The installed (boot bank) NVIDIA driver version in a component / VIB list; None when absent."""
+    rows = _rows(value)
+    items: list[Component] | list[Vib] = (
+        [_component(r) for r in rows] if kind == "component" else [_vib(r) for r in rows]
+    )
+    found = [i.driver_version for i in items if _is_nvidia(i.vendor, i.name)]
+    return max(found, key=version_key) if found else None
+
+
 def nvidia_driver(runner: Runner, kind: str) -> str | None:
     """The installed (boot bank) NVIDIA host driver version, from the component or VIB list; None when absent."""
-    if kind == "component":
-        found = [c for c in components(runner) if _is_nvidia(c.vendor, c.name)]
-    else:
-        found = [v for v in vibs(runner) if _is_nvidia(v.vendor, v.name)]
-    if not found:
-        return None
-    return max((f.driver_version for f in found), key=version_key)
+    return nvidia_driver_from(value_of(runner.run(driver_list_argv(kind)), runner.name), kind)
 
 
 def _is_nvidia(vendor: str, name: str) -> bool:
     return vendor.upper() == "NVIDIA" and bool(re.match(r"(NVD|NVIDIA)[-_]", name, re.IGNORECASE))
 
 
-def graphics_host(runner: Runner) -> GraphicsHost:
-    row = esxcli(runner, "graphics", "host", "get")
+GRAPHICS_GET = argv("graphics", "host", "get")
+
+
+def graphics_from(row: Any) -> GraphicsHost:
     if not isinstance(row, dict) or "DefaultGraphicsType" not in row:
-        raise EsxcliParseError(f"{runner.name}: unexpected `graphics host get` output: {row!r:.300}")
+        raise EsxcliParseError(f"unexpected `graphics host get` output: {row!r:.300}")
     return GraphicsHost(str(row["DefaultGraphicsType"]), str(row.get("SharedPassthruAssignmentPolicy", "")))
+
+
+def graphics_host(runner: Runner) -> GraphicsHost:
+    return graphics_from(value_of(runner.run(GRAPHICS_GET), runner.name))
 
 
 def set_graphics_host(runner: Runner, default_type: str, assignment_policy: str | None = None) -> None:
@@ -326,12 +350,28 @@ def set_graphics_host(runner: Runner, default_type: str, assignment_policy: str 
     esxcli(runner, *args)
 
 
-def kernel_setting(runner: Runner, name: str) -> KernelSetting:
-    rows = _rows(esxcli(runner, "system", "settings", "kernel", "list", "-o", name))
-    row = next((r for r in rows if str(r.get("Name", "")) == name), None)
+def kernel_setting_argv(name: str) -> list[str]:
+    return argv("system", "settings", "kernel", "list", "-o", name)
+
+
+def kernel_setting_from(value: Any, name: str) -> KernelSetting:
+    row = next((r for r in _rows(value) if str(r.get("Name", "")) == name), None)
     if row is None:
-        raise EsxcliParseError(f"{runner.name}: kernel setting {name} not listed (ESXi too old for it?)")
+        raise EsxcliParseError(f"kernel setting {name} not listed (ESXi too old for it?)")
     return KernelSetting(name, str(row.get("Configured", "")), str(row.get("Runtime", "")), str(row.get("Default", "")))
+
+
+def kernel_setting(runner: Runner, name: str) -> KernelSetting:
+    return kernel_setting_from(value_of(runner.run(kernel_setting_argv(name)), runner.name), name)
+
+
+UPTIME_ARGV = ["esxcli", "system", "stats", "uptime", "get"]
+
+
+def uptime_from(result: CommandResult) -> float | None:
+    """Seconds since boot (``esxcli system stats uptime get`` prints microseconds); None when unreadable."""
+    m = re.fullmatch(r"\s*(\d+)\s*", result.output) if result.ok else None
+    return int(m.group(1)) / 1e6 if m else None
 
 
 def set_kernel_setting(runner: Runner, name: str, value: str) -> None:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from gpufleet.errors import TaskError
-from host_setup.ssh import Runner
+from host_setup.ssh import CommandResult, Runner
 
 
 class MlxconfigParseError(TaskError):
@@ -53,9 +53,16 @@ def parse_mlxconfig_query(output: str, name: str = "ATS_ENABLED") -> NicAts:
     raise MlxconfigParseError(f"{name} not found in mlxconfig output: {output[:300]!r}")
 
 
+def query_argv(pci: str) -> list[str]:
+    return ["mlxconfig", "-d", pci, "-e", "q", "ATS_ENABLED"]
+
+
+def nic_ats_from(result: CommandResult, host: str = "") -> NicAts:
+    return parse_mlxconfig_query(result.check(host).output)
+
+
 def nic_ats(runner: Runner, pci: str) -> NicAts:
-    result = runner.run(["mlxconfig", "-d", pci, "-e", "q", "ATS_ENABLED"]).check(runner.name)
-    return parse_mlxconfig_query(result.output)
+    return nic_ats_from(runner.run(query_argv(pci)), runner.name)
 
 
 def set_nic_ats(runner: Runner, pci: str, enable: bool) -> None:

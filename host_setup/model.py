@@ -58,7 +58,8 @@ class HostFacts:
     graphics: GraphicsHost
     ats_kernel: KernelSetting | None  # read only when the host needs ATS
     nic_ats: dict[str, NicAts] = field(default_factory=dict)
-    bundle_on_host: bool | None = None  # read only when the driver must be installed
+    bundle_on_host: bool | None = None  # is driver.bundle on the datastore (None: not asked)
+    uptime: float | None = None  # seconds since boot (None: the host does not say)
 
 
 class StepState(StrEnum):

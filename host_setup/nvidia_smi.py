@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from gpufleet.errors import TaskError
-from host_setup.ssh import Runner
+from host_setup.ssh import CommandResult, Runner
 
 QUERY_FIELDS = ("pci.bus_id", "name", "driver_version", "mig.mode.current", "mig.mode.pending")
 
@@ -130,7 +130,14 @@ def parse_query_csv_report(text: str) -> SmiReport:
 def query(runner: Runner, timeout: float = 60.0) -> SmiReport | None:
     """The running driver's view (``nvidia-smi -q -x``); None when nvidia-smi is missing or the driver is not
     loaded (what a host shows after a driver install, before the reboot)."""
-    result = runner.run(["nvidia-smi", "-q", "-x"], timeout=timeout)
+    return report_from(runner.run(QUERY_ARGV, timeout=timeout))
+
+
+QUERY_ARGV = ["nvidia-smi", "-q", "-x"]
+
+
+def report_from(result: CommandResult) -> SmiReport | None:
+    """SmiReport from a ``nvidia-smi -q -x`` result; None when it failed (not installed / driver not loaded)."""
     if result.rc != 0 or "<nvidia_smi_log" not in result.output:
         return None
     return parse_query_xml(result.output)

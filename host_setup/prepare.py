@@ -116,7 +116,7 @@ class _Run:
             if report.reboots >= MAX_REBOOTS:
                 raise StepFailed(f"{MAX_REBOOTS} reboots done and still pending: {'; '.join(reasons)}")
             started = time.monotonic()
-            detail = reboot_and_wait(ctx, reasons)
+            detail, facts = reboot_and_wait(ctx, reasons, self.facts)
             report.reboots += 1
             rebooted_for.update(reasons)
             detail = detail if report.reboots == 1 else f"{report.reboots} reboots; {detail}"
@@ -124,7 +124,6 @@ class _Run:
             for step_report in report.steps:  # what waited for this reboot is in effect now (verified below)
                 if step_report.state == StepState.PENDING:
                     step_report.state = StepState.DONE
-            facts = self.facts()
             # Steps deferred until the driver was loaded (MIG) can run now; if they need a reboot, loop once more.
             if self.apply_ready_steps(facts):
                 facts = self.facts()

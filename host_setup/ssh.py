@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import hashlib
 import logging
+import secrets
 import shlex
 import socket
 import time
@@ -33,7 +34,14 @@ from types import TracebackType
 from typing import Protocol
 
 import paramiko
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+    wait_random_exponential,
+)
 
 from gpufleet.connections import SshSettings
 from gpufleet.errors import ConnectError, HostKeyError, TaskError
@@ -86,6 +94,10 @@ class Runner(Protocol):
     name: str
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult: ...
+
+    def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None) -> list[CommandResult]:
+        """Several read-only commands in one round trip; one result each (rc 0 or 1: success or not)."""
+        ...
 
     def remote_size(self, path: str) -> int | None: ...
 
@@ -233,7 +245,7 @@ class SshRunner:
         s = self.settings
         retrying = Retrying(
             retry=retry_if_exception(_is_retryable),
-            wait=wait_random_exponential(multiplier=poll, max=max(poll, 1.0)),
+            wait=wait_fixed(poll),  # a host coming back from a reboot is noticed within `poll` seconds
             stop=stop_after_delay(timeout),
             reraise=True,
         )
@@ -287,7 +299,35 @@ class SshRunner:
         """Run one command (an argument list, quoted here); return its exit status and combined output."""
         if isinstance(argv, str):
             raise TypeError("pass the command as a list of arguments; they are quoted for the remote shell")
-        command = shlex.join(argv)
+        return self._exec(shlex.join(argv), timeout)
+
+    def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None) -> list[CommandResult]:
+        """Run read-only commands in one SSH exec (``a 2>&1 && echo MARK0 || echo MARK1; b ...``): one round
+        trip instead of one per command. Each result's rc is 0 or 1 (the shell's && / || tell only that) and
+        its output is the command's own, stderr included. Never for commands that change the host: a failure
+        in the middle does not stop the rest."""
+        if not argvs:
+            return []
+        if any(isinstance(a, str) for a in argvs):
+            raise TypeError("pass each command as a list of arguments")
+        token = secrets.token_hex(8)  # output cannot fake a marker it cannot guess
+        marks = [f"@@gpufleet-{token}-{i}:" for i in range(len(argvs))]
+        line = "; ".join(
+            f"{shlex.join(a)} 2>&1 && echo {m}0@@ || echo {m}1@@" for a, m in zip(argvs, marks, strict=True)
+        )
+        combined = self._exec(line, timeout)
+        results: list[CommandResult] = []
+        rest = combined.output
+        for argv, mark in zip(argvs, marks, strict=True):
+            at = rest.find(mark)
+            if at < 0:
+                raise ConnectionLost(f"{self.name}: the batch of reads stopped before `{shlex.join(argv)}`")
+            status = rest[at + len(mark) : at + len(mark) + 1]
+            results.append(CommandResult(shlex.join(argv), 0 if status == "0" else 1, rest[:at]))
+            rest = rest[rest.find("@@", at + len(mark)) + 3 :]
+        return results
+
+    def _exec(self, command: str, timeout: float | None) -> CommandResult:
         limit = self.command_timeout if timeout is None else timeout
         log.debug("%s: %s", self.name, command)
         try:

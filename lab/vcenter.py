@@ -145,7 +145,20 @@ def build_vcsim(cache_dir: Path | None = None) -> Path:
             tmp.unlink(missing_ok=True)
             raise VcsimError(f"building vcsim failed (go build in {VCSIM_SOURCES}):\n{proc.stderr.strip()}")
         tmp.replace(binary)
+        _prune_old_builds(cache, keep=binary)
     return binary
+
+
+def _prune_old_builds(cache: Path, keep: Path, count: int = 4) -> None:
+    """Keep the newest ``count`` builds (a running lab keeps its binary's inode even if removed)."""
+    builds = sorted(
+        (p for p in cache.glob("vcsim-*") if p.is_file() and ".tmp" not in p.name and p.suffix != ".lock"),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in builds[count:]:
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ is dropped again by ``__getstate__``, so a password can never end up in the stat
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,14 @@ from typing import Any
 from pulumi.dynamic import CheckFailure, ConfigureRequest, ResourceProvider
 from pyVmomi import vim
 
-from gpufleet.connections import Secret, VcenterSettings, resolve_vcenter
+from gpufleet.connections import Connections, Secret, VcenterSettings, resolve_connections, resolve_vcenter
 from gpufleet.errors import SpecIssue
-from gpufleet.spec.models import VcenterSpec
+from gpufleet.spec.models import Fleet, SecretRef, VcenterSpec
+from gpufleet.spec.stack import Stack
 from gpufleet.vsphere.connect import connect
 
 VCENTER_PASSWORD_KEY = "gpufleet:vcenterPassword"
+_PASSWORD_VAR = "GPUFLEET_PULUMI_VCENTER_PASSWORD"  # a key of a private mapping, never set in the environment
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN: a value not known in a preview
 
 
@@ -104,6 +107,17 @@ class GpufleetProvider(ResourceProvider):
                     thumbprint=spec.thumbprint,
                 )
         return resolve_vcenter(spec)
+
+    def connections(self, vcenter: Mapping[str, Any], fleet: Fleet) -> Connections:
+        """SSH (and vCenter) settings of ``fleet``'s hosts and guests through ``gpufleet.connections``: the lab's
+        env file, or the ``ssh`` specs; the vCenter password from the stack config is handed over in a private
+        mapping (never the process environment)."""
+        spec = VcenterSpec.model_validate(dict(vcenter))
+        environ = dict(os.environ)
+        if not spec.lab:
+            environ[_PASSWORD_VAR] = self.vcenter_settings(vcenter).password.reveal()
+            spec = spec.model_copy(update={"password": SecretRef(env=_PASSWORD_VAR)})
+        return resolve_connections(Stack("pulumi", None, fleet, spec, {}), environ)
 
     @contextmanager
     def session(self, vcenter: Mapping[str, Any]) -> Iterator[vim.ServiceInstance]:

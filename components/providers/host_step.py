@@ -21,7 +21,6 @@ fleet's RolloutPolicy: timeouts, vGPU vMotion during evacuation).
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import closing
 from typing import Any
@@ -31,9 +30,8 @@ from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Re
 from pydantic import ValidationError
 
 from components.providers.base import GpufleetProvider, failures_from_issues, is_unknown
-from gpufleet.connections import Connections, resolve_connections
-from gpufleet.spec.models import Fleet, SecretRef, VcenterSpec
-from gpufleet.spec.stack import Stack, issues_from_validation
+from gpufleet.spec.models import Fleet
+from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
 from host_setup.facts import gather
 from host_setup.model import Desired
@@ -45,7 +43,6 @@ from host_setup.vcenter import VsphereHostApi
 
 INPUT_KEYS = ("vcenter", "cluster", "host", "rollout")
 STEP_NAMES = tuple(step.name for step in STEPS)  # driver, graphics, mig, ats
-_PASSWORD_VAR = "GPUFLEET_PULUMI_VCENTER_PASSWORD"  # name inside a private mapping, never the process env
 
 
 def fleet_of(props: dict[str, Any]) -> Fleet:
@@ -70,22 +67,10 @@ class HostStepProvider(GpufleetProvider):
             raise ValueError(f"unknown host step {step!r} (valid: {', '.join(STEP_NAMES)})")
         self.step = step
 
-    # -- connections -------------------------------------------------------------------------------------
-    def _connections(self, props: dict[str, Any], fleet: Fleet) -> Connections:
-        """SSH (and vCenter) settings of the host, through ``gpufleet.connections``: the lab's env file, or the
-        host's ``ssh`` spec; the vCenter password handed over from the stack config in a private mapping."""
-        vcenter = VcenterSpec.model_validate(props["vcenter"])
-        environ = dict(os.environ)
-        if not vcenter.lab:
-            password = self.vcenter_settings(props["vcenter"]).password.reveal()
-            vcenter = vcenter.model_copy(update={"password": SecretRef(env=_PASSWORD_VAR)})
-            environ[_PASSWORD_VAR] = password
-        return resolve_connections(Stack("pulumi", None, fleet, vcenter, {}), environ)
-
     def _observe(self, props: dict[str, Any]) -> Check:
         fleet = fleet_of(props)
         desired = Desired.of(fleet, fleet.hosts[0])
-        conns = self._connections(props, fleet)
+        conns = self.connections(props["vcenter"], fleet)
         step = _step(self.step)
         with self.session(props["vcenter"]) as si, closing(SshRunner(conns.host(desired.name))) as runner:
             facts = gather(desired, runner, VsphereHostApi(si), bundle=False)
@@ -94,7 +79,7 @@ class HostStepProvider(GpufleetProvider):
     def _converge(self, props: dict[str, Any]) -> dict[str, Any]:
         fleet = fleet_of(props)
         desired = Desired.of(fleet, fleet.hosts[0])
-        conns = self._connections(props, fleet)
+        conns = self.connections(props["vcenter"], fleet)
         step = _step(self.step)
         name = desired.name
         done: list[str] = []

@@ -22,8 +22,8 @@ from gpufleet.spec.derive import (
     vsphere_profile_name,
 )
 from gpufleet.spec.models import Fleet, GpuMode, GpuSpec, HostSpec
-from gpufleet.vsphere.vm_changes import DesiredDevices
 from gpufleet.vsphere.licenses import key_fingerprint
+from gpufleet.vsphere.vm_changes import DesiredDevices
 from gpufleet.vsphere.vm_desired import desired_devices
 
 

@@ -267,17 +267,19 @@ def _gpu_vc(c: _Collector, host: DesiredHost, want: DesiredGpu, have: HostVcStat
             "fix hosts[].gpus[].model in the stack",
             f"{host.name} {want.pci} is not a {want.model}",
         )
+    # A vGPU GPU's passthrough state shows in its graphics type (vSphere reports "direct" for a GPU in
+    # passthrough), checked below; a passthrough GPU must be enabled for passthrough.
     passthrough = want.mode in ("passthrough", "dynamic-passthrough")
-    if dev.passthrough_enabled is not None and dev.passthrough_enabled != passthrough:
+    if passthrough and dev.passthrough_enabled is False:
         c.add(
             path,
             "gpu.passthrough",
             f"{path}/passthrough",
-            _yes_no(passthrough),
-            _yes_no(dev.passthrough_enabled),
+            "enabled",
+            "disabled",
             Severity.ERROR,
-            HINT_HOSTS,
-            f"{host.name} {want.pci} passthrough is not {_yes_no(passthrough)}",
+            "enable passthrough on this GPU (vSphere Client: Host > Configure > PCI Devices), then reboot",
+            f"{host.name} {want.pci} is not enabled for passthrough: its VM cannot power on",
         )
     if not passthrough and dev.graphics_type is not None and dev.graphics_type != "sharedDirect":
         c.add(

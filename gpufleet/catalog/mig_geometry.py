@@ -93,9 +93,7 @@ def _describe(label: str, instance: MigProfile) -> str:
     return f"{name} at {instance.placements_text()}"
 
 
-def explain_conflict(
-    gpu: GpuModel, labels: Sequence[str], instances: Sequence[MigProfile]
-) -> tuple[list[int], str]:
+def explain_conflict(gpu: GpuModel, labels: Sequence[str], instances: Sequence[MigProfile]) -> tuple[list[int], str]:
     """For instances that do not fit: the indices of those that conflict and why, in words a person can act on.
 
     ``labels`` name each instance in the message (the profile as the user wrote it, or a spec path).

@@ -97,7 +97,22 @@ def run_checks(
 ) -> CheckRun:
     """Run every packaged check for ``stack`` (or testinfra ``hosts``) and return the results. pytest's own
     terminal output is discarded; the junit XML file is written when asked for."""
-    args = ["--pyargs", PACKAGE, "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-o", "python_files=test_*.py"]
+    # --noconftest: the checks need no conftest, and a project's own conftest.py (picked up from the current
+    # directory) must not change them (a test suite's conftest may repoint GPUFLEET_LAB_DIR, for instance).
+    args = [
+        "--pyargs",
+        PACKAGE,
+        "--noconftest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-o",
+        "addopts=",
+        "-o",
+        "python_files=test_*.py",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    ]
     if stack is not None:
         args += ["--stack", str(stack)]
     for name in nodes or []:

@@ -80,8 +80,10 @@ def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
     else:
         assert loaded is not None
         s = _summary(loaded)
-        counts = ", ".join(_plural(s[k], noun) for k, noun in
-                           (("hosts", "host"), ("gpus", "GPU"), ("templates", "template"), ("vms", "VM")))
+        counts = ", ".join(
+            _plural(s[k], noun)
+            for k, noun in (("hosts", "host"), ("gpus", "GPU"), ("templates", "template"), ("vms", "VM"))
+        )
         console.print(f"[green]valid[/]: {stack} ({counts})")
     if issues:
         raise typer.Exit(ExitCode.ERROR)
@@ -102,11 +104,12 @@ def _print_fit(result: MigFit) -> None:
         for col in ("profile", "instance", "start", "size", "slices"):
             table.add_column(col)
         for p in result.placements:
-            table.add_row(p.profile, p.instance, str(p.start), str(p.size),
-                          _slice_bar(p.start, p.size, result.memory_slices))
+            table.add_row(
+                p.profile, p.instance, str(p.start), str(p.size), _slice_bar(p.start, p.size, result.memory_slices)
+            )
         console.print(table)
         free = ",".join(map(str, result.free_slices)) or "none"
-        console.print(f"[green]fits[/]; free memory slices: {free}")
+        console.print(f"[green]fits[/]; free memory slices (by index 0-{result.memory_slices - 1}): {free}")
     else:
         console.print(f"[red]does not fit[/] on {result.gpu}: {', '.join(result.conflicts)}")
         console.print(result.reason)
@@ -195,4 +198,3 @@ def register(app: typer.Typer) -> None:
     mig = typer.Typer(help="MIG geometry questions, answered offline.", no_args_is_help=True)
     mig.command("fit")(mig_fit)
     app.add_typer(mig, name="mig")
-

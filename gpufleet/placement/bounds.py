@@ -44,8 +44,11 @@ def _time_sliced_bound(board: GpuModel, profiles: list[VgpuProfile], mixed_exist
     if not mixed_exists:
         return sum(ceil(Fraction(n, by_name[name].max_per_gpu)) for name, n in counts.items())
     # Profiles without a mixed-size maximum (Q-series here) only ever share a GPU with their own kind.
-    alone = sum(ceil(Fraction(n, by_name[name].max_per_gpu)) for name, n in counts.items()
-                if by_name[name].max_per_gpu_mixed is None)
+    alone = sum(
+        ceil(Fraction(n, by_name[name].max_per_gpu))
+        for name, n in counts.items()
+        if by_name[name].max_per_gpu_mixed is None
+    )
     share = sum(
         n * min(Fraction(1, by_name[name].max_per_gpu), Fraction(by_name[name].framebuffer_mb, board.framebuffer_mb))
         for name, n in counts.items()

@@ -82,8 +82,9 @@ def fit(gpu: str | GpuModel, profiles: Sequence[str]) -> MigFit:
     names = list(profiles)
     instances = [resolve_instance(model, n) for n in names]
     if not names:
-        return MigFit(model.name, True, (), memory_slices=model.memory_slices,
-                      free_slices=tuple(range(model.memory_slices)))
+        return MigFit(
+            model.name, True, (), memory_slices=model.memory_slices, free_slices=tuple(range(model.memory_slices))
+        )
     slots = search(instances)
     if slots is None:
         idx, reason = explain_conflict(model, names, instances)

@@ -100,8 +100,13 @@ class Planner:
                     continue
                 seen.add(gpu.pci)
                 state = GpuState(
-                    index=len(self.gpus), host=host.name, pci=gpu.pci, model=model, mode=gpu.mode.value,
-                    mixed=gpu.mixed_size, exact_mig=strategy == "best-fit",
+                    index=len(self.gpus),
+                    host=host.name,
+                    pci=gpu.pci,
+                    model=model,
+                    mode=gpu.mode.value,
+                    mixed=gpu.mixed_size,
+                    exact_mig=strategy == "best-fit",
                 )
                 self.gpus.append(state)
                 states.append(state)
@@ -155,7 +160,9 @@ class Planner:
         out.sort(key=lambda c: c[:3])
         return out
 
-    def _fit_on_host(self, host: str, devices: list[Device], p2p: bool) -> tuple[tuple[int, float], list[GpuState]] | None:
+    def _fit_on_host(
+        self, host: str, devices: list[Device], p2p: bool
+    ) -> tuple[tuple[int, float], list[GpuState]] | None:
         """A choice of distinct GPUs on the host for all devices (best-first DFS), with its cost, or None."""
         cands = [self._candidates(host, d) for d in devices]
         if any(not c for c in cands):
@@ -168,9 +175,14 @@ class Planner:
             for _, _, _, gpu in cands[i]:
                 if gpu in chosen:
                     continue
-                if p2p and devices[i].kind == "vgpu" and any(
-                    (host, gpu.pci, other.pci) not in self.links for other, d in zip(chosen, devices, strict=False)
-                    if d.kind == "vgpu"
+                if (
+                    p2p
+                    and devices[i].kind == "vgpu"
+                    and any(
+                        (host, gpu.pci, other.pci) not in self.links
+                        for other, d in zip(chosen, devices, strict=False)
+                        if d.kind == "vgpu"
+                    )
                 ):
                     continue
                 chosen.append(gpu)
@@ -270,7 +282,9 @@ class Planner:
             and devices[0].pinned_pci is None
         )
 
-    def _pack(self, board_name: str, mode: str, items: list[tuple[int, VmSpec, Device]]) -> list[tuple[int, VmSpec, Device]]:
+    def _pack(
+        self, board_name: str, mode: str, items: list[tuple[int, VmSpec, Device]]
+    ) -> list[tuple[int, VmSpec, Device]]:
         """Run the group packer; returns the items it could not place."""
         by_name = {vm.name: (vi, vm, device) for vi, vm, device in items}
         gpus = [g for g in self.gpus if g.model.name == board_name and g.mode == mode]
@@ -344,8 +358,10 @@ class Planner:
             elif not room:
                 parts.append(f"{label}: all {len(pool)} matching GPU(s) on {where} are full")
         if not parts:
-            parts.append(f"the devices fit separately but not together on one host (need {len(devices)} distinct "
-                         f"GPUs{', NVLink peers' if len(devices) > 1 else ''} on the same host)")
+            parts.append(
+                f"the devices fit separately but not together on one host (need {len(devices)} distinct "
+                f"GPUs{', NVLink peers' if len(devices) > 1 else ''} on the same host)"
+            )
         return "; ".join(parts)
 
     def _report(self, plan: Plan) -> None:
@@ -356,26 +372,40 @@ class Planner:
                 for (vm, slot), inst, start, size in gpu.mig_layout():
                     profile = next(p for o, p, _ in gpu.owners if o == (vm, slot))
                     assert profile is not None
-                    assignments.append({"vm": vm, "profile": profile.vsphere_name, "instance": inst.name,
-                                        "start": start, "size": size})
-                    device_of[(vm, slot)] = DevicePlacement(slot[0], slot[1], gpu.pci, profile.vsphere_name,
-                                                            inst.name, start, size)
+                    assignments.append(
+                        {"vm": vm, "profile": profile.vsphere_name, "instance": inst.name, "start": start, "size": size}
+                    )
+                    device_of[(vm, slot)] = DevicePlacement(
+                        slot[0], slot[1], gpu.pci, profile.vsphere_name, inst.name, start, size
+                    )
             else:
                 for (vm, slot), profile, _ in gpu.owners:
                     entry: dict[str, Any] = {"vm": vm, "device": f"{slot[0]}[{slot[1]}]"}
                     if profile is not None:
                         entry["profile"] = profile.vsphere_name
                     assignments.append(entry)
-                    device_of[(vm, slot)] = DevicePlacement(slot[0], slot[1], gpu.pci,
-                                                            profile.vsphere_name if profile else None)
-            plan.gpus.append(GpuReport(gpu.host, gpu.pci, gpu.model.name, gpu.mode, gpu.mixed,
-                                       tuple(assignments), gpu.free_text(), gpu.density()))
+                    device_of[(vm, slot)] = DevicePlacement(
+                        slot[0], slot[1], gpu.pci, profile.vsphere_name if profile else None
+                    )
+            plan.gpus.append(
+                GpuReport(
+                    gpu.host,
+                    gpu.pci,
+                    gpu.model.name,
+                    gpu.mode,
+                    gpu.mixed,
+                    tuple(assignments),
+                    gpu.free_text(),
+                    gpu.density(),
+                )
+            )
         for vm in self.fleet.vms:
             if vm.name not in self.placed:
                 continue
             host, devices, _ = self.placed[vm.name]
-            placed = sorted((device_of[(vm.name, _device_slot(d))] for d in devices),
-                            key=lambda p: (p.kind != "vgpu", p.index))
+            placed = sorted(
+                (device_of[(vm.name, _device_slot(d))] for d in devices), key=lambda p: (p.kind != "vgpu", p.index)
+            )
             plan.placements[vm.name] = VmPlacement(vm.name, host, tuple(placed))
         plan.lower_bound = lower_bound(self.fleet)
 

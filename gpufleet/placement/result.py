@@ -98,9 +98,7 @@ class Plan:
                 "lower_bound": self.lower_bound,
                 "vms_placed": len(self.placements),
                 "vms_unplaced": len(self.unplaced),
-                "density": round(
-                    sum(g.density for g in self.gpus if g.assignments) / max(1, self.gpus_used), 4
-                ),
+                "density": round(sum(g.density for g in self.gpus if g.assignments) / max(1, self.gpus_used), 4),
             },
             "hosts": [{"name": name, "gpus": gpus} for name, gpus in hosts.items()],
             "vms": [p.to_json() for p in self.placements.values()],

@@ -44,12 +44,12 @@ class DriverStep:
         driver = ctx.desired.driver
         assert driver is not None
         uploaded = ""
-        if not facts.bundle_on_host:
-            if ctx.local_bundle is None or not ctx.local_bundle.is_file():
-                raise StepFailed(f"{driver.bundle} is not on the host and no local bundle (driver.localPath) to upload")
+        if ctx.local_bundle is not None and ctx.local_bundle.is_file():
             ctx.note(f"uploading {ctx.local_bundle.name}")
-            if ctx.runner.upload(ctx.local_bundle, driver.bundle):
+            if ctx.runner.upload(ctx.local_bundle, driver.bundle):  # skipped when the same file is there
                 uploaded = f"uploaded {ctx.local_bundle.name}; "
+        elif not facts.bundle_on_host:
+            raise StepFailed(f"{driver.bundle} is not on the host and no local bundle (driver.localPath) to upload")
         ctx.note(f"installing {driver.version}")
         result = esxcli.install(ctx.runner, driver.bundle, driver.kind, timeout=ctx.install_timeout)
         installed = esxcli.nvidia_driver(ctx.runner, driver.kind)

@@ -11,8 +11,8 @@ was asked (or, where uptime cannot be read, the SSH port must have been seen goi
 
 from __future__ import annotations
 
-import re
 import time
+from collections.abc import Callable
 
 from gpufleet.errors import ConnectError
 from host_setup import esxcli
@@ -44,21 +44,11 @@ def reboot_reasons(desired: Desired, facts: HostFacts) -> list[str]:
     return reasons
 
 
-def uptime_seconds(runner: Runner) -> float | None:
-    """Seconds since boot (``esxcli system stats uptime get`` prints microseconds); None if unreadable."""
-    try:
-        result = runner.run(["esxcli", "system", "stats", "uptime", "get"], timeout=30)
-    except ConnectError:
-        return None
-    m = re.search(r"\d+", result.output) if result.rc == 0 else None
-    return int(m.group()) / 1e6 if m else None
-
-
-def reboot_and_wait(ctx: StepContext, reasons: list[str]) -> str:
-    """Reboot, then wait for SSH and vCenter; StepFailed when the host is not back within the timeout."""
+def reboot_and_wait(ctx: StepContext, reasons: list[str], read: Callable[[], HostFacts]) -> tuple[str, HostFacts]:
+    """Reboot, wait for SSH and vCenter, then read the facts (``read``) and prove the reboot happened.
+    StepFailed when the host is not back within the timeout or did not reboot."""
     runner, name = ctx.runner, ctx.desired.name
     timeout = float(ctx.policy.reboot_timeout_seconds)
-    before = uptime_seconds(runner)
     started = time.monotonic()
     ctx.note("rebooting: " + "; ".join(reasons))
     try:
@@ -80,10 +70,10 @@ def reboot_and_wait(ctx: StepContext, reasons: list[str]) -> str:
         ctx.api.wait_connected(name, timeout=max(1.0, left))
     except Exception as exc:  # noqa: BLE001 - any failure to see it connected is the same verdict
         raise StepFailed(f"SSH is back but vCenter does not show the host connected: {exc}") from exc
+    facts = read()
     elapsed = time.monotonic() - started
-    after = uptime_seconds(runner)
-    if after is not None and before is not None and after > elapsed + _UPTIME_SLACK:
-        raise StepFailed(f"the host did not reboot: up {after:.0f} s, reboot asked {elapsed:.0f} s ago")
-    if after is None and not went_down:
+    if facts.uptime is not None and facts.uptime > elapsed + _UPTIME_SLACK:
+        raise StepFailed(f"the host did not reboot: up {facts.uptime:.0f} s, reboot asked {elapsed:.0f} s ago")
+    if facts.uptime is None and not went_down:
         raise StepFailed("cannot prove the host rebooted: SSH never went down and uptime is unreadable")
-    return f"rebooted in {elapsed:.1f} s ({'; '.join(reasons)})"
+    return f"rebooted in {elapsed:.1f} s ({'; '.join(reasons)})", facts

@@ -103,7 +103,7 @@ def render_table(driver: str, gpus: list[Gpu]) -> str:
         lines.append(f"| {g.index:>3}  {_name_field(g.model.smi_name):<31}On  |   {g.bus_id} Off |{ecc:>21} |")
         power = f"{g.model.idle_power_w}W"
         cap = f"{g.model.power_cap_w}W"
-        lines.append(f"| N/A {g.model.idle_temp_c:>4}C    P0 {power:>16} / {cap:>5} | {g.used_mib:>7}MiB / {g.model.fb_mib:>6}MiB |{util:>8}      Default |")
+        lines.append(f"| N/A {g.model.idle_temp_c:>4}C    P0 {power:>15} / {cap:>5} | {g.used_mib:>7}MiB / {g.model.fb_mib:>6}MiB |{util:>8}      Default |")
         lines.append(f"|                                         |                        |{_mig_text(mig) if mig is not None else 'N/A':>21} |")
         lines.append(GPU_RULE)
     if any(g.mig_current for g in gpus):

@@ -32,7 +32,8 @@ class GuestsSetup:
     """What the lab manager needs from the guests: their sshd units, env.json entries and lab secrets."""
 
     units: list[SshdUnit]
-    env_entries: list[dict]  # env.json "guests": {"name","address","port","user","key_file","known_hosts"}
+    env_entries: list[dict]  # env.json "guests": {"name","address","port","user","key_file","known_hosts",
+    #                          "host_key","persona"}
     secrets: dict[str, str] = field(default_factory=dict)  # env.json "secrets" (lab-generated; 0600 file)
     host_keys: dict[str, str] = field(default_factory=dict)  # guest name -> its public host key line
 
@@ -100,6 +101,8 @@ def prepare_guests(
                 "user": unit.user,
                 "key_file": str(paths.client_key),
                 "known_hosts": str(paths.known_hosts),
+                "host_key": " ".join(pub.split()[:2]),  # for the lab's known_hosts (lab.manager)
+                "persona": guest.persona,
             }
         )
     return GuestsSetup(units=units, env_entries=entries, secrets={TOKEN_ENV: token}, host_keys=host_keys)

@@ -70,7 +70,7 @@ func pciDevice(id string, class, vendorID, deviceID int, name string) types.Host
 	}
 }
 
-// gpuPciDevices returns the host's GPUs then NICs as HostPciDevice.
+// pciDevices returns the host's GPUs then NICs as HostPciDevice.
 func (h *labHost) pciDevices() []types.HostPciDevice {
 	var out []types.HostPciDevice
 	for _, g := range h.topo.Gpus {

@@ -95,7 +95,7 @@ func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir
 			return nil, fmt.Errorf("host %s: %w", h.Name, err)
 		}
 		ref := res.(types.ManagedObjectReference)
-		lh := &labHost{topo: h, ref: ref}
+		lh := &labHost{topo: h, ref: ref, driverActive: h.hasDriver()}
 		lab.hosts[h.Name] = lh
 		lab.hostByRef[ref] = lh
 		hostObjs[h.Name] = object.NewHostSystem(c, ref)

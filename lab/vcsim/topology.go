@@ -43,6 +43,13 @@ type Host struct {
 	NumaNodes int    `json:"numa_nodes"`
 	CpuModel  string `json:"cpu_model"`
 	MemoryGB  int    `json:"memory_gb"`
+	// Optional: the NVIDIA host driver already installed ({"version": ...}); null or absent: none.
+	Driver json.RawMessage `json:"driver,omitempty"`
+}
+
+func (h Host) hasDriver() bool {
+	d := strings.TrimSpace(string(h.Driver))
+	return d != "" && d != "null"
 }
 
 type VM struct {

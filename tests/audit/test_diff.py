@@ -125,14 +125,17 @@ def test_graphics_type(desired, vc, ssh):
 
 
 def test_gpu_graphics_type_and_passthrough(desired, vc, ssh):
-    host = vc.hosts["esxi-04.lab"]
-    devices = tuple(
-        replace(d, graphics_type="basic", passthrough_enabled=True) if d.pci == "0000:86:00.0" else d
-        for d in host.devices
-    )
-    findings = diff(desired, replace_host(vc, "esxi-04.lab", devices=devices), ssh)[0]
-    assert only(findings, "gpu.graphics_type").object == "hosts/esxi-04.lab/gpus/0000:86:00.0"
-    assert only(findings, "gpu.passthrough").desired == "disabled"
+    # vSphere shows a GPU given to passthrough as graphics type "direct": no vGPU can use it.
+    t4 = vc.hosts["esxi-04.lab"]
+    devices = tuple(replace(d, graphics_type="direct") if d.pci == "0000:86:00.0" else d for d in t4.devices)
+    vc = replace_host(vc, "esxi-04.lab", devices=devices)
+    h100 = vc.hosts["esxi-02.lab"]
+    devices = tuple(replace(d, passthrough_enabled=False) if d.pci == "0000:5e:00.0" else d for d in h100.devices)
+    findings = diff(desired, replace_host(vc, "esxi-02.lab", devices=devices), ssh)[0]
+    f = only(findings, "gpu.graphics_type")
+    assert (f.object, f.desired, f.actual) == ("hosts/esxi-04.lab/gpus/0000:86:00.0", "sharedDirect", "direct")
+    f = only(findings, "gpu.passthrough")
+    assert (f.object, f.desired, f.actual) == ("hosts/esxi-02.lab/gpus/0000:5e:00.0", "enabled", "disabled")
 
 
 def test_mig_mode(desired, vc, ssh):
@@ -150,10 +153,14 @@ def test_mig_mode(desired, vc, ssh):
 def test_mig_pending_enable_names_the_reboot(desired, vc, ssh):
     host = ssh["esxi-01.lab"]
     gpus = tuple(replace(g, mig_current=False, mig_pending=True) for g in host.gpus)
-    findings = diff(desired, vc, replace_ssh(ssh, "esxi-01.lab", gpus=gpus, reboot_pending=True))[0]
+    reasons = ("MIG enabled pending on 0000:3b:00.0", "MIG enabled pending on 0000:5e:00.0")
+    findings = diff(
+        desired, vc, replace_ssh(ssh, "esxi-01.lab", gpus=gpus, reboot_pending=True, reboot_reasons=reasons)
+    )[0]
     mig = [f for f in findings if f.kind == "gpu.mig_mode"]
     assert len(mig) == 2 and all("pending enabled" in f.actual and "reboot" in f.hint for f in mig)
-    assert only(findings, "host.reboot_pending").severity == Severity.WARNING
+    reboot = only(findings, "host.reboot_pending")
+    assert reboot.severity == Severity.WARNING and "MIG enabled pending on 0000:3b:00.0" in reboot.actual
 
 
 def test_driver_version(desired, vc, ssh):
@@ -173,17 +180,17 @@ def test_host_in_maintenance(desired, vc, ssh):
 
 
 def test_license_other_key(desired, vc, ssh):
-    other = LicenseState("vSphere 8 Standard", "sha256:0123456789ab", False)
+    other = LicenseState("vSphere 8 Standard", "*****-*****-*****-*****-ZZZZZ", "sha256:0123456789ab", False)
     f = only(diff(desired, replace_host(vc, "esxi-01.lab", license=other), ssh)[0], "host.license")
-    assert f.actual == "vSphere 8 Standard (sha256:0123456789ab)"
-    assert "$GPUFLEET_HOST_LICENSE" in f.desired
+    assert f.actual == "vSphere 8 Standard (*****-*****-*****-*****-ZZZZZ)"
+    assert f.desired == "*****-*****-*****-*****-EEEEE (from $GPUFLEET_HOST_LICENSE)"
     assert "AAAAA" not in (f.desired + f.actual + f.message)  # the key itself never appears
 
 
 def test_license_evaluation_without_key_in_env(vc, ssh):
     desired = lab_desired(with_license=False)
     vc = in_sync_vcenter(desired)
-    evaluation = LicenseState("Evaluation Mode", "sha256:aaaaaaaaaaaa", True)
+    evaluation = LicenseState("Evaluation Mode", "*****-*****-*****-*****-00000", "sha256:aaaaaaaaaaaa", True)
     assert diff(desired, vc, in_sync_ssh(desired))[0] == []
     f = only(
         diff(desired, replace_host(vc, "esxi-04.lab", license=evaluation), in_sync_ssh(desired))[0], "host.license"

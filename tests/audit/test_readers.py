@@ -9,7 +9,7 @@ from pyVmomi import vim, vmodl
 
 from gpufleet.audit.host_state import parse_lgi
 from gpufleet.audit.state import GpuInstance, LicenseState
-from gpufleet.audit.vcenter_state import EVALUATION_KEY, _Counter, build_state, retrieve_paged
+from gpufleet.audit.vcenter_state import _Counter, build_state, retrieve_paged
 
 PC = vmodl.query.PropertyCollector
 
@@ -134,7 +134,8 @@ def test_build_state_reads_hosts_vms_and_licences():
             config__extraConfig=extra,
         ),
     ]
-    state = build_state(objects, {"host-21": LicenseState("Evaluation Mode", "sha256:x", True)})
+    lic = LicenseState("Evaluation Mode", "*****-*****-*****-*****-00000", "sha256:x", True)
+    state = build_state(objects, {"host-21": lic})
     h = state.hosts["esxi-02.lab"]
     assert (h.cluster, h.connection_state, h.in_maintenance) == ("GPU-Cluster", "connected", True)
     assert (h.default_graphics_type, h.assignment_policy) == ("sharedDirect", "performance")
@@ -160,10 +161,6 @@ def test_build_state_reads_hosts_vms_and_licences():
         "pciPassthru0.cfg.frame_rate_limiter": "0",
     }
     assert v.has_gpu
-
-
-def test_evaluation_key_constant_is_vsphere_s():
-    assert EVALUATION_KEY == "00000-00000-00000-00000-00000"
 
 
 # Real output: A100-SXM4-80GB, driver 550.54.14 (shared/reference/mig_a100_sxm4_80gb_lgip_lgi_lcip.txt).

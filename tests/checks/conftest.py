@@ -73,8 +73,11 @@ def lab_stack() -> Stack:
 def make_guest(tmp_path: Path) -> Callable[..., Path]:
     """Create a persona's state directory (static devices, fast licence) and return it."""
 
+    made: list[Path] = []
+
     def make(name: str = "vm-ts-01", persona: str | None = None, **changes: object) -> Path:
-        directory = tmp_path / name
+        directory = tmp_path / f"{name}-{len(made)}"
+        made.append(directory)
         state = initial_state(name, persona or PERSONAS[name], None, token_sha256(LAB_TOKEN), "static")
         state["license_delay_s"] = 0.05
         state.update(changes)
@@ -109,3 +112,49 @@ def sim_node(make_guest: Callable[..., Path], lab_stack: Stack) -> Callable[...,
 def update_state(directory: Path, **changes: object) -> None:
     with GuestState(directory).update() as state:
         state.update(changes)
+
+
+@pytest.fixture
+def license_guest() -> Callable[..., None]:
+    """License a simulated guest with the lab token (the licensing step, through SimRunner)."""
+    from gpufleet.checks.licensing import apply_licensing
+    from gpufleet.connections import Secret
+
+    def run(name: str, directory: Path, feature_type: int = 1) -> None:
+        apply_licensing(SimRunner(name, directory), Secret(LAB_TOKEN), feature_type, poll=0.02, timeout=5)
+
+    return run
+
+
+@pytest.fixture
+def sim_runner() -> type[SimRunner]:
+    return SimRunner
+
+
+@pytest.fixture
+def lab_token() -> str:
+    return LAB_TOKEN
+
+
+@pytest.fixture
+def bare_node(make_guest: Callable[..., Path]) -> Callable[[str], Node]:
+    """A node with no stack expectations (as with testinfra's --hosts alone) on a simulated persona."""
+
+    def make(name: str = "vm-ts-01") -> Node:
+        node = Node(name="bare", kind="any")
+        node._host = sim_host(make_guest(name))
+        return node
+
+    return make
+
+
+@pytest.fixture
+def fresh_node() -> Callable[[Node, Path], Node]:
+    """The same guest as a new Node (facts are read once per node; a new run reads them again)."""
+
+    def make(node: Node, directory: Path) -> Node:
+        again = Node(name=node.name, kind=node.kind, expect=node.expect, desired=node.desired)
+        again._host = sim_host(directory)
+        return again
+
+    return make

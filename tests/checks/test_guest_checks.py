@@ -12,11 +12,8 @@ from typing import Any
 import pytest
 
 from gpufleet.checks import test_guests as checks
-from gpufleet.checks.licensing import apply_licensing
 from gpufleet.checks.nodes import Node
-from gpufleet.connections import Secret
 from gpufleet.spec.stack import Stack, parse_stack
-from tests.checks.conftest import LAB_TOKEN, SimRunner, update_state
 
 SimNode = Callable[..., tuple[Node, Path]]
 IMAGE = "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"
@@ -38,10 +35,6 @@ def skips(check: Callable[..., None], *args: Any) -> str:
     with pytest.raises(pytest.skip.Exception) as info:
         check(*args)
     return str(info.value.msg)
-
-
-def license_it(name: str, directory: Path, feature_type: int = 1) -> None:
-    apply_licensing(SimRunner(name, directory), Secret(LAB_TOKEN), feature_type, poll=0.02, timeout=5)
 
 
 # ---------------------------------------------------------------- operating system and driver
@@ -147,27 +140,22 @@ def test_nvidia_gridd_running(sim_node: SimNode) -> None:
     assert "nvidia-gridd is not running" in message and "$ systemctl is-active nvidia-gridd" in message and "inactive" in message
 
 
-def test_vgpu_licence_state(sim_node: SimNode) -> None:
+def test_vgpu_licence_state(sim_node: SimNode, license_guest: Callable[..., None], fresh_node: Callable[..., Node]) -> None:
     node, directory = sim_node("vm-rdma-01")
     message = fails(checks.test_vgpu_licence_is_licensed, node)
     assert "vGPU licence not acquired: {'0000:02:01.0': 'Unlicensed (Unrestricted)'}" in message
     assert "<license_status>Unlicensed (Unrestricted)</license_status>" in message
-    license_it("vm-rdma-01", directory)
-    node, _ = sim_node("vm-rdma-01")  # a fresh node: facts are read once per node and run
-    node._host = type(node._host)(node._host.backend)
-    node2 = Node(name=node.name, kind="guest", expect=node.expect)
-    node2._host = node._host
-    node2._host.backend.directory = directory
-    checks.test_vgpu_licence_is_licensed(node2)
+    license_guest("vm-rdma-01", directory)
+    checks.test_vgpu_licence_is_licensed(fresh_node(node, directory))
 
 
-def test_vgpu_licence_feature(sim_node: SimNode, lab_stack: Stack) -> None:
+def test_vgpu_licence_feature(sim_node: SimNode, lab_stack: Stack, license_guest: Callable[..., None]) -> None:
     node, directory = sim_node("vm-ts-01")
-    license_it("vm-ts-01", directory)
+    license_guest("vm-ts-01", directory)
     checks.test_vgpu_licence_has_the_expected_feature(node)
     rtx = stack_variant(lab_stack, lambda fleet: fleet["licensing"].update(featureType=2))
     node, directory = sim_node("vm-mig-01", stack=rtx)
-    license_it("vm-mig-01", directory)
+    license_guest("vm-mig-01", directory)
     message = fails(checks.test_vgpu_licence_has_the_expected_feature, node)
     assert "licensed product {'0000:02:01.0': 'NVIDIA Virtual Compute Server'}" in message
     assert "FeatureType 2 expects NVIDIA RTX Virtual Workstation" in message and "$ nvidia-smi -q -x" in message
@@ -228,10 +216,7 @@ def test_roce_version(sim_node: SimNode) -> None:
     assert "$ cat /sys/class/infiniband/vmw_pvrdma0/ports/1/gid_attrs/types/1" in message and "Invalid argument" in message
 
 
-def test_checks_without_a_stack_skip_with_the_reason(make_guest: Callable[..., Path]) -> None:
-    from tests.checks.conftest import sim_host
-
-    node = Node(name="bare", kind="any")
-    node._host = sim_host(make_guest("vm-ts-01"))
+def test_checks_without_a_stack_skip_with_the_reason(bare_node: Callable[[str], Node]) -> None:
+    node = bare_node("vm-ts-01")
     checks.test_os_is_64_bit(node)  # needs no expectation
     assert "no --stack given" in skips(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)

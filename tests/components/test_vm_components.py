@@ -155,10 +155,8 @@ def test_existing_vm_gets_only_a_device_resource_and_the_provider_carries_no_sec
 @pulumi.runtime.test
 def test_bad_profile_is_one_check_failure_naming_the_field(mocks: GraphMocks):
     fleet = LAB.fleet
-    spec = next(v for v in fleet.vms if v.name == "vm-ts-01").model_copy(
-        update={"vgpu": [{"profile": "nvidia_l40s-7c"}]}
-    )
-    spec = type(spec).model_validate(spec.model_dump(by_alias=True))
+    base = next(v for v in fleet.vms if v.name == "vm-ts-01").model_dump(by_alias=True)
+    spec = type(fleet.vms[0]).model_validate(base | {"vgpu": [{"profile": "nvidia_l40s-7c"}]})
     vm = GpuVm("ts", GpuVmArgs(spec=spec, fleet=fleet, vcenter=LAB.vcenter, existing=True))
 
     def check(_urn):

@@ -44,7 +44,11 @@ def _xml_value(value: Any, pad: str) -> list[str]:
 
 
 def esxcli_xml(value: Any) -> str:
-    lines = ['<?xml version="1.0" encoding="utf-8"?>', '<output xmlns="http://www.vmware.com/Products/ESX/5.0/esxcli">', "<root>"]
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<output xmlns="http://www.vmware.com/Products/ESX/5.0/esxcli">',
+        "<root>",
+    ]
     if value is not None:
         lines += _xml_value(value, "   ")
     return "\n".join([*lines, "</root>", "</output>"]) + "\n"
@@ -93,6 +97,10 @@ class FakeHost:
             self.commands.append(command)
         rc, out = self._dispatch(list(argv))
         return CommandResult(command, rc, out)
+
+    def run_many(self, argvs: list[list[str]], *, timeout: float | None = None) -> list[CommandResult]:
+        results = [self.run(a, timeout=timeout) for a in argvs]
+        return [CommandResult(r.command, 0 if r.rc == 0 else 1, r.output) for r in results]
 
     def remote_size(self, path: str) -> int | None:
         return self.files.get(path)
@@ -146,6 +154,8 @@ class FakeHost:
             return self._smi(argv[1:])
         if argv[0] == "mlxconfig":
             return self._mlx(argv[1:])
+        if argv[:2] == ["test", "-f"]:
+            return (0 if argv[2] in self.files else 1), ""
         if argv == ["reboot"]:
             if "reboot-ignored" not in self.faults:
                 self._down = True
@@ -166,11 +176,23 @@ class FakeHost:
                     "Vendor": "NVIDIA",
                 }
             ]
-        base = [{"Name": "ESXi", "DisplayName": "ESXi", "Version": "8.0.3-0.55.24414501", "DisplayVersion": "8.0 Update 3", "Vendor": "VMware"}]
+        base = [
+            {
+                "Name": "ESXi",
+                "DisplayName": "ESXi",
+                "Version": "8.0.3-0.55.24414501",
+                "DisplayVersion": "8.0 Update 3",
+                "Vendor": "VMware",
+            }
+        ]
         if args == ["software", "component", "list"]:
             return 0, esxcli_xml(base + nvidia)
         if args == ["software", "vib", "list"]:
-            vibs = [{"Name": "NVD-AIE_ESXi_8.0.0_Driver", "Version": self.driver_boot, "Vendor": "NVIDIA", "ID": "x"}] if self.driver_boot else []
+            vibs = (
+                [{"Name": "NVD-AIE_ESXi_8.0.0_Driver", "Version": self.driver_boot, "Vendor": "NVIDIA", "ID": "x"}]
+                if self.driver_boot
+                else []
+            )
             return 0, esxcli_xml([{"Name": "esx-base", "Version": "8.0.3", "Vendor": "VMware", "ID": "y"}, *vibs])
         if args[:3] == ["software", "component", "apply"] or args[:3] == ["software", "vib", "install"]:
             path = args[args.index("-d") + 1]
@@ -195,7 +217,9 @@ class FakeHost:
                 }
             )
         if args == ["graphics", "host", "get"]:
-            return 0, esxcli_xml({"DefaultGraphicsType": self.graphics[0], "SharedPassthruAssignmentPolicy": self.graphics[1]})
+            return 0, esxcli_xml(
+                {"DefaultGraphicsType": self.graphics[0], "SharedPassthruAssignmentPolicy": self.graphics[1]}
+            )
         if args[:3] == ["graphics", "host", "set"]:
             self.graphics[0] = args[args.index("--default-type") + 1]
             if "--shared-passthru-assignment-policy" in args:
@@ -203,7 +227,18 @@ class FakeHost:
             return 0, esxcli_xml(None)
         if args == ["system", "settings", "kernel", "list", "-o", "atsSupport"]:
             c, r = self.ats_kernel
-            return 0, esxcli_xml([{"Name": "atsSupport", "Type": "Bool", "Configured": c, "Runtime": r, "Default": "TRUE", "Description": "Enable Support for PCIe ATS."}])
+            return 0, esxcli_xml(
+                [
+                    {
+                        "Name": "atsSupport",
+                        "Type": "Bool",
+                        "Configured": c,
+                        "Runtime": r,
+                        "Default": "TRUE",
+                        "Description": "Enable Support for PCIe ATS.",
+                    }
+                ]
+            )
         if args[:4] == ["system", "settings", "kernel", "set"]:
             self.ats_kernel[0] = args[args.index("-v") + 1]
             return 0, esxcli_xml(None)
@@ -263,7 +298,10 @@ class FakeHost:
             )
         if "set" in args:
             self.nics[pci][1] = args[-1].split("=")[1].lower() == "true"
-            return 0, "Apply new Configuration? (y/n) [n] : y\nApplying... Done!\n-I- Please reboot machine to load new configurations.\n"
+            return (
+                0,
+                "Apply new Configuration? (y/n) [n] : y\nApplying... Done!\n-I- Please reboot machine to load new configurations.\n",
+            )
         return 1, "-E- unknown\n"
 
 

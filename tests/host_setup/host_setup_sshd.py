@@ -55,7 +55,9 @@ class Sshd:
         return SshSettings(**values)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stderr=open(self.root / "sshd.log", "ab"))
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)], stderr=open(self.root / "sshd.log", "ab")
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

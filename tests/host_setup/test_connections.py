@@ -26,9 +26,25 @@ def lab_env(directory: Path) -> dict:
             "thumbprint": "ab:" * 31 + "ab",
         },
         "hosts": [
-            {"name": "esxi-01.lab", "address": "127.0.0.11", "port": 22, "user": "root", "key_file": "/k", "known_hosts": "/kh"}
+            {
+                "name": "esxi-01.lab",
+                "address": "127.0.0.11",
+                "port": 22,
+                "user": "root",
+                "key_file": "/k",
+                "known_hosts": "/kh",
+            }
         ],
-        "guests": [{"name": "vm-ts-01", "address": "127.0.100.11", "port": 22, "user": "root", "key_file": "/k", "known_hosts": "/kh"}],
+        "guests": [
+            {
+                "name": "vm-ts-01",
+                "address": "127.0.100.11",
+                "port": 22,
+                "user": "root",
+                "key_file": "/k",
+                "known_hosts": "/kh",
+            }
+        ],
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "env.json").write_text(json.dumps(document))
@@ -53,7 +69,9 @@ def test_a_stack_host_the_lab_lacks_is_bad_input(tmp_path: Path) -> None:
     lab_env(tmp_path)
     fleet = {**FLEET, "hosts": [{"name": "esxi-01.lab"}, {"name": "esxi-77.lab"}]}
     stack = parse_stack({"config": {"gpufleet:vcenter": {"lab": True}, "gpufleet:fleet": fleet}})
-    with pytest.raises(SpecError, match=r"hosts\[1\].name: 'esxi-77.lab' is not a host of the running lab \(valid: esxi-01.lab\)"):
+    with pytest.raises(
+        SpecError, match=r"hosts\[1\].name: 'esxi-77.lab' is not a host of the running lab \(valid: esxi-01.lab\)"
+    ):
         resolve_connections(stack, environ={"GPUFLEET_LAB_DIR": str(tmp_path)})
 
 
@@ -64,13 +82,20 @@ def test_lab_not_running_says_how_to_start_it(tmp_path: Path) -> None:
 
 
 def _real_stack(ssh: dict, password: dict) -> object:
-    vcenter = {"host": "vc.example", "user": "administrator@vsphere.local", "password": password, "thumbprint": "AB:" * 31 + "AB"}
+    vcenter = {
+        "host": "vc.example",
+        "user": "administrator@vsphere.local",
+        "password": password,
+        "thumbprint": "AB:" * 31 + "AB",
+    }
     fleet = {**FLEET, "hosts": [{"name": "esxi-01.lab", "ssh": ssh}]}
     return parse_stack({"config": {"gpufleet:vcenter": vcenter, "gpufleet:fleet": fleet}})
 
 
 def test_secrets_come_from_the_environment_and_never_print() -> None:
-    stack = _real_stack({"address": "10.0.0.5", "knownHosts": "/etc/ssh/known", "password": {"env": "ESXI_PW"}}, {"env": "VC_PW"})
+    stack = _real_stack(
+        {"address": "10.0.0.5", "knownHosts": "/etc/ssh/known", "password": {"env": "ESXI_PW"}}, {"env": "VC_PW"}
+    )
     conns = resolve_connections(stack, environ={"VC_PW": "vc-secret", "ESXI_PW": "esxi-secret"})
     assert conns.vcenter.password.reveal() == "vc-secret"
     assert conns.host("esxi-01.lab").password == Secret("esxi-secret")
@@ -88,7 +113,9 @@ def test_every_missing_secret_and_setting_is_reported_at_once() -> None:
 
 
 def test_pulumi_only_secret_is_explained() -> None:
-    stack = _real_stack({"address": "10.0.0.5", "knownHosts": "/k", "password": {"config": "gpufleet:esxiPassword"}}, {"env": "VC_PW"})
+    stack = _real_stack(
+        {"address": "10.0.0.5", "knownHosts": "/k", "password": {"config": "gpufleet:esxiPassword"}}, {"env": "VC_PW"}
+    )
     with pytest.raises(SpecError, match="only the Pulumi secret 'gpufleet:esxiPassword'.*add `env: VARIABLE`"):
         resolve_connections(stack, environ={"VC_PW": "x"})
 

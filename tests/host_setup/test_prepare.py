@@ -19,12 +19,22 @@ NEW = "550.127.06-1OEM.800.1.0.20613240"
 WANTED = "550.90.05-1OEM.800.1.0.20613240"
 
 HOSTS = {
-    "esxi-01.lab": {"gpus": [{"pci": "0000:3b:00.0", "model": "A100-80GB-PCIe", "mode": "mig"}, {"pci": "0000:5e:00.0", "model": "A100-80GB-PCIe", "mode": "mig"}]},
+    "esxi-01.lab": {
+        "gpus": [
+            {"pci": "0000:3b:00.0", "model": "A100-80GB-PCIe", "mode": "mig"},
+            {"pci": "0000:5e:00.0", "model": "A100-80GB-PCIe", "mode": "mig"},
+        ]
+    },
     "esxi-02.lab": {
-        "gpus": [{"pci": "0000:3b:00.0", "model": "H100-80GB-PCIe", "mode": "mig"}, {"pci": "0000:5e:00.0", "model": "H100-80GB-PCIe", "mode": "passthrough"}],
+        "gpus": [
+            {"pci": "0000:3b:00.0", "model": "H100-80GB-PCIe", "mode": "mig"},
+            {"pci": "0000:5e:00.0", "model": "H100-80GB-PCIe", "mode": "passthrough"},
+        ],
         "nics": [{"pci": "0000:31:00.0", "model": "ConnectX-6-Dx", "ats": True}],
     },
-    "esxi-04.lab": {"gpus": [{"pci": f"0000:{b}:00.0", "model": "T4", "mode": "vgpu"} for b in ("3b", "5e", "86", "af")]},
+    "esxi-04.lab": {
+        "gpus": [{"pci": f"0000:{b}:00.0", "model": "T4", "mode": "vgpu"} for b in ("3b", "5e", "86", "af")]
+    },
 }
 
 
@@ -38,7 +48,10 @@ def fleet(names: list[str] | None = None, **driver: str):
                 "cluster": "GPU-Cluster",
                 "driver": {"version": "550.90.05", "bundle": BUNDLE, **driver},
                 "rollout": {"rebootTimeoutSeconds": 30},
-                "hosts": [{"name": n, "graphicsType": "sharedDirect", **HOSTS.get(n, HOSTS["esxi-04.lab"])} for n in names or ["esxi-01.lab"]],
+                "hosts": [
+                    {"name": n, "graphicsType": "sharedDirect", **HOSTS.get(n, HOSTS["esxi-04.lab"])}
+                    for n in names or ["esxi-01.lab"]
+                ],
             },
         }
     }
@@ -50,7 +63,9 @@ def run(host: FakeHost, api: FakeApi | None = None, fl=None, bundle: Path | None
     api = api or FakeApi({host.name: "GPU-Cluster"})
     spec = fl.host(host.name)
     desired = Desired.of(fl, spec)
-    ctx = StepContext(desired=desired, runner=host, api=api, policy=RolloutPolicy(reboot_timeout_seconds=30), local_bundle=bundle)
+    ctx = StepContext(
+        desired=desired, runner=host, api=api, policy=RolloutPolicy(reboot_timeout_seconds=30), local_bundle=bundle
+    )
     report = prepare_host(ctx, HostReport(host.name, desired.cluster))
     return report, api
 

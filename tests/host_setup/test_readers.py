@@ -38,7 +38,12 @@ def block_after(text: str, prompt: str) -> str:
 
 def test_vib_install_result_from_a_real_esxi_7_host() -> None:
     text = reference("esxi_nvaie_vib_install_and_maintenance_mode.txt")
-    result = esxcli.parse_install_result(block_after(text, "esxcli software vib install -d /vmfs/volumes/61def4ef-40fc5e8e-cf08-d4f5ef0e4078/NVIDIA-AI-Enterprise-vSphere-7.0-510.47.03-510.47.03/NVD-AIE_510.47.03-1OEM.702.0.0.17630552_19298122.zip"))
+    result = esxcli.parse_install_result(
+        block_after(
+            text,
+            "esxcli software vib install -d /vmfs/volumes/61def4ef-40fc5e8e-cf08-d4f5ef0e4078/NVIDIA-AI-Enterprise-vSphere-7.0-510.47.03-510.47.03/NVD-AIE_510.47.03-1OEM.702.0.0.17630552_19298122.zip",
+        )
+    )
     assert result.message == "Operation finished successfully."
     assert result.reboot_required is False  # what it says; the driver still loads only at boot
     assert result.installed == ("NVIDIA_bootbank_NVIDIA-AIE_ESXi_7.0.2_Driver_510.47.03-1OEM.702.0.0.17630552",)

@@ -30,7 +30,11 @@ def make_fleet(n: int, clusters: int = 1) -> tuple[list[FakeHost], FakeApi, list
 
 def rollout(hosts, api, desired, fl, bundle: Path | None, **options) -> RolloutReport:
     by_name = {h.name: h for h in hosts}
-    opts = RolloutOptions(max_unavailable=options.pop("max_unavailable", 2), failure_threshold=options.pop("failure_threshold", 2), **options)
+    opts = RolloutOptions(
+        max_unavailable=options.pop("max_unavailable", 2),
+        failure_threshold=options.pop("failure_threshold", 2),
+        **options,
+    )
     return Rollout(
         desired,
         fl.rollout,

@@ -32,13 +32,17 @@ def _cert(tmp: Path, name: str) -> tuple[Path, Path, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.77.2"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.77.2"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -93,12 +97,17 @@ def servers(tmp_path: Path) -> Iterator[tuple[TlsServer, bytes, TlsServer, bytes
 
 
 def settings(port: int, **kw: object) -> VcenterSettings:
-    return VcenterSettings(host="127.0.77.2", port=port, user="administrator@vsphere.local", password=Secret("s3cret-pw"), **kw)  # type: ignore[arg-type]
+    return VcenterSettings(
+        host="127.0.77.2", port=port, user="administrator@vsphere.local", password=Secret("s3cret-pw"), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_pinned_thumbprint_mismatch_is_refused_before_login(servers) -> None:  # type: ignore[no-untyped-def]
     a, der_a, b, der_b, _ = servers
-    with pytest.raises(TlsVerificationError, match=f"fingerprint {sha256_fingerprint(der_b)}, not the pinned"), connect(settings(b.port, thumbprint=sha256_fingerprint(der_a))):
+    with (
+        pytest.raises(TlsVerificationError, match=f"fingerprint {sha256_fingerprint(der_b)}, not the pinned"),
+        connect(settings(b.port, thumbprint=sha256_fingerprint(der_a))),
+    ):
         pass
     assert b"s3cret-pw" not in b.received and b.received == b""
 
@@ -115,7 +124,10 @@ def test_pinned_context_trusts_exactly_the_pinned_certificate(servers) -> None: 
 
 def test_ca_bundle_that_did_not_sign_the_certificate_is_refused(servers) -> None:  # type: ignore[no-untyped-def]
     a, der_a, b, der_b, cert_a = servers
-    with pytest.raises(TlsVerificationError, match="certificate not trusted"), connect(settings(b.port, ca_file=cert_a)):
+    with (
+        pytest.raises(TlsVerificationError, match="certificate not trusted"),
+        connect(settings(b.port, ca_file=cert_a)),
+    ):
         pass
     assert b"s3cret-pw" not in b.received
 

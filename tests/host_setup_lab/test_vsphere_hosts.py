@@ -67,16 +67,26 @@ def _thumbprint(settings: VcenterSettings) -> str:
 def test_connect_with_the_ca_bundle_and_with_a_pinned_thumbprint(vcenter_settings: VcenterSettings) -> None:
     with connect(vcenter_settings) as si:
         assert si.RetrieveContent().about.apiType == "VirtualCenter"
-    pinned = VcenterSettings(vcenter_settings.host, vcenter_settings.port, USER, vcenter_settings.password, thumbprint=_thumbprint(vcenter_settings))
+    pinned = VcenterSettings(
+        vcenter_settings.host,
+        vcenter_settings.port,
+        USER,
+        vcenter_settings.password,
+        thumbprint=_thumbprint(vcenter_settings),
+    )
     with connect(pinned) as si:
         assert si.RetrieveContent().rootFolder is not None
-    wrong = VcenterSettings(vcenter_settings.host, vcenter_settings.port, USER, vcenter_settings.password, thumbprint="AB:" * 31 + "AB")
+    wrong = VcenterSettings(
+        vcenter_settings.host, vcenter_settings.port, USER, vcenter_settings.password, thumbprint="AB:" * 31 + "AB"
+    )
     with pytest.raises(TlsVerificationError, match="not the pinned"), connect(wrong):
         pass
 
 
 def test_unknown_host_lists_the_known_ones(si: vim.ServiceInstance) -> None:
-    with pytest.raises(SpecError, match=r"esxi-77.lab: no HostSystem of this name in vCenter \(valid: esxi-01.lab, esxi-02.lab"):
+    with pytest.raises(
+        SpecError, match=r"esxi-77.lab: no HostSystem of this name in vCenter \(valid: esxi-01.lab, esxi-02.lab"
+    ):
         hosts.find_host(si, "esxi-77.lab")
 
 
@@ -99,7 +109,11 @@ def _powered_on_vm(si: vim.ServiceInstance, host: str, name: str, memory_mb: int
     template = find_by_name(si, vim.VirtualMachine, "tpl-ubuntu2204-gpu")
     target = hosts.find_host(si, host)
     where = vim.vm.RelocateSpec(host=target, pool=target.parent.resourcePool)
-    wait_for_task(template.CloneVM_Task(folder=template.parent, name=name, spec=vim.vm.CloneSpec(location=where, powerOn=False)), what="clone", timeout=120)
+    wait_for_task(
+        template.CloneVM_Task(folder=template.parent, name=name, spec=vim.vm.CloneSpec(location=where, powerOn=False)),
+        what="clone",
+        timeout=120,
+    )
     vm = find_by_name(si, vim.VirtualMachine, name)
     if vm.runtime.host != target:
         wait_for_task(vm.RelocateVM_Task(spec=where), what="relocate", timeout=120)
@@ -136,7 +150,9 @@ def test_enter_maintenance_moves_powered_on_vms_then_exit(si: vim.ServiceInstanc
 def test_refused_when_the_cluster_cannot_absorb_the_vms(si: vim.ServiceInstance) -> None:
     big = _powered_on_vm(si, "esxi-04.lab", "hs-big-1", memory_mb=4 * 1024 * 1024)  # 4 TB: fits nowhere else
     try:
-        with pytest.raises(hosts.EvacuationRefused, match=r"esxi-04.lab: the cluster cannot absorb.*hs-big-1 needs 4194304 MB"):
+        with pytest.raises(
+            hosts.EvacuationRefused, match=r"esxi-04.lab: the cluster cannot absorb.*hs-big-1 needs 4194304 MB"
+        ):
             hosts.enter_maintenance(si, hosts.find_host(si, "esxi-04.lab"), timeout=60)
         assert not hosts.host_state(si, hosts.find_host(si, "esxi-04.lab")).in_maintenance
         assert big.runtime.host.name == "esxi-04.lab"
@@ -163,7 +179,9 @@ def test_vgpu_vm_moves_only_with_vgpu_vmotion(si: vim.ServiceInstance) -> None:
     try:
         wait_for_task(vm.PowerOffVM_Task(), what="off", timeout=60)
         backing = vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo(vgpu="nvidia_l40s-24c")
-        device = vim.vm.device.VirtualDeviceSpec(operation="add", device=vim.vm.device.VirtualPCIPassthrough(key=-1, backing=backing))
+        device = vim.vm.device.VirtualDeviceSpec(
+            operation="add", device=vim.vm.device.VirtualPCIPassthrough(key=-1, backing=backing)
+        )
         wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[device])), what="add vGPU", timeout=60)
         wait_for_task(vm.PowerOnVM_Task(), what="on", timeout=60)
         host = hosts.find_host(si, "esxi-03.lab")

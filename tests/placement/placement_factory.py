@@ -61,12 +61,11 @@ def valid_fleets(draw: st.DrawFn) -> dict[str, Any]:
             vm["vgpu"] = [{"profile": draw(st.sampled_from(profile.vsphere_names))}]
             if draw(st.booleans()):
                 vm["host"] = host["name"]
-                if gpu.get("mixedSize") or profile.max_per_gpu_mixed is None:
-                    # stay valid: Q-series never lands on a mixed-size GPU, pinned hosts need a plain one
-                    if profile.max_per_gpu_mixed is None and all(
-                        g.get("mixedSize") for g in host["gpus"] if g["mode"] == "vgpu"
-                    ):
-                        vm.pop("host")
+                # stay valid: Q-series never runs on a mixed-size GPU, so its host needs a plain one
+                if profile.max_per_gpu_mixed is None and all(
+                    g.get("mixedSize") for g in host["gpus"] if g["mode"] == "vgpu"
+                ):
+                    vm.pop("host")
             full = [p for p in board.time_sliced_profiles if p.series == "C" and p.max_per_gpu == 1]
             peers = [g for g in host["gpus"] if g["mode"] == "vgpu" and g.get("nvlinkPeers")]
             if gpu["mode"] == "vgpu" and full and peers and draw(st.integers(0, 5)) == 0:
@@ -83,8 +82,15 @@ def valid_fleets(draw: st.DrawFn) -> dict[str, Any]:
         else:
             vm["passthrough"] = [{"model": gpu["model"]}]
         vms.append(vm)
-    return {"version": "v1", "datacenter": "DC", "cluster": "C", "driver": DRIVER, "hosts": hosts,
-            "templates": TEMPLATES, "vms": vms}
+    return {
+        "version": "v1",
+        "datacenter": "DC",
+        "cluster": "C",
+        "driver": DRIVER,
+        "hosts": hosts,
+        "templates": TEMPLATES,
+        "vms": vms,
+    }
 
 
 def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:

@@ -47,7 +47,9 @@ class Hardware:
                         "mig": p["mig_backed"] == "yes",
                         "instance": p["gpu_instance_profile"].replace("MIG ", "") or None,
                         "max": int(p["max_vgpus_per_gpu"]),
-                        "max_mixed": int(p["max_vgpus_per_gpu_mixed_size"]) if p["max_vgpus_per_gpu_mixed_size"] else None,
+                        "max_mixed": int(p["max_vgpus_per_gpu_mixed_size"])
+                        if p["max_vgpus_per_gpu_mixed_size"]
+                        else None,
                         "fb": int(p["framebuffer_mb"]),
                         "series": p["series"],
                         "type": p["vgpu_type"],
@@ -96,7 +98,9 @@ def check_plan(fleet: Any, plan_json: dict[str, Any]) -> list[str]:
             problems.append(f"{vm.name}: pinned to {vm.host}, placed on {p['host']}")
         kinds = Counter(d["kind"] for d in p["devices"])
         if kinds["vgpu"] != len(vm.vgpu) or kinds["passthrough"] != len(vm.passthrough):
-            problems.append(f"{vm.name}: {dict(kinds)} devices placed, wants {len(vm.vgpu)} vGPU + {len(vm.passthrough)} pt")
+            problems.append(
+                f"{vm.name}: {dict(kinds)} devices placed, wants {len(vm.vgpu)} vGPU + {len(vm.passthrough)} pt"
+            )
         vgpu_gpus = []
         for d in p["devices"]:
             spec = gpu_spec.get((p["host"], d["gpu"]))

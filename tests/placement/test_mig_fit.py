@@ -18,22 +18,38 @@ FITS = [
     # order does not matter: a first-fit would put 3g.40gb at slot 0 and refuse the 4g.40gb
     ("A100-80GB", ["3g.40gb", "4g.40gb"], [("3g.40gb", 4, 4), ("4g.40gb", 0, 4)]),
     ("A100-80GB", ["1g.10gb", "4g.40gb"], [("1g.10gb", 4, 1), ("4g.40gb", 0, 4)]),
-    ("A100-80GB", ["2g.20gb", "2g.20gb", "2g.20gb", "1g.10gb"],
-     [("2g.20gb", 0, 2), ("2g.20gb", 2, 2), ("2g.20gb", 4, 2), ("1g.10gb", 6, 1)]),
+    (
+        "A100-80GB",
+        ["2g.20gb", "2g.20gb", "2g.20gb", "1g.10gb"],
+        [("2g.20gb", 0, 2), ("2g.20gb", 2, 2), ("2g.20gb", 4, 2), ("1g.10gb", 6, 1)],
+    ),
     ("A100-80GB", ["4g.40gb", "2g.20gb", "1g.10gb"], [("4g.40gb", 0, 4), ("2g.20gb", 4, 2), ("1g.10gb", 6, 1)]),
     ("A100-80GB", ["1g.20gb"] * 4, [("1g.20gb", s, 2) for s in (0, 2, 4, 6)]),
     ("A100-80GB", ["1g.10gb"] * 7, [("1g.10gb", s, 1) for s in range(7)]),
     # 1g.20gb is the only small instance that may start at slot 6 and use slot 7
-    ("A100-80GB", ["2g.20gb", "2g.20gb", "2g.20gb", "1g.20gb"],
-     [("2g.20gb", 0, 2), ("2g.20gb", 2, 2), ("2g.20gb", 4, 2), ("1g.20gb", 6, 2)]),
+    (
+        "A100-80GB",
+        ["2g.20gb", "2g.20gb", "2g.20gb", "1g.20gb"],
+        [("2g.20gb", 0, 2), ("2g.20gb", 2, 2), ("2g.20gb", 4, 2), ("1g.20gb", 6, 2)],
+    ),
     ("A100-80GB", ["grid_a100d-4-40c", "nvidia_a100d-3-40c"], [("4g.40gb", 0, 4), ("3g.40gb", 4, 4)]),
-    ("H100-80GB-SXM", ["grid_h100xm-3-40c", "2g.20gb", "2g.20gb"], [("3g.40gb", 4, 4), ("2g.20gb", 0, 2), ("2g.20gb", 2, 2)]),
-    ("A100-40GB", ["3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb"],
-     [("3g.20gb", 4, 4), ("2g.10gb", 0, 2), ("1g.5gb", 2, 1), ("1g.5gb", 3, 1)]),
+    (
+        "H100-80GB-SXM",
+        ["grid_h100xm-3-40c", "2g.20gb", "2g.20gb"],
+        [("3g.40gb", 4, 4), ("2g.20gb", 0, 2), ("2g.20gb", 2, 2)],
+    ),
+    (
+        "A100-40GB",
+        ["3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb"],
+        [("3g.20gb", 4, 4), ("2g.10gb", 0, 2), ("1g.5gb", 2, 1), ("1g.5gb", 3, 1)],
+    ),
     ("A30", ["2g.12gb", "1g.6gb", "1g.6gb"], [("2g.12gb", 0, 2), ("1g.6gb", 2, 1), ("1g.6gb", 3, 1)]),
     ("H100-94GB NVL", ["4g.47gb", "3g.47gb"], [("4g.47gb", 0, 4), ("3g.47gb", 4, 4)]),
-    ("A100-80GB", ["1g.10gb+me", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb"],
-     [("1g.10gb+me", 6, 1)] + [("1g.10gb", s, 1) for s in range(6)]),
+    (
+        "A100-80GB",
+        ["1g.10gb+me", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb"],
+        [("1g.10gb+me", 6, 1)] + [("1g.10gb", s, 1) for s in range(6)],
+    ),
 ]
 
 
@@ -73,8 +89,12 @@ def test_does_not_fit(gpu: str, profiles: list[str], conflicts: set[str], words:
 
 @pytest.mark.parametrize(
     ("gpu", "profile", "words"),
-    [("A100-80GB", "5g.50gb", "neither a MIG instance"), ("L40S", "1g.10gb", "no MIG mode"),
-     ("A100-80GB", "grid_a100d-40c", "time-sliced"), ("B300", "1g.10gb", "unknown GPU model")],
+    [
+        ("A100-80GB", "5g.50gb", "neither a MIG instance"),
+        ("L40S", "1g.10gb", "no MIG mode"),
+        ("A100-80GB", "grid_a100d-40c", "time-sliced"),
+        ("B300", "1g.10gb", "unknown GPU model"),
+    ],
 )
 def test_bad_input(gpu: str, profile: str, words: str) -> None:
     with pytest.raises(CatalogError) as err:

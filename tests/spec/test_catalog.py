@@ -24,8 +24,20 @@ ISSUE_MODELS = ["T4", "A10", "A16", "A30", "A40", "A100-40GB", "A100-80GB", "L4"
 
 def test_the_catalog_has_the_fourteen_boards() -> None:
     assert model_names() == (
-        "T4", "A10", "A16", "A30", "A40", "A100-40GB-PCIe", "A100-40GB-SXM", "A100-80GB-PCIe", "A100-80GB-SXM",
-        "L4", "L40S", "H100-80GB-PCIe", "H100-80GB-SXM", "H100-94GB-NVL",
+        "T4",
+        "A10",
+        "A16",
+        "A30",
+        "A40",
+        "A100-40GB-PCIe",
+        "A100-40GB-SXM",
+        "A100-80GB-PCIe",
+        "A100-80GB-SXM",
+        "L4",
+        "L40S",
+        "H100-80GB-PCIe",
+        "H100-80GB-SXM",
+        "H100-94GB-NVL",
     )
 
 
@@ -36,8 +48,14 @@ def test_model_names_as_written_in_the_issue_and_by_the_lab(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("alias", "canonical"),
-    [("A100-80GB", "A100-80GB-PCIe"), ("a100-80gb-sxm4", "A100-80GB-SXM"), ("H100-80GB", "H100-80GB-PCIe"),
-     ("h100-sxm5-80gb", "H100-80GB-SXM"), ("H100 NVL", "H100-94GB-NVL"), ("A100-40GB", "A100-40GB-PCIe")],
+    [
+        ("A100-80GB", "A100-80GB-PCIe"),
+        ("a100-80gb-sxm4", "A100-80GB-SXM"),
+        ("H100-80GB", "H100-80GB-PCIe"),
+        ("h100-sxm5-80gb", "H100-80GB-SXM"),
+        ("H100 NVL", "H100-94GB-NVL"),
+        ("A100-40GB", "A100-40GB-PCIe"),
+    ],
 )
 def test_aliases(alias: str, canonical: str) -> None:
     assert get_gpu(alias).name == canonical
@@ -126,8 +144,18 @@ def test_pci_device_ids_are_unique_and_found() -> None:
 
 @pytest.mark.parametrize(
     ("model", "gb"),
-    [("H100-80GB-SXM", 256), ("H100-94GB-NVL", 256), ("A100-80GB-PCIe", 256), ("A100-40GB-SXM", 128), ("A40", 128),
-     ("L40S", 128), ("L4", 64), ("A30", 64), ("A10", 64), ("T4", 0)],
+    [
+        ("H100-80GB-SXM", 256),
+        ("H100-94GB-NVL", 256),
+        ("A100-80GB-PCIe", 256),
+        ("A100-40GB-SXM", 128),
+        ("A40", 128),
+        ("L40S", 128),
+        ("L4", 64),
+        ("A30", 64),
+        ("A10", 64),
+        ("T4", 0),
+    ],
 )
 def test_mmio_per_gpu(model: str, gb: int) -> None:
     assert mmio_gb(model) == gb

@@ -18,7 +18,9 @@ def lab():  # type: ignore[no-untyped-def]
     return load_stack(ROOT / "stacks" / "Pulumi.lab.yaml").fleet
 
 
-@pytest.mark.parametrize(("vm", "mmio"), [("vm-ts-01", 128), ("vm-mig-01", 256), ("vm-pt-01", 256), ("vm-rdma-01", 256)])
+@pytest.mark.parametrize(
+    ("vm", "mmio"), [("vm-ts-01", 128), ("vm-mig-01", 256), ("vm-pt-01", 256), ("vm-rdma-01", 256)]
+)
 def test_lab_vm_mmio(lab, vm: str, mmio: int) -> None:  # type: ignore[no-untyped-def]
     spec = next(v for v in lab.vms if v.name == vm)
     config = derive.vm_extra_config(lab, spec)
@@ -71,7 +73,11 @@ def test_mig_modes_and_reboots(lab) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("given", "canonical"),
-    [("nvidia_a100d-3-40c", "grid_a100d-3-40c"), ("grid_l40s-24c", "nvidia_l40s-24c"), ("H100-3-40C", "grid_h100-3-40c")],
+    [
+        ("nvidia_a100d-3-40c", "grid_a100d-3-40c"),
+        ("grid_l40s-24c", "nvidia_l40s-24c"),
+        ("H100-3-40C", "grid_h100-3-40c"),
+    ],
 )
 def test_vsphere_profile_name(given: str, canonical: str) -> None:
     assert derive.vsphere_profile_name(given) == canonical

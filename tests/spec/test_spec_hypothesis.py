@@ -13,11 +13,17 @@ from spec_factory import base, issues_of
 from gpufleet.catalog import all_gpus
 
 MODELS = [g.name for g in all_gpus()] + ["A100-80GB", "h100-80gb-sxm", "B200", "", "x" * 3]
-PROFILES = sorted({p.vsphere_name for g in all_gpus() for p in g.profiles}) + ["nvidia_a100d-3-40c", "grid_bogus-1c", ""]
+PROFILES = sorted({p.vsphere_name for g in all_gpus() for p in g.profiles}) + [
+    "nvidia_a100d-3-40c",
+    "grid_bogus-1c",
+    "",
+]
 PCIS = ["0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0", "0000:af:00.0", "3b:00.0", "zz"]
 MODES = ["vgpu", "mig", "passthrough", "dynamic-passthrough", "sriov"]
-PATH = re.compile(r"^(version|datacenter|cluster|datastore|driver|licensing|rollout|config|vcenter|"
-                  r"hosts\[\d+\]|templates\[\d+\]|vms\[\d+\])")
+PATH = re.compile(
+    r"^(version|datacenter|cluster|datastore|driver|licensing|rollout|config|vcenter|"
+    r"hosts\[\d+\]|templates\[\d+\]|vms\[\d+\])"
+)
 
 gpu = st.fixed_dictionaries(
     {"pci": st.sampled_from(PCIS), "model": st.sampled_from(MODELS), "mode": st.sampled_from(MODES)},
@@ -27,9 +33,12 @@ host = st.fixed_dictionaries(
     {"name": st.sampled_from(["h1", "h2", "h3"]), "gpus": st.lists(gpu, max_size=4)},
     optional={
         "graphicsType": st.sampled_from(["shared", "sharedDirect", "basic"]),
-        "nics": st.lists(st.fixed_dictionaries({"pci": st.sampled_from(PCIS)},
-                                               optional={"ats": st.booleans(), "passthrough": st.booleans()}),
-                         max_size=2),
+        "nics": st.lists(
+            st.fixed_dictionaries(
+                {"pci": st.sampled_from(PCIS)}, optional={"ats": st.booleans(), "passthrough": st.booleans()}
+            ),
+            max_size=2,
+        ),
     },
 )
 template = st.fixed_dictionaries(

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
-_NOT_LINUX = ("windows", "win", "darwin", "freebsd", "solaris", "netware", "os2", "dos", "sco", "unixware",
-              "ecomstation", "vmkernel", "otherguest")
-_LINUX = ("ubuntu", "rhel", "centos", "debian", "sles", "oraclelinux", "rockylinux", "almalinux", "vmwarephoton",
-          "amazonlinux", "fedora", "opensuse", "coreos", "asianux", "mandriva", "turbolinux", "redhat", "suse",
-          "mandrake", "novell", "miraclelinux", "pardus", "kylinlinux", "fusionos", "prolinux")
+_NOT_LINUX = (
+    "windows",
+    "win",
+    "darwin",
+    "freebsd",
+    "solaris",
+    "netware",
+    "os2",
+    "dos",
+    "sco",
+    "unixware",
+    "ecomstation",
+    "vmkernel",
+    "otherguest",
+)
+_LINUX = (
+    "ubuntu",
+    "rhel",
+    "centos",
+    "debian",
+    "sles",
+    "oraclelinux",
+    "rockylinux",
+    "almalinux",
+    "vmwarephoton",
+    "amazonlinux",
+    "fedora",
+    "opensuse",
+    "coreos",
+    "asianux",
+    "mandriva",
+    "turbolinux",
+    "redhat",
+    "suse",
+    "mandrake",
+    "novell",
+    "miraclelinux",
+    "pardus",
+    "kylinlinux",
+    "fusionos",
+    "prolinux",
+)
 
 
 def is_64bit_guest(guest_id: str) -> bool:

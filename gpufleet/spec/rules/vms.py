@@ -41,8 +41,9 @@ def offered(gpus: list[HostGpu], mode: GpuMode | None = None) -> list[str]:
             continue
         want = mode or g.spec.mode
         if want == GpuMode.VGPU:
-            names += [p.vsphere_name for p in g.model.time_sliced_profiles
-                      if not g.spec.mixed_size or p.max_per_gpu_mixed]
+            names += [
+                p.vsphere_name for p in g.model.time_sliced_profiles if not g.spec.mixed_size or p.max_per_gpu_mixed
+            ]
         elif want == GpuMode.MIG:
             names += [p.vsphere_name for p in g.model.mig_backed_profiles]
     return names
@@ -94,7 +95,9 @@ class VmRules:
         ctx, base = self.ctx, f"vms[{vi}]"
         template = ctx.template_of(vm)
         if template is None:
-            ctx.add(f"{base}.template", f"no template named {vm.template!r}", few([t.name for t in ctx.fleet.templates]))
+            ctx.add(
+                f"{base}.template", f"no template named {vm.template!r}", few([t.name for t in ctx.fleet.templates])
+            )
         host: HostSpec | None = None
         host_ok = True
         if vm.host is not None:
@@ -140,7 +143,13 @@ class VmRules:
                     ctx.add(
                         f"{path}.gpu",
                         f"{target.label} is reserved for {target.spec.mode.value} (a passed-through GPU is not shared)",
-                        few([g.spec.pci for g in scope if g.model and g.model.name == board.name and g.spec.mode == mode]),
+                        few(
+                            [
+                                g.spec.pci
+                                for g in scope
+                                if g.model and g.model.name == board.name and g.spec.mode == mode
+                            ]
+                        ),
                     )
                     continue
                 if target.model.name != board.name:
@@ -242,7 +251,8 @@ class VmRules:
                     "P2P between the vGPUs of a VM (template p2p) needs full-framebuffer time-sliced C-series "
                     f"profiles on NVLink GPUs; {prof.vsphere_name} is not one",
                     few([p.vsphere_name for p in board.time_sliced_profiles if p.series == "C" and p.max_per_gpu == 1])
-                    if board.nvlink else (),
+                    if board.nvlink
+                    else (),
                 )
         pinned = [(k, t) for k, _, _, t in accepted if t is not None]
         if host is None:
@@ -321,14 +331,18 @@ class VmRules:
                         f"PVRDMA needs virtual hardware version >= {MIN_HW_VERSION_PVRDMA}; template {template.name} "
                         f"has {template.hardware_version}",
                     )
-                if template is not None and not (is_64bit_guest(template.guest_id) and is_linux_guest(template.guest_id)):
+                if template is not None and not (
+                    is_64bit_guest(template.guest_id) and is_linux_guest(template.guest_id)
+                ):
                     ctx.add(
                         f"{path}.type",
                         f"PVRDMA needs a 64-bit Linux guest; template {template.name} has guestId {template.guest_id}",
                     )
                 if not rdma.network:
-                    ctx.add(f"{path}.network", "a PVRDMA adapter needs `network`: a distributed port group whose "
-                            "only uplink is the RDMA HCA")
+                    ctx.add(
+                        f"{path}.network",
+                        "a PVRDMA adapter needs `network`: a distributed port group whose only uplink is the RDMA HCA",
+                    )
                 continue
             if vm.host is None:
                 ctx.add(f"{path}.nic", "a passthrough RDMA NIC is a device of a host: set the VM's `host`")
@@ -341,25 +355,35 @@ class VmRules:
                 ctx.add(f"{path}.nic", f"{host.name} has no NIC {rdma.nic}", few([n.pci for n in host.nics]))
                 continue
             if not nic.passthrough:
-                ctx.add(f"{path}.nic", f"NIC {nic.pci} of {host.name} is not reserved for passthrough "
-                        f"(set passthrough: true at hosts[{hi}].nics[{ni}])")
+                ctx.add(
+                    f"{path}.nic",
+                    f"NIC {nic.pci} of {host.name} is not reserved for passthrough "
+                    f"(set passthrough: true at hosts[{hi}].nics[{ni}])",
+                )
             owner = self._nic_owner.setdefault((host.name, nic.pci), vm.name)
             if owner != vm.name:
                 ctx.add(f"{path}.nic", f"NIC {nic.pci} of {host.name} is already passed through to {owner}")
             if template is not None and template.p2p and (vm.vgpu or vm.passthrough) and not nic.ats:
-                ctx.add(f"{path}.nic", f"GPUDirect RDMA (template p2p with GPUs) needs ATS on NIC {nic.pci}: "
-                        f"set ats: true at hosts[{hi}].nics[{ni}]")
+                ctx.add(
+                    f"{path}.nic",
+                    f"GPUDirect RDMA (template p2p with GPUs) needs ATS on NIC {nic.pci}: "
+                    f"set ats: true at hosts[{hi}].nics[{ni}]",
+                )
 
     def _check_vm_template(self, vi: int, vm: VmSpec, template: TemplateSpec) -> None:
         tpath = self.ctx.template_path(vm)
         if not (vm.vgpu or vm.passthrough) or tpath is None:
             return
         if not is_64bit_guest(template.guest_id):
-            self.add_once(f"{tpath}.guestId", f"GPU VMs need a 64-bit guest OS; {template.guest_id} is not",
-                          ["ubuntu64Guest", "rhel9_64Guest", "windows2019srv_64Guest"])
+            self.add_once(
+                f"{tpath}.guestId",
+                f"GPU VMs need a 64-bit guest OS; {template.guest_id} is not",
+                ["ubuntu64Guest", "rhel9_64Guest", "windows2019srv_64Guest"],
+            )
         if not template.memory_reservation_locked:
-            self.add_once(f"{tpath}.memoryReservationLocked", "VMs with GPU devices need all guest memory reserved",
-                          ["true"])
+            self.add_once(
+                f"{tpath}.memoryReservationLocked", "VMs with GPU devices need all guest memory reserved", ["true"]
+            )
         need = vm_required_mmio_gb(self.ctx.fleet, vm)
         if need <= 0:
             return

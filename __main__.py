@@ -1,0 +1,19 @@
+"""The gpufleet Pulumi program (``pulumi up`` runs it; ``Pulumi.yaml`` points here, stacks in ``stacks/``).
+
+It reads the stack config — ``gpufleet:fleet`` and ``gpufleet:vcenter`` — with ``pulumi.Config`` into the fleet
+spec, checks it with the same rules as ``gpufleet validate`` (any problem: one ``pulumi.RunError`` listing every
+issue, before anything is registered), builds the fleet's components (``components.fleet.build_fleet``) and
+exports, per host and per VM, what was set.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.config import stack_from_config
+from components.fleet import build_fleet
+
+stack = stack_from_config()
+resources = build_fleet(stack)
+for key, value in resources.exports().items():
+    pulumi.export(key, value)

@@ -1,0 +1,155 @@
+"""Build a whole fleet's components from a ``Stack`` (what ``__main__.py`` runs; usable from any Pulumi program).
+
+- one ``GpuHost`` per host (licence from ``hosts[].license`` or ``licensing.hostLicense``);
+- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its host is prepared —
+  or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
+  exist already), ``GpuVm(existing=True)``: gpufleet manages only the existing VMs' GPU/RDMA devices;
+- ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set.
+
+pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_vsphere as vsphere
+
+from components.config import secret_from_ref
+from components.gpu_host import GpuHost, GpuHostArgs
+from components.gpu_vm import GpuVm, GpuVmArgs
+from components.gpu_vm_template import GpuVmTemplate, GpuVmTemplateArgs
+from components.inventory import VsphereRefs
+from components.licensing import Licensing, LicensingArgs
+from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
+from gpufleet.connections import resolve_vcenter
+from gpufleet.errors import GpufleetError
+from gpufleet.spec.stack import Stack
+
+
+@dataclass
+class FleetResources:
+    """Everything ``build_fleet`` made, by name."""
+
+    hosts: dict[str, GpuHost] = field(default_factory=dict)
+    templates: dict[str, GpuVmTemplate] = field(default_factory=dict)
+    vms: dict[str, GpuVm] = field(default_factory=dict)
+    mobility: VgpuMobility | None = None
+    licensing: Licensing | None = None
+
+    def exports(self) -> dict[str, Any]:
+        """Per host and VM, what was set (for ``pulumi.export``)."""
+        return {
+            "hosts": {
+                name: {
+                    "driver": h.driver.detail if h.driver else None,
+                    "graphics": h.graphics.detail,
+                    "mig": h.mig.detail,
+                    "ats": h.ats.detail if h.ats else None,
+                    "license": h.license.assignedFingerprint if h.license else None,
+                }
+                for name, h in self.hosts.items()
+            },
+            "vms": {
+                name: {
+                    "gpuDevices": vm.devices.observed,
+                    "lastChanges": vm.devices.lastChanges,
+                    "powerCycled": vm.devices.powerCycled,
+                }
+                for name, vm in self.vms.items()
+            },
+            "vgpuHotMigrate": self.mobility.setting.actual if self.mobility else None,
+            "licensedGuests": {n: g.licensed for n, g in self.licensing.guests.items()} if self.licensing else {},
+        }
+
+
+def vsphere_provider(stack: Stack, name: str = "vsphere") -> vsphere.Provider:
+    """A pulumi-vsphere provider for the stack's vCenter: the lab's (from its env file) or the spec's, the
+    password a Pulumi secret. TLS is never skipped (pulumi-vsphere trusts the system CAs or SSL_CERT_FILE)."""
+    spec = stack.vcenter
+    if spec.lab:
+        try:
+            settings = resolve_vcenter(spec)
+        except GpufleetError as exc:
+            raise pulumi.RunError(str(exc)) from exc
+        user, server = settings.user, f"{settings.host}:{settings.port}"
+        password: pulumi.Input[str] = pulumi.Output.secret(settings.password.reveal())
+    else:
+        assert spec.host and spec.user
+        user, server = spec.user, f"{spec.host}:{spec.port}"
+        found = pulumi.Config("gpufleet").get_secret("vcenterPassword") or secret_from_ref(
+            spec.password, "vcenter.password"
+        )
+        if found is None:
+            raise pulumi.RunError("vcenter.password: set `pulumi config set --secret gpufleet:vcenterPassword ...`")
+        password = found
+    return vsphere.Provider(name, user=user, password=password, vsphere_server=server, allow_unverified_ssl=False)
+
+
+def is_brownfield(stack: Stack) -> bool:
+    value = pulumi.Config("gpufleet").get_bool("brownfield")
+    return stack.vcenter.lab if value is None else value
+
+
+def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> FleetResources:
+    """Register the components of ``stack``'s fleet."""
+    fleet, vcenter = stack.fleet, stack.vcenter
+    brownfield = is_brownfield(stack)
+    out = FleetResources()
+    licensing = fleet.licensing
+    host_default = secret_from_ref(licensing.host_license, "licensing.hostLicense")
+    for host in fleet.hosts:
+        key = secret_from_ref(host.license, f"hosts[{host.name}].license") or host_default
+        out.hosts[host.name] = GpuHost(
+            host.name, GpuHostArgs(spec=host, fleet=fleet, vcenter=vcenter, license_key=key), opts
+        )
+    provider: vsphere.Provider | None = None
+    refs: VsphereRefs | None = None
+    if not brownfield and (fleet.templates or fleet.vms):
+        provider = vsphere_provider(stack)
+        refs = VsphereRefs(fleet, pulumi.InvokeOptions(provider=provider))
+        for template in fleet.templates:
+            out.templates[template.name] = GpuVmTemplate(
+                template.name,
+                GpuVmTemplateArgs(spec=template, fleet=fleet, refs=refs, vcenter=vcenter),
+                pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
+            )
+    for vm in fleet.vms:
+        after = [out.hosts[vm.host]] if vm.host in out.hosts else []
+        template = out.templates.get(vm.template)
+        args = GpuVmArgs(
+            spec=vm,
+            fleet=fleet,
+            vcenter=vcenter,
+            refs=refs,
+            template_uuid=template.uuid if template else None,
+            existing=brownfield,
+        )
+        vm_opts = pulumi.ResourceOptions(depends_on=after, providers=[provider] if provider else None)
+        out.vms[vm.name] = GpuVm(vm.name, args, pulumi.ResourceOptions.merge(opts, vm_opts))
+    if fleet.rollout.vgpu_vmotion is not None:
+        out.mobility = VgpuMobility(
+            "vgpu-mobility", VgpuMobilityArgs(vcenter=vcenter, enabled=fleet.rollout.vgpu_vmotion), opts
+        )
+    token = secret_from_ref(licensing.nvidia_client_token, "licensing.nvidiaClientToken")
+    vcenter_key = secret_from_ref(licensing.vcenter_license, "licensing.vcenterLicense")
+    guests = [vm for vm in fleet.vms if vm.vgpu and vm.nvidia_licensing] if token is not None else []
+    if token is not None or vcenter_key is not None or (host_default is not None and not brownfield):
+        if provider is None and (vcenter_key is not None or host_default is not None):
+            provider = vsphere_provider(stack)
+        out.licensing = Licensing(
+            "licensing",
+            LicensingArgs(
+                vcenter=vcenter,
+                vcenter_license=vcenter_key,
+                host_license=host_default,
+                nvidia_client_token=token,
+                feature_type=licensing.feature_type,
+                guests=guests,
+                depends_on=[out.vms[vm.name] for vm in guests],
+            ),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider] if provider else None)),
+        )
+    return out

@@ -1,0 +1,115 @@
+"""``__main__.py`` under Pulumi mocks: the stack config read into the spec, the fleet's components, the secrets."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pulumi
+import pytest
+from conftest import GraphMocks
+from pulumi.runtime import rpc
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "NLS-TOKEN-e5-not-a-real-one"
+HOST_KEY = "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE"
+
+
+def set_stack_config(stack_file: str, secrets: dict[str, str], extra: dict[str, str] | None = None) -> None:
+    config = YAML(typ="safe").load((ROOT / "stacks" / stack_file).read_text())["config"]
+    values = {k: json.dumps(v) if isinstance(v, dict | list) else str(v) for k, v in config.items()}
+    values |= secrets | (extra or {})
+    pulumi.runtime.set_all_config(values, secret_keys=list(secrets))
+
+
+@pytest.fixture
+def lab_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A lab env file (the pulumi-vsphere provider of a lab stack reads vCenter's address from it)."""
+    (tmp_path / "env.json").write_text(
+        json.dumps({"vcenter": {"host": "127.0.0.1", "port": 8989, "user": "u", "password": "lab-pw", "ca_file": None}})
+    )
+    monkeypatch.setenv("GPUFLEET_LAB_DIR", str(tmp_path))
+    return tmp_path
+
+
+def run_program() -> pulumi.Output:
+    """Run __main__.py; an Output that resolves once every resource it built is registered."""
+    program = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+    built = program["resources"]
+    children = [c for h in built.hosts.values() for c in (h.driver, h.graphics, h.mig, h.ats, h.license) if c]
+    children += [c for v in built.vms.values() for c in (v.vm, v.devices) if c]
+    children += [c for t in built.templates.values() for c in (t.vm, t.mark) if c]
+    children += [built.mobility.setting] if built.mobility else []
+    if built.licensing:
+        children += [c for c in (built.licensing.vcenter_license, built.licensing.host_license) if c]
+        children += list(built.licensing.guests.values())
+    return pulumi.Output.all(*[c.urn for c in children])
+
+
+@pulumi.runtime.test
+def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: GraphMocks, lab_env_file: Path):
+    set_stack_config("Pulumi.lab.yaml", {"gpufleet:nvidiaClientToken": TOKEN, "gpufleet:hostLicense": HOST_KEY})
+    done = run_program()
+
+    def check(_):
+        types = [r.typ for r in mocks.resources]
+        assert types.count("gpufleet:vsphere:GpuHost") == 4
+        assert types.count("gpufleet:vsphere:GpuVm") == 4
+        assert "vsphere:index/virtualMachine:VirtualMachine" not in types  # the lab's VMs exist: brownfield
+        assert types.count("pulumi-python:dynamic/vsphere:VmGpuDevices") == 4
+        assert types.count("pulumi-python:dynamic/vsphere:HostDriver") == 4
+        assert types.count("pulumi-python:dynamic/vsphere:HostMigMode") == 4
+        assert types.count("pulumi-python:dynamic/vsphere:HostAts") == 1  # only esxi-02 has an ATS NIC
+        assert types.count("pulumi-python:dynamic/vsphere:VcenterAdvancedSetting") == 1
+        guests = sorted(r.inputs["vmName"] for r in mocks.of_type(":GuestNvidiaLicensing"))
+        assert guests == ["vm-mig-01", "vm-rdma-01", "vm-ts-01"]  # the vGPU VMs; vm-pt-01 is passthrough
+        for guest in mocks.of_type(":GuestNvidiaLicensing"):
+            assert rpc.is_rpc_secret(guest.inputs["token"])  # the token stays a Pulumi secret
+        for lic in mocks.of_type(":HostLicenseAssignment"):
+            assert rpc.is_rpc_secret(lic.inputs["licenseKey"])
+        licenses = mocks.of_type("index/license:License")
+        assert licenses and all(rpc.is_rpc_secret(r.inputs["licenseKey"]) for r in licenses)
+        # The real providers' check accepts every dynamic resource the program built.
+        assert {n: f for n, f in mocks.check_failures.items() if f} == {}
+        mig = mocks.named("vm-mig-01-gpu").inputs
+        assert mig["vm"]["vgpu"] == [{"profile": "grid_a100d-3-40c"}] and mig["host"]["name"] == "esxi-01.lab"
+        provider = mocks.of_type("pulumi:providers:vsphere")[0].inputs
+        assert provider["allowUnverifiedSsl"] == "false" and rpc.is_rpc_secret(provider["password"])
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_dev_stack_is_greenfield_templates_and_clones(mocks: GraphMocks):
+    set_stack_config(
+        "Pulumi.dev.yaml",
+        {"gpufleet:vcenterPassword": "pw", "gpufleet:nvidiaClientToken": TOKEN, "gpufleet:hostLicense": HOST_KEY},
+    )
+    done = run_program()
+
+    def check(_):
+        vms = mocks.of_type("virtualMachine:VirtualMachine")
+        assert sorted(r.inputs["name"] for r in vms) == ["dev-notebook-01", "dev-notebook-02", "tpl-ubuntu2204-gpu-dev"]
+        clone = next(r for r in vms if r.inputs["name"] == "dev-notebook-01").inputs
+        assert clone["clone"]["templateUuid"] == "4200-tpl-ubuntu2204-gpu-dev-vm"
+        assert mocks.of_type(":VmTemplateMark")
+        assert all(r.inputs["ownPvrdma"] is False for r in mocks.of_type(":VmGpuDevices"))
+        assert {n: f for n, f in mocks.check_failures.items() if f} == {}
+
+    return done.apply(check)
+
+
+def test_invalid_fleet_is_one_run_error_listing_every_issue(mocks: GraphMocks) -> None:
+    config = YAML(typ="safe").load((ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
+    fleet = config["gpufleet:fleet"]
+    fleet["vms"][0]["vgpu"] = [{"profile": "nvidia_l40s-99c"}]
+    fleet["vms"][1]["host"] = "esxi-99.lab"
+    pulumi.runtime.set_all_config({"gpufleet:fleet": json.dumps(fleet), "gpufleet:vcenter": json.dumps({"lab": True})})
+    from components.config import stack_from_config
+
+    with pytest.raises(pulumi.RunError) as err:
+        stack_from_config(name="lab")
+    message = str(err.value)
+    assert "vms[0].vgpu[0].profile" in message and "vms[1].host" in message
