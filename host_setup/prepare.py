@@ -56,9 +56,9 @@ class _Run:
     def facts(self, bundle: bool = False) -> HostFacts:
         return gather(self.ctx.desired, self.ctx.runner, self.ctx.api, bundle=bundle)
 
-    def apply_ready_steps(self, facts: HostFacts) -> bool:
-        """Apply every needed, non-deferred step; True when any was applied."""
-        applied = False
+    def apply_ready_steps(self, facts: HostFacts) -> list[tuple[str, Check]]:
+        """Apply every needed, non-deferred step; returns (step, its check) for those applied."""
+        applied: list[tuple[str, Check]] = []
         for step in STEPS:
             check = step.check(self.ctx.desired, facts)
             if check.refused:
@@ -73,14 +73,16 @@ class _Run:
             state = StepState.PENDING if check.reboot else StepState.DONE
             self.report.step(step.name, state, detail, time.monotonic() - started)
             self.graphics_changed |= step.name == "graphics"
-            applied = True
+            applied.append((step.name, check))
         return applied
 
-    def assert_applied(self, facts: HostFacts) -> None:
-        """After applying: every step passes, or waits only for the reboot (or for the driver, deferred)."""
+    def assert_applied(self, facts: HostFacts, names: set[str]) -> None:
+        """After applying (and the reboot they waited for): each of these steps' checks passes."""
         for step in STEPS:
+            if step.name not in names:
+                continue
             check = step.check(self.ctx.desired, facts)
-            if check.needed and not check.deferred:
+            if check.needed:
                 self.current = step.name
                 raise StepFailed(f"applied, but the host still shows: {check.detail}")
 
@@ -103,31 +105,40 @@ class _Run:
         entered = maintenance.enter(ctx, facts)
         report.step("maintenance", StepState.DONE if entered.startswith("entered") else StepState.OK, entered)
 
-        if self.apply_ready_steps(facts):
-            facts = self.facts()
-            self.assert_applied(facts)
-
-        rebooted_for: set[str] = set()
-        while reasons := reboot_reasons(ctx.desired, facts):
+        # Apply, then reboot once for everything pending. Changes known to wait for a reboot (a driver install,
+        # MIG on Ampere, ATS) go straight to the reboot, whose facts assert them; others are asserted at once.
+        pending = reasons
+        applied = self.apply_ready_steps(facts)
+        while True:
+            if not pending and not any(check.reboot for _, check in applied):
+                if not applied:
+                    break
+                facts = self.facts()
+                pending = reboot_reasons(ctx.desired, facts)
+                # Unexpectedly pending (a change that said it applies at once): reboot for it, assert after.
+                if not pending:
+                    self.assert_applied(facts, {name for name, _ in applied})
+                    break
             self.current = "reboot"
-            survived = rebooted_for.intersection(reasons)
-            if survived:
-                raise StepFailed(f"still pending after a reboot: {'; '.join(sorted(survived))}; not rebooting again")
             if report.reboots >= MAX_REBOOTS:
-                raise StepFailed(f"{MAX_REBOOTS} reboots done and still pending: {'; '.join(reasons)}")
+                raise StepFailed(f"{MAX_REBOOTS} reboots done and still something to reboot for: {'; '.join(pending)}")
+            why = pending + [f"{name}: {check.detail}" for name, check in applied if check.reboot]
+            waiting = {name for name, _ in applied}
             started = time.monotonic()
-            detail, facts = reboot_and_wait(ctx, reasons, self.facts)
+            detail, facts = reboot_and_wait(ctx, why, self.facts)
             report.reboots += 1
-            rebooted_for.update(reasons)
             detail = detail if report.reboots == 1 else f"{report.reboots} reboots; {detail}"
             report.step("reboot", StepState.DONE, detail, time.monotonic() - started)
-            for step_report in report.steps:  # what waited for this reboot is in effect now (verified below)
+            survived = reboot_reasons(ctx.desired, facts)
+            if survived:  # a reboot was what it needed: another one would not help (no reboot loop)
+                raise StepFailed(f"still pending after a reboot: {'; '.join(survived)}; not rebooting again")
+            self.assert_applied(facts, waiting)
+            for step_report in report.steps:  # what waited for this reboot is in effect now
                 if step_report.state == StepState.PENDING:
                     step_report.state = StepState.DONE
-            # Steps deferred until the driver was loaded (MIG) can run now; if they need a reboot, loop once more.
-            if self.apply_ready_steps(facts):
-                facts = self.facts()
-                self.assert_applied(facts)
+            # Steps deferred until the driver was loaded (MIG) run now; if they need a reboot, loop once more.
+            pending, applied = [], self.apply_ready_steps(facts)
+
         if self.graphics_changed and report.reboots == 0:
             self.current = "graphics"
             ctx.note("graphics: restarting xorg (no reboot in this run)")

@@ -32,6 +32,7 @@ from host_setup.plan import HostPlan, check_bundles, check_inputs, plan_host
 from host_setup.prepare import prepare_host
 from host_setup.ssh import Runner
 from host_setup.steps import StepContext
+from host_setup.steps.driver import stage_bundle
 from host_setup.vcenter import HostApi
 
 EventSink = Callable[[str, str], None]  # (host, message)
@@ -43,6 +44,7 @@ class RolloutOptions:
     failure_threshold: int
     dry_run: bool = False
     plan_workers: int = 8
+    stage_workers: int = 2  # concurrent bundle uploads ahead of the hosts' turns
     install_timeout: float = 900.0
 
 
@@ -138,6 +140,7 @@ class Rollout:
         self.local_bundles = local_bundles or {}
         self.on_event = on_event or (lambda host, message: None)
         self._runners: dict[str, Runner] = {}
+        self._staged: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -223,7 +226,8 @@ class Rollout:
         stopped = self._threshold(failures)
         running: dict[Future[HostReport], HostPlan] = {}
         pool_size = max(1, min(len(queue), opts.max_unavailable * max(1, len({p.desired.cluster for p in queue}))))
-        with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="host") as pool:
+        stager = ThreadPoolExecutor(max_workers=opts.stage_workers, thread_name_prefix="stage")
+        with stager, ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="host") as pool:
             while queue or running:
                 if not stopped:
                     for plan in list(queue):
@@ -235,6 +239,11 @@ class Rollout:
                             running[pool.submit(self._prepare, plan, reports[plan.name])] = plan
                 if not running:
                     break  # nothing runs and nothing can start: no room left
+                # The next hosts in line get their bundle uploaded while they wait for their turn, so their
+                # maintenance window holds the install, not the copy.
+                for plan in queue[:pool_size]:
+                    if plan.name not in self._staged and self._needs_upload(plan):
+                        self._staged[plan.name] = stager.submit(self._stage, plan)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan = running.pop(future)
@@ -245,6 +254,9 @@ class Rollout:
                         failures += 1
                     self.on_event(plan.name, f"failed at {report.error['step']}" if report.error else "done")
                 stopped = stopped or self._threshold(failures)
+                if stopped:
+                    for future in self._staged.values():
+                        future.cancel()
         for plan in queue:  # never started
             report = reports[plan.name]
             report.steps = plan.step_reports()
@@ -268,6 +280,21 @@ class Rollout:
             return f"stopped after {failures} failed host(s) (failure threshold {self.options.failure_threshold})"
         return None
 
+    def _needs_upload(self, plan: HostPlan) -> bool:
+        driver = plan.checks.get("driver")
+        local = self.local_bundles.get(plan.name)
+        return bool(driver and driver.needed and plan.facts and not plan.facts.bundle_on_host and local)
+
+    def _stage(self, plan: HostPlan) -> None:
+        if stage_bundle(self._context(plan.desired)):
+            self.on_event(plan.name, "bundle staged on the datastore")
+
     def _prepare(self, plan: HostPlan, report: HostReport) -> HostReport:
+        staged = self._staged.get(plan.name)
+        if staged is not None:
+            try:
+                staged.result()
+            except Exception as exc:  # noqa: BLE001 - the driver step uploads again and reports the error
+                self.on_event(plan.name, f"staging the bundle failed ({exc}); uploading at install time")
         report.steps = []
         return prepare_host(self._context(plan.desired), report)

@@ -444,6 +444,7 @@ _LAB_ENTRIES = ("env.json", "lab.json", "lab.tmp", "topology.json", "events.json
 
 
 def _teardown(paths: LabPaths, record: dict[str, Any] | None) -> DownReport:
+    before = [pid for pid, _ in lab_processes(paths)]
     stopped: list[int] = []
     pids = (record or {}).get("pids", {})
     sup = pids.get("supervisor")
@@ -475,6 +476,7 @@ def _teardown(paths: LabPaths, record: dict[str, Any] | None) -> DownReport:
         for pid, _cmd in left:
             _wait_gone(pid, 2)
     leftovers = [f"{pid} {cmd}" for pid, cmd in lab_processes(paths)]
+    stopped += [pid for pid in before if not _alive(pid)]  # including what the supervisor stopped itself
     removed = False
     if not leftovers and paths.root.exists():
         for name in _LAB_ENTRIES:
@@ -487,6 +489,7 @@ def _teardown(paths: LabPaths, record: dict[str, Any] | None) -> DownReport:
             shutil.rmtree(stale, ignore_errors=True)
         with contextlib.suppress(OSError):
             paths.root.rmdir()  # only when nothing else was put there
+    if not leftovers:
         removed = not paths.root.exists() or not any(paths.root.iterdir())
     return DownReport(str(paths.root), sorted(set(stopped)), leftovers, removed)
 

@@ -240,8 +240,11 @@ class Supervisor:
                     if before is None or before == mm:
                         continue
                     kind = "maintenance_enter" if mm else "maintenance_exit"
-                    recent = events.read_events(self.paths, since=time.time() - interval - 2.0, host=host)
-                    if not any(e["event"] == kind for e in recent):
+                    # The ESXi side records its own changes right after making them: give it a moment, then
+                    # record only if the host's last maintenance event does not already say so.
+                    time.sleep(0.3)
+                    last = [e for e in events.read_events(self.paths, host=host) if e["event"].startswith("maintenance_")]
+                    if not last or last[-1]["event"] != kind:
                         events.record(self.paths, host, kind, via="vcenter")
             except VcenterUnavailable:
                 client = None

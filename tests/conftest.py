@@ -6,10 +6,10 @@ collides with a developer's ``.lab``: ``$GPUFLEET_TEST_LAB_DIR`` (default ``/tmp
 ``$GPUFLEET_TEST_LAB_SSH_PORT`` (2022), vCenter port ``$GPUFLEET_TEST_LAB_VCENTER_PORT`` (18443), reboots 1 s.
 ``GPUFLEET_LAB_DIR`` is pointed at it for the session, so ``lab.env.load_lab_env()`` and ``LabAdmin()`` find it.
 
-Teardown: each worker holds a lease (its pid) while it runs; the last one to finish stops the lab with
-``lab down`` if this test run started it. A lab that was already running when the session began is left
-running (and reused next time: a second start costs well under a second). ``GPUFLEET_LAB_KEEP=1`` keeps it;
-``GPUFLEET_LAB_DIR=/tmp/gpufleet-test-lab gpufleet lab down`` stops it by hand.
+Teardown: each test process (xdist worker, or parallel pytest runs of several engineers) holds a lease (its pid)
+while it runs; the last one to finish stops the lab with ``lab down`` if a test session started it. A lab
+started by hand (``GPUFLEET_LAB_DIR=/tmp/gpufleet-test-lab gpufleet lab up ...``) is reused and left running.
+``GPUFLEET_LAB_KEEP=1`` keeps it; ``GPUFLEET_LAB_DIR=/tmp/gpufleet-test-lab gpufleet lab down`` stops it.
 
 ``lab_host("esxi-01.lab")`` gives a test exclusive use of one host (a lock shared by all workers), reset to its
 freshly installed state before and after the test (no driver, MIG off, no faults, not in maintenance).
@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _run_id() -> str:
-    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    return "pytest:" + (os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -100,8 +100,8 @@ def lab_env(lab_paths: Any) -> Iterator[Any]:
     with manager.lab_lock(lab_paths):
         live = [p for p in leases.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
         record = manager.read_record(lab_paths) or {}
-        ours = record.get("run_id") == _run_id()
-    if not live and ours:
+        started_by_tests = str(record.get("run_id", "")).startswith("pytest:")
+    if not live and started_by_tests:
         manager.down(lab_paths)
 
 

@@ -109,8 +109,8 @@ class HostStepProvider(GpufleetProvider):
                     raise StepFailed(f"{name}: {self.step}: applied, but the host still shows: {after.detail}")
                 reasons = reboot_reasons(desired, facts)
                 if reasons:
-                    done.append(reboot_and_wait(ctx, reasons))
-                    facts = gather(desired, runner, api, bundle=False)
+                    detail, facts = reboot_and_wait(ctx, reasons, lambda: gather(desired, runner, api, bundle=False))
+                    done.append(detail)
                     left = reboot_reasons(desired, facts)
                     if left:
                         raise StepFailed(f"{name}: still pending after the reboot: {'; '.join(left)}")

@@ -103,12 +103,14 @@ class DesiredState:
 
 
 def _license(fleet: Fleet, host: HostSpec, environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """(digest, masked key, source) of the licence key the spec names for ``host``; Nones when it names none or
-    its variable is unset (then only "not in evaluation mode" is checked)."""
+    """(digest, masked key, source) of the licence key the spec names for ``host``. No key at hand (variable unset):
+    only the source, and the audit checks that the host is at least not in evaluation mode. No licence named: Nones."""
     ref = host.license or fleet.licensing.host_license
-    value = environ.get(ref.env) if ref is not None and ref.env else None
+    if ref is None:
+        return None, None, None  # the spec names no licence: not checked
+    value = environ.get(ref.env) if ref.env else None
     if not value:
-        return None, None, None
+        return None, None, f"${ref.env} (unset)" if ref.env else f"Pulumi secret {ref.config}"
     return key_digest(value), key_fingerprint(value), f"${ref.env}"
 
 

@@ -76,6 +76,15 @@ def read_host(runner: Runner, target: HostTarget) -> HostSshState:
         nic_ats=nic_ats,
     )
     reasons = reboot_reasons(desired, facts)
+    running = smi.driver_version if smi else None
+    if (
+        installed
+        and running
+        and esxcli.compare_versions(installed, running)
+        and not any("driver" in r for r in reasons)
+    ):
+        # Another driver than the spec's was installed behind gpufleet's back: it too waits for a reboot.
+        reasons.append(f"driver {installed} installed, {running} running")
     gpus: list[GpuSshState] = []
     if smi is not None:
         instances: dict[int, list[GpuInstance]] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from gpufleet.audit.diff import counts
+from gpufleet.audit.findings import counts
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.views import host_views
 

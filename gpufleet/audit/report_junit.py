@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from gpufleet.audit.diff import AuditedObject, Finding
+from gpufleet.audit.findings import AuditedObject, Finding
 from gpufleet.audit.result import AuditResult
 
 

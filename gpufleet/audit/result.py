@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gpufleet.audit.desired import DesiredState
-from gpufleet.audit.diff import AuditedObject, Finding, counts
+from gpufleet.audit.findings import AuditedObject, Finding, counts
 from gpufleet.audit.state import HostSshState, Unreachable, VcenterState, to_jsonable
 
 EXIT_IN_SYNC = 0

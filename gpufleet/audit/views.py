@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpufleet.audit.desired import DesiredGpu, DesiredHost, MigSlot, VgpuUse, assign_vgpus, mig_layout
-from gpufleet.audit.diff import Finding
+from gpufleet.audit.findings import Finding
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.state import GpuSshState, HostSshState, HostVcState, VmVcState, normalize_pci
 from gpufleet.catalog import lookup_gpu
@@ -144,8 +144,10 @@ def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | N
         facts.append(Fact("connection", "connected", vc.connection_state, vc.connection_state == "connected"))
         facts.append(Fact("maintenance mode", "off", "on" if vc.in_maintenance else "off", not vc.in_maintenance))
         lic = vc.license
-        wanted = want.license_source or "a licence (not evaluation)"
-        if lic is None:
+        wanted = want.license_source or "not in the spec"
+        if want.license_source is None:
+            facts.append(Fact("licence", wanted, lic.name if lic else "not read", None))
+        elif lic is None:
             facts.append(Fact("licence", wanted, "not read", None))
         elif want.license_digest:
             same = lic.key_digest == want.license_digest

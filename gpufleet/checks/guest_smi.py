@@ -211,7 +211,13 @@ def parse_topology(text: str) -> dict[tuple[int, int], str]:
 
 # ---------------------------------------------------------------- kernel, RDMA, containers
 def parse_lsmod(text: str) -> set[str]:
+    """``lsmod`` (a header line, then one module per line) -> module names."""
     return {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
+
+
+def parse_proc_modules(text: str) -> set[str]:
+    """``/proc/modules`` (``nvidia 56713216 2 nvidia_uvm,nvidia_modeset, Live 0x0000000000000000``) -> names."""
+    return {line.split()[0] for line in text.splitlines() if line.strip()}
 
 
 def parse_driver_version_file(text: str) -> str | None:

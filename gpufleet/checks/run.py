@@ -13,6 +13,15 @@ from typing import Any
 import pytest
 
 PACKAGE = "gpufleet.checks"
+PLUGIN = "gpufleet.checks.plugin"
+
+
+def _plugin_installed() -> bool:
+    """Is the pytest11 entry point installed (pip install gpufleet)? If not (a bare checkout on PYTHONPATH, as on
+    the device machine), the plugin is loaded with ``-p``."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ def run_checks(
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
+    if not _plugin_installed():
+        args += ["-p", PLUGIN]
     if stack is not None:
         args += ["--stack", str(stack)]
     for name in nodes or []:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from gpufleet.audit.diff import counts
+from gpufleet.audit.findings import counts
 from gpufleet.audit.host_state import DEFAULT_PARALLEL
 from gpufleet.audit.report_html import write_html
 from gpufleet.audit.report_junit import write_junit
@@ -34,7 +35,12 @@ _STATUS = {
 }
 
 
-def _print_human(result: AuditResult, written: list[str]) -> None:
+def _short_fix(hint: str, stack: Path) -> str:
+    # The terminal gets the verb; the JSON, HTML and JUnit reports carry the whole hint.
+    return hint.split(" (", 1)[0].replace("STACK", str(stack))
+
+
+def _print_human(result: AuditResult, written: list[str], stack: Path) -> None:
     c = counts(result.findings)
     vc = result.vcenter
     console.print(
@@ -47,9 +53,13 @@ def _print_human(result: AuditResult, written: list[str]) -> None:
     for u in result.unreachable:
         console.print(f"[bold dark_orange]unreachable[/] {u.target}: {u.reason}", highlight=False)
     if result.findings:
-        table = Table(show_lines=False, header_style="bold")
-        for col in ("severity", "id", "path", "desired", "actual", "fix"):
-            table.add_column(col, overflow="fold")
+        table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("severity", no_wrap=True)
+        table.add_column("id", no_wrap=True)
+        table.add_column("path", overflow="fold", ratio=3)
+        table.add_column("desired", overflow="fold", ratio=2)
+        table.add_column("actual", overflow="fold", ratio=2)
+        table.add_column("fix", overflow="fold", ratio=2)
         for f in result.findings:
             table.add_row(
                 Text(str(f.severity), style=_STYLE[str(f.severity)]),
@@ -57,7 +67,7 @@ def _print_human(result: AuditResult, written: list[str]) -> None:
                 f.path,
                 f.desired or "–",
                 f.actual or "–",
-                f.hint,
+                _short_fix(f.hint, stack),
             )
         console.print(table)
     for path in written:
@@ -88,7 +98,7 @@ def audit(
         document["reports"] = written
         print_json(document)
     else:
-        _print_human(result, written)
+        _print_human(result, written, stack)
     if result.unreachable and json_out:
         names = ", ".join(u.target for u in result.unreachable)
         err_console.print(f"[bold dark_orange]could not audit:[/] {names} unreachable", highlight=False)

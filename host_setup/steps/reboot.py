@@ -17,7 +17,7 @@ from collections.abc import Callable
 from gpufleet.errors import ConnectError
 from host_setup import esxcli
 from host_setup.model import Desired, HostFacts
-from host_setup.ssh import ConnectionLost, Runner
+from host_setup.ssh import ConnectionLost
 from host_setup.steps.base import StepContext, StepFailed
 
 _UPTIME_SLACK = 5.0

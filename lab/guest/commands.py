@@ -141,6 +141,9 @@ def _driver_version_file(g: Guest) -> str | None:
 def _virtual_read(g: Guest, path: str) -> tuple[bool, str | None, str | None]:
     """(handled, content, error) for /proc/driver/nvidia and /sys/class/infiniband paths."""
     norm = posixpath.normpath(path)
+    if norm == "/proc/modules":
+        rows = [line.split() for line in _module_rows(g)]
+        return True, "".join(f"{r[0]} {r[1]} {r[2]} {','.join(r[3:]) + ',' if len(r) > 3 else '-'} Live 0x0000000000000000\n" for r in rows), None
     if norm.startswith("/proc/driver/nvidia"):
         if norm == "/proc/driver/nvidia/version":
             content = _driver_version_file(g)
@@ -302,14 +305,14 @@ def cmd_stat(g: Guest, argv: list[str], stdin: Input) -> Result:
     i = 0
     while i < len(args):
         a = args[i]
-        if a in ("-c", "--format", "--printf"):
-            fmt = args[i + 1] if i + 1 < len(args) else None
+        if a in ("--format", "--printf") or (a.startswith("-") and not a.startswith("--") and a.endswith("c")):
+            fmt = args[i + 1] if i + 1 < len(args) else None  # -c FORMAT, also combined as -Lc FORMAT
             i += 2
             continue
-        if a.startswith("--format="):
+        if a.startswith(("--format=", "--printf=")):
             fmt = a.split("=", 1)[1]
-        elif a == "-L":
-            pass
+        elif a.startswith("-") and a != "-":
+            pass  # -L (follow links: the lab's files are no links), --dereference
         else:
             files.append(a)
         i += 1
@@ -630,7 +633,11 @@ def cmd_id(g: Guest, argv: list[str], stdin: Input) -> Result:
 
 
 def cmd_lsmod(g: Guest, argv: list[str], stdin: Input) -> Result:
-    rows = ["Module                  Size  Used by"]
+    return _ok("\n".join(["Module                  Size  Used by", *_module_rows(g)]) + "\n")
+
+
+def _module_rows(g: Guest) -> list[str]:
+    rows: list[str] = []
     if g.view.driver_version:
         rows += [
             "nvidia_uvm           1540096  0",
@@ -643,7 +650,7 @@ def cmd_lsmod(g: Guest, argv: list[str], stdin: Input) -> Result:
     if any(d.name.startswith("mlx5") for d in g.view.rdma):
         rows += ["mlx5_ib               409600  0", "mlx5_core            1900544  1 mlx5_ib", "ib_core               425984  1 mlx5_ib"]
     rows += ["vmw_vmci               98304  1", "vmxnet3                77824  0"]
-    return _ok("\n".join(rows) + "\n")
+    return rows
 
 
 def cmd_sleep(g: Guest, argv: list[str], stdin: Input) -> Result:

@@ -361,6 +361,8 @@ def render_xml(view: GuestView, license_status: str, now: float) -> str:
 
 
 # ---------------------------------------------------------------- --query-gpu
+# Fields nvidia-smi accepts (a subset); anything else fails as the real one does (580.159.04 on the device machine:
+# 'Field "virtualization_mode" is not a valid field to query.', exit 2).
 _FIELDS = {
     "index": lambda g, v: str(g.index),
     "count": lambda g, v: str(len(v.gpus)),
@@ -379,7 +381,6 @@ _FIELDS = {
     "serial": lambda g, v: "N/A" if g.kind == "vgpu" else "1652824025750",
     "uuid": lambda g, v: g.uuid,
     "gpu_uuid": lambda g, v: g.uuid,
-    "virtualization_mode": lambda g, v: "VGPU" if g.kind == "vgpu" else "Pass-Through",
     "compute_mode": lambda g, v: "Default",
     "persistence_mode": lambda g, v: "Enabled",
     "pstate": lambda g, v: "P0",

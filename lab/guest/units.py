@@ -172,3 +172,19 @@ def stop_guests(processes: list[subprocess.Popen], timeout: float = 5.0) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+
+
+def reset_guest(paths: LabPaths, name: str) -> None:
+    """Put a guest back in its first state (driver, toolkit, gridd unlicensed; no token, no gridd.conf); its
+    host key and the lab token stay. For tests, like ``lab.manager.reset_host``."""
+    import shutil
+
+    directory = paths.guests_dir / name
+    store = GuestState(directory)
+    old = store.read()
+    fresh = initial_state(name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter"))
+    with store.update() as state:
+        state.clear()
+        state.update(fresh)
+    shutil.rmtree(store.root, ignore_errors=True)
+    GuestState.create(directory, fresh)

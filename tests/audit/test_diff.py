@@ -16,7 +16,8 @@ from audit_fixtures import (
     result_for,
 )
 
-from gpufleet.audit.diff import Severity, diff
+from gpufleet.audit.diff import diff
+from gpufleet.audit.findings import Severity
 from gpufleet.audit.state import LicenseState, PciDevice, Unreachable
 from gpufleet.vsphere.vm_devices import VgpuDevice
 
@@ -196,6 +197,10 @@ def test_license_evaluation_without_key_in_env(vc, ssh):
         diff(desired, replace_host(vc, "esxi-04.lab", license=evaluation), in_sync_ssh(desired))[0], "host.license"
     )
     assert f.severity == Severity.WARNING and f.actual == "Evaluation Mode"
+    assert desired.hosts["esxi-04.lab"].license_source == "$GPUFLEET_HOST_LICENSE (unset)"
+    # A spec that names no licence at all is not checked.
+    unlicensed = replace(desired, hosts={k: replace(h, license_source=None) for k, h in desired.hosts.items()})
+    assert diff(unlicensed, replace_host(vc, "esxi-04.lab", license=evaluation), in_sync_ssh(desired))[0] == []
 
 
 def test_ats_off(desired, vc, ssh):

@@ -184,3 +184,50 @@ def test_parse_lgi():
         1: [GpuInstance("1g.10gb+me", 6, 1, 9)],
     }
     assert parse_lgi("No GPU instances found: Not Found\n") == {}
+
+
+def test_read_hosts_is_parallel_with_a_bound_and_isolates_unreachable_hosts(monkeypatch):
+    import threading
+    import time
+
+    from gpufleet.audit import host_state
+    from gpufleet.audit.state import HostSshState, Unreachable
+    from gpufleet.connections import SshSettings
+    from gpufleet.errors import ConnectError
+
+    lock = threading.Lock()
+    running, peak, closed = [0], [0], []
+
+    class Runner:
+        def __init__(self, settings):
+            self.name = settings.name
+
+        def close(self):
+            closed.append(self.name)
+
+    def fake_read(runner, target):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.1)
+            if target.name == "h3":
+                raise ConnectError("h3 (127.0.0.13:22) is unreachable over SSH: timed out")
+            return HostSshState(target.name, "550.90.05", "component", False, None, True)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(host_state, "read_host", fake_read)
+    targets = {
+        f"h{i}": host_state.HostTarget(f"h{i}", SshSettings(f"h{i}", f"127.0.0.{10 + i}"), desired=None)
+        for i in range(6)
+    }
+    t0 = time.perf_counter()
+    states, unreachable = host_state.read_hosts(targets, parallel=2, runner_factory=Runner)
+    elapsed = time.perf_counter() - t0
+    assert peak[0] == 2  # never more than the bound, and really parallel
+    assert 0.25 < elapsed < 1.0  # 6 hosts, 2 at a time, 0.1 s each: 3 rounds
+    assert sorted(states) == ["h0", "h1", "h2", "h4", "h5"]
+    assert unreachable == [Unreachable("h3", "h3 (127.0.0.13:22) is unreachable over SSH: timed out", "host")]
+    assert sorted(closed) == sorted(targets)  # every connection closed, the failed one too

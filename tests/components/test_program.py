@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from conftest import GraphMocks
 from pulumi.runtime import rpc
+from pulumi_mocks import GraphMocks
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import dill
 import pulumi
 import pytest
-from conftest import GraphMocks, plain
+from pulumi_mocks import GraphMocks, plain
 
 from components.gpu_vm import GpuVm, GpuVmArgs
 from components.gpu_vm_template import GpuVmTemplate, GpuVmTemplateArgs, NicArgs

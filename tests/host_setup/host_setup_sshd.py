@@ -55,9 +55,8 @@ class Sshd:
         return SshSettings(**values)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)], stderr=open(self.root / "sshd.log", "ab")
-        )
+        with open(self.root / "sshd.log", "ab") as log:
+            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

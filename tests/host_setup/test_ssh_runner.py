@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from host_setup_sshd import Sshd, _keygen, sshd  # noqa: F401 - the fixture
+from host_setup_sshd import Sshd, _keygen
 
 from gpufleet.connections import Secret
 from gpufleet.errors import ConnectError, HostKeyError
@@ -135,3 +135,20 @@ def test_upload_only_when_missing_and_never_half(sshd: Sshd, tmp_path: Path) -> 
         Path(remote).write_bytes(b"truncated")
         assert ssh.upload(local, remote) is True  # a different file there: replaced
         assert Path(remote).read_bytes() == local.read_bytes()
+
+
+def test_reads_in_one_round_trip(sshd: Sshd) -> None:
+    with SshRunner(sshd.settings()) as ssh:
+        results = ssh.run_many(
+            [
+                ["echo", "first line"],
+                ["sh", "-c", "echo oops >&2; exit 4"],
+                ["printf", "no newline @@gpufleet-0000000000000000-3:0@@"],
+                ["printf", "%s\n", "it's; quoted"],
+            ]
+        )
+    assert [r.rc for r in results] == [0, 1, 0, 0]
+    assert results[0].output == "first line\n"
+    assert results[1].output == "oops\n"  # stderr goes with its own command
+    assert results[2].output == "no newline @@gpufleet-0000000000000000-3:0@@"  # a fake marker is just output
+    assert results[3].output == "it's; quoted\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -71,10 +72,8 @@ class TlsServer:
             try:
                 with self.context.wrap_socket(raw, server_side=True) as tls:
                     tls.settimeout(0.5)
-                    try:
+                    with contextlib.suppress(OSError):
                         self.received += tls.recv(4096)
-                    except OSError:
-                        pass
             except (OSError, ssl.SSLError):
                 raw.close()
 

@@ -238,3 +238,35 @@ def test_drift_behind_its_back_is_repaired_and_directpath_conflicts_are_refused(
         report = apply_vms(si, fleet.model_copy(update={"vms": [fleet.vms[0], taken]}))
         assert report.vms[0].changed is False
         assert report.vms[1].error and f"already passed to {a.name}" in report.vms[1].error
+
+
+def test_several_vgpus_dynamic_directpath_and_a_passthrough_nic(vm_lab: PrivateLab, lab_vms: list[str]) -> None:
+    with vm_lab.session() as si:
+        t4, h100 = vm_lab.clone_vm(si, "esxi-04.lab"), vm_lab.clone_vm(si, "esxi-02.lab")
+        lab_vms += [t4.name, h100.name]
+        spec = [
+            {
+                "name": t4.name,
+                "template": "tpl-ubuntu2204-gpu",
+                "host": "esxi-04.lab",
+                "vgpu": [{"profile": "grid_t4-16c"}, {"profile": "grid_t4-16c"}],
+            },
+            {
+                "name": h100.name,
+                "template": "tpl-ubuntu2204-gpu",
+                "host": "esxi-02.lab",
+                "passthrough": [{"model": "H100-80GB-PCIe"}],
+                "rdma": [{"type": "passthrough", "nic": "0000:31:00.0"}],
+            },
+        ]
+        report = apply_vms(si, _fleet(vm_lab, spec))
+        assert [v.error for v in report.vms] == [None, None]
+        assert report.vms[0].changes[:2] == ["add vgpu grid_t4-16c", "add vgpu grid_t4-16c"]
+        assert "pciPassthru.64bitMMIOSizeGB" not in " ".join(report.vms[0].changes)  # T4: no 64-bit MMIO needed
+        assert {"add dynamic-directpath 0x10de:0x2331", "add directpath 0000:31:00.0"} <= set(report.vms[1].changes)
+        state = read_vm_devices(h100)
+        assert [(d.vendor_id, d.device_id) for d in state.dynamic] == [(0x10DE, 0x2331)]
+        assert [(d.id, d.vendor_id) for d in state.directpath] == [("0000:31:00.0", 0x15B3)]  # the ConnectX
+        assert [v.profile for v in read_vm_devices(t4).vgpus] == ["grid_t4-16c", "grid_t4-16c"]
+        again = apply_vms(si, _fleet(vm_lab, spec))
+        assert [(v.changed, v.error) for v in again.vms] == [(False, None), (False, None)]

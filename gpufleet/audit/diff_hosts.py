@@ -1,0 +1,284 @@
+"""Host and GPU findings: what vCenter shows of a host (connection, maintenance, licence, graphics, PCI devices,
+profiles offered) and what the host shows over SSH (driver, MIG mode, ATS, nvidia-smi, pending reboot)."""
+
+from __future__ import annotations
+
+from gpufleet.audit.desired import DesiredGpu, DesiredHost
+from gpufleet.audit.findings import HINT_HOSTS, HINT_LICENSE, AuditedObject, Collector, Severity
+from gpufleet.audit.state import HostSshState, HostVcState
+from gpufleet.vsphere.vm_changes import profile_key
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("enabled" if value else "disabled")
+
+
+def host_vc(c: Collector, want: DesiredHost, have: HostVcState) -> None:
+    obj = f"hosts/{want.name}"
+    if have.connection_state != "connected":
+        c.add(
+            obj,
+            "host.connection",
+            f"{obj}/connectionState",
+            "connected",
+            have.connection_state,
+            Severity.ERROR,
+            "reconnect the host in vCenter",
+            f"{want.name} is {have.connection_state} in vCenter",
+        )
+    if have.cluster != want.cluster:
+        c.add(
+            obj,
+            "host.cluster",
+            f"{obj}/cluster",
+            want.cluster,
+            have.cluster,
+            Severity.WARNING,
+            "move the host into its cluster in vCenter",
+            f"{want.name} is not in cluster {want.cluster}",
+        )
+    if have.in_maintenance:
+        c.add(
+            obj,
+            "host.maintenance",
+            f"{obj}/maintenanceMode",
+            "off",
+            "on",
+            Severity.ERROR,
+            HINT_HOSTS + " (exits maintenance mode when the host is prepared)",
+            f"{want.name} is in maintenance mode: its GPU VMs cannot run",
+        )
+    if want.license_digest is not None:
+        actual = have.license.key_digest if have.license else None
+        if actual != want.license_digest:
+            name = f"{have.license.name} ({have.license.key_fingerprint})" if have.license else "none"
+            c.add(
+                obj,
+                "host.license",
+                f"{obj}/license",
+                f"{want.license_fingerprint} (from {want.license_source})",
+                name,
+                Severity.ERROR,
+                HINT_LICENSE,
+                f"{want.name} does not carry the licence the spec names",
+            )
+    elif want.license_source is not None and have.license is not None and have.license.evaluation:
+        c.add(
+            obj,
+            "host.license",
+            f"{obj}/license",
+            "a licence (not evaluation mode)",
+            have.license.name,
+            Severity.WARNING,
+            HINT_LICENSE,
+            f"{want.name} runs in evaluation mode",
+        )
+    if have.default_graphics_type != want.graphics_type:
+        c.add(
+            obj,
+            "host.graphics_type",
+            f"{obj}/graphics/defaultType",
+            want.graphics_type,
+            have.default_graphics_type,
+            Severity.ERROR,
+            HINT_HOSTS,
+            f"{want.name} default graphics type is not {want.graphics_type}",
+        )
+    if have.assignment_policy is not None and have.assignment_policy != want.assignment_policy:
+        c.add(
+            obj,
+            "host.assignment_policy",
+            f"{obj}/graphics/assignmentPolicy",
+            want.assignment_policy,
+            have.assignment_policy,
+            Severity.WARNING,
+            HINT_HOSTS,
+            f"{want.name} places vGPUs by {have.assignment_policy}, not {want.assignment_policy}",
+        )
+    offered = {profile_key(p) for p in have.profiles_offered}
+    for profile in want.profiles_needed:
+        if profile_key(profile) not in offered:
+            c.add(
+                obj,
+                "host.profile_unavailable",
+                f"{obj}/profiles/{profile}",
+                "offered",
+                "not offered",
+                Severity.ERROR,
+                HINT_HOSTS + " (installs the driver that offers it)",
+                f"{want.name} does not offer vGPU profile {profile} that its VMs need",
+            )
+    for gpu in want.gpus:
+        _gpu_vc(c, want, gpu, have)
+    wanted = {g.pci for g in want.gpus}
+    for dev in have.gpus:
+        if dev.pci not in wanted:
+            path = f"{obj}/gpus/{dev.pci}"
+            c.objects.append(AuditedObject("gpu", path, f"{want.name} {dev.pci}"))
+            c.add(
+                path,
+                "gpu.unknown",
+                path,
+                "not in the spec",
+                dev.name or f"0x{dev.device_id:04x}",
+                Severity.WARNING,
+                "add it to hosts[].gpus in the stack",
+                f"{want.name} has a GPU at {dev.pci} that the spec does not mention",
+            )
+
+
+def _gpu_vc(c: Collector, host: DesiredHost, want: DesiredGpu, have: HostVcState) -> None:
+    path = f"hosts/{host.name}/gpus/{want.pci}"
+    c.objects.append(AuditedObject("gpu", path, f"{host.name} {want.pci}"))
+    dev = have.device(want.pci)
+    if dev is None or not dev.is_gpu:
+        c.add(
+            path,
+            "gpu.missing",
+            path,
+            want.model,
+            "absent",
+            Severity.ERROR,
+            "fix hosts[].gpus[].pci in the stack or the hardware",
+            f"{host.name} has no NVIDIA GPU at {want.pci}",
+        )
+        return
+    if want.device_ids and dev.device_id not in want.device_ids:
+        c.add(
+            path,
+            "gpu.model",
+            f"{path}/model",
+            want.model,
+            dev.name or f"0x{dev.device_id:04x}",
+            Severity.ERROR,
+            "fix hosts[].gpus[].model in the stack",
+            f"{host.name} {want.pci} is not a {want.model}",
+        )
+    # A vGPU GPU's passthrough state shows in its graphics type (vSphere reports "direct" for a GPU in
+    # passthrough), checked below; a passthrough GPU must be enabled for passthrough.
+    passthrough = want.mode in ("passthrough", "dynamic-passthrough")
+    if passthrough and dev.passthrough_enabled is False:
+        c.add(
+            path,
+            "gpu.passthrough",
+            f"{path}/passthrough",
+            "enabled",
+            "disabled",
+            Severity.ERROR,
+            "enable passthrough on this GPU (vSphere Client: Host > Configure > PCI Devices), then reboot",
+            f"{host.name} {want.pci} is not enabled for passthrough: its VM cannot power on",
+        )
+    if not passthrough and dev.graphics_type is not None and dev.graphics_type != "sharedDirect":
+        c.add(
+            path,
+            "gpu.graphics_type",
+            f"{path}/graphicsType",
+            "sharedDirect",
+            dev.graphics_type,
+            Severity.ERROR,
+            HINT_HOSTS,
+            f"{host.name} {want.pci} is not in Shared Direct mode: no vGPU can use it",
+        )
+
+
+def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
+    obj = f"hosts/{want.name}"
+    if want.driver_version is not None and have.driver_version != want.driver_version:
+        c.add(
+            obj,
+            "host.driver",
+            f"{obj}/driver",
+            want.driver_version,
+            have.driver_version or "not installed",
+            Severity.ERROR,
+            HINT_HOSTS,
+            f"{want.name} NVIDIA host driver is not {want.driver_version}",
+        )
+    if have.reboot_pending:
+        c.add(
+            obj,
+            "host.reboot_pending",
+            f"{obj}/rebootPending",
+            "no",
+            "yes: " + "; ".join(have.reboot_reasons) if have.reboot_reasons else "yes",
+            Severity.WARNING,
+            HINT_HOSTS + " (reboots the host in a rolling window)",
+            f"{want.name} waits for a reboot",
+        )
+    if want.ats and have.ats_enabled is False:
+        c.add(
+            obj,
+            "host.ats",
+            f"{obj}/ats",
+            "enabled",
+            "disabled",
+            Severity.ERROR,
+            HINT_HOSTS,
+            f"{want.name} has ATS off: GPUDirect RDMA needs it",
+        )
+    if not have.nvidia_smi_ok:
+        c.add(
+            obj,
+            "host.nvidia_smi",
+            f"{obj}/nvidia-smi",
+            "answers",
+            "fails",
+            Severity.ERROR,
+            HINT_HOSTS,
+            f"nvidia-smi fails on {want.name}: the host driver is not loaded",
+        )
+        return
+    for gpu in want.gpus:
+        path = f"{obj}/gpus/{gpu.pci}"
+        seen = have.gpu(gpu.pci)
+        if gpu.mode in ("passthrough", "dynamic-passthrough"):
+            continue  # a passthrough GPU is not bound to the host driver: nvidia-smi does not list it
+        if seen is None:
+            c.add(
+                path,
+                "gpu.not_visible",
+                f"{path}/nvidia-smi",
+                "listed",
+                "not listed",
+                Severity.ERROR,
+                HINT_HOSTS,
+                f"nvidia-smi on {want.name} does not list {gpu.pci}",
+            )
+            continue
+        if not seen.healthy:
+            c.add(
+                path,
+                "gpu.health",
+                f"{path}/health",
+                "healthy",
+                seen.detail or "unhealthy",
+                Severity.ERROR,
+                "check the GPU (nvidia-smi -q) and reset or replace it",
+                f"{want.name} {gpu.pci} is unhealthy",
+            )
+        if not gpu.mig_capable or seen.mig_current is None:
+            continue
+        if seen.mig_current != gpu.mig_enabled:
+            pending = seen.mig_pending == gpu.mig_enabled and seen.mig_pending != seen.mig_current
+            c.add(
+                path,
+                "gpu.mig_mode",
+                f"{path}/migMode",
+                _yes_no(gpu.mig_enabled),
+                _yes_no(seen.mig_current) + (f" (pending {_yes_no(seen.mig_pending)})" if pending else ""),
+                Severity.ERROR,
+                HINT_HOSTS + (" (reboots the host to apply the pending mode)" if pending else ""),
+                f"{want.name} {gpu.pci} MIG mode is {_yes_no(seen.mig_current)}, the spec wants "
+                f"{_yes_no(gpu.mig_enabled)}",
+            )
+        elif seen.mig_pending is not None and seen.mig_pending != seen.mig_current:
+            c.add(
+                path,
+                "gpu.mig_pending",
+                f"{path}/migModePending",
+                _yes_no(gpu.mig_enabled),
+                _yes_no(seen.mig_pending),
+                Severity.WARNING,
+                HINT_HOSTS,
+                f"{want.name} {gpu.pci} MIG mode will change to {_yes_no(seen.mig_pending)} at the next reboot",
+            )

@@ -1,0 +1,100 @@
+"""``GuestNvidiaLicensing`` through Pulumi's dynamic provider server against a lab guest persona (over SSH):
+create -> read -> diff (no change) -> drift (token removed behind its back) -> update -> delete."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dynamic_server import DIFF_NONE, DIFF_SOME, DynamicProviderServer, urn, with_provider
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+from components.providers.guest_licensing import GuestNvidiaLicensingProvider
+from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
+from gpufleet.connections import resolve_connections, resolve_vcenter
+from gpufleet.spec.stack import load_stack
+from gpufleet.vsphere.tasks import wait_for_task
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+LAB = load_stack(ROOT / "stacks" / "Pulumi.lab.yaml")
+VM = "vm-ts-01"
+
+
+@pytest.fixture
+def vgpu_guest(lab_env: Any, lab_host: Callable[[str], Any]) -> Iterator[None]:
+    """vm-ts-01 with a vGPU in vCenter (so its guest's nvidia-smi shows one); esxi-03 held by this test."""
+    lab_host("esxi-03.lab")
+    settings = resolve_vcenter(LAB.vcenter)
+    si = SmartConnect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        pwd=settings.password.reveal(),
+        sslContext=ssl.create_default_context(cafile=str(settings.ca_file)),
+    )
+    try:
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        vm = next(v for v in view.view if v.name == VM)
+        view.Destroy()
+        passthrough = vim.vm.device.VirtualPCIPassthrough
+        add = vim.vm.device.VirtualDeviceSpec(
+            operation="add", device=passthrough(key=-1, backing=passthrough.VmiopBackingInfo(vgpu="nvidia_l40s-24c"))
+        )
+        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])), what="add vGPU", timeout=60)
+        added = [d for d in vm.config.hardware.device if isinstance(d, passthrough)]
+        yield
+        remove = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in added]
+        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=remove)), what="remove vGPU", timeout=60)
+    finally:
+        Disconnect(si)
+
+
+@pytest.fixture(scope="module")
+def lab_server(lab_env: Any) -> Iterator[DynamicProviderServer]:
+    srv = DynamicProviderServer(env={"GPUFLEET_LAB_DIR": os.environ["GPUFLEET_LAB_DIR"]}, timeout=300)
+    try:
+        srv.configure({})
+        yield srv
+    finally:
+        srv.close()
+
+
+def test_guest_licensing_lifecycle(lab_server: DynamicProviderServer, vgpu_guest: None) -> None:
+    token = resolve_client_token(LAB).reveal()  # the token the lab's "license server" accepts
+    u = urn("GuestNvidiaLicensing", VM)
+    news = with_provider(
+        GuestNvidiaLicensingProvider(),
+        {"vcenter": {"lab": True}, "vmName": VM, "ssh": None, "featureType": 1, "token": token},
+    )
+    bad = lab_server.check(u, {}, news | {"featureType": 3})[1]
+    assert [p for p, _ in bad] == ["featureType"] and token not in bad[0][1]
+    assert lab_server.check(u, {}, news)[1] == []
+
+    created = lab_server.create(u, news)
+    assert created.outs["licensed"] is True and created.outs["status"].startswith("Licensed")
+    assert created.outs["tokenFile"].startswith("/etc/nvidia/ClientConfigToken/")
+    read = lab_server.read(u, created.id, created.outs)
+    assert read.outs["licensed"] is True
+    assert lab_server.diff(u, created.id, read.outs, news).changes == DIFF_NONE
+    assert token not in lab_server.log()  # never logged by the provider
+
+    guest = resolve_connections(LAB).guest(VM)
+    with closing(GuestSshRunner(guest)) as runner:  # drift: someone deletes the token and restarts gridd
+        runner.run(["rm", "-f", created.outs["tokenFile"]]).check(VM)
+        runner.run(["systemctl", "restart", "nvidia-gridd"]).check(VM)
+    drifted = lab_server.read(u, created.id, created.outs)
+    assert drifted.outs["licensed"] is False
+    assert lab_server.diff(u, created.id, drifted.outs, news).changes == DIFF_SOME
+    repaired = lab_server.update(u, created.id, drifted.outs, news)
+    assert repaired["licensed"] is True and repaired["changed"] is True
+
+    lab_server.delete(u, created.id, repaired)
+    with closing(GuestSshRunner(guest)) as runner:
+        assert runner.run(["test", "-f", repaired["tokenFile"]]).rc != 0  # its token file is gone
