@@ -82,7 +82,9 @@ def load_lab_env(lab_dir: Path | str | None = None) -> LabEnv:
     try:
         doc = json.loads(paths.env_file.read_text())
     except FileNotFoundError as exc:
-        raise ConnectError(f"no lab is running at {paths.root} (no {paths.env_file.name}); start one with `gpufleet lab up`") from exc
+        raise ConnectError(
+            f"no lab is running at {paths.root} (no {paths.env_file.name}); start one with `gpufleet lab up`"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ConnectError(f"the lab env file {paths.env_file} is unreadable: {exc}") from exc
     return LabEnv.model_validate(doc)

@@ -43,7 +43,9 @@ def _store(host: str, paths: LabPaths | None) -> tuple[LabPaths, HostStore]:
     store = HostStore(paths, host)
     if not store.exists():
         valid = host_names(paths)
-        raise FaultError(f"host {host!r} is not a lab host; valid hosts: {', '.join(valid) or '(no lab running at ' + str(paths.root) + ')'}")
+        raise FaultError(
+            f"host {host!r} is not a lab host; valid hosts: {', '.join(valid) or '(no lab running at ' + str(paths.root) + ')'}"
+        )
     return paths, store
 
 

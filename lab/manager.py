@@ -235,13 +235,19 @@ def _healthy(paths: LabPaths, record: dict[str, Any]) -> str | None:
         from lab.vcenter import LabAdmin
 
         env = load_lab_env(paths.root)
-        if not LabAdmin(env.vcenter.url, env.vcenter.user, env.vcenter.password, env.vcenter.ca_file, timeout=5).health():
+        if not LabAdmin(
+            env.vcenter.url, env.vcenter.user, env.vcenter.password, env.vcenter.ca_file, timeout=5
+        ).health():
             return "vcsim /lab/health is not ok"
     except GpufleetError as exc:
         return f"vcsim does not answer: {exc}"
-    down = [n for n, u in status.get("units", {}).items() if u["power"] == "on" and u["sshd_pid"] is None]
+    down = [
+        n
+        for n, u in status.get("units", {}).items()
+        if u["power"] == "on" and not (u["sshd_pid"] and sshd.owns_listener(u["sshd_pid"], u["address"], u["port"]))
+    ]
     if down:
-        return f"sshd not running for {', '.join(down)}"
+        return f"sshd not listening for {', '.join(down[:5])}"
     return None
 
 
@@ -267,7 +273,12 @@ def up(shape: LabShape | None = None, paths: LabPaths | None = None, progress: P
                         f"a lab of another shape runs at {paths.root} ({_shape_text(running)}); "
                         f"wanted {_shape_text(shape)}. Run `gpufleet lab down` first."
                     )
-                return UpResult(load_lab_env(paths.root), True, time.monotonic() - started, {"reuse_check": time.monotonic() - started})
+                return UpResult(
+                    load_lab_env(paths.root),
+                    True,
+                    time.monotonic() - started,
+                    {"reuse_check": time.monotonic() - started},
+                )
             say(f"cleaning a stale lab at {paths.root} ({problem})")
             _teardown(paths, record)
         elif paths.env_file.exists() or paths.hosts_dir.exists():
@@ -295,12 +306,26 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
         timings[name] = round(now - since, 3)
         return now
 
+    missing = [
+        f"{tool} ({pkg})"
+        for tool, pkg in ((sshd.SSHD_BINARY, "openssh-server"), (sshd.SSH_KEYGEN, "openssh-client"))
+        if not Path(tool).exists()
+    ]
+    if missing:
+        raise LabError(
+            f"the lab's ESXi hosts need {', '.join(missing)}; install with: apt-get install -y openssh-server openssh-client"
+        )
     t = time.monotonic()
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.root.chmod(0o700)
     for d in (paths.logs_dir, paths.run_dir, paths.ssh_dir, paths.hosts_dir):
         d.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"shape": asdict(shape), "pids": {}, "started_at": time.time(), "run_id": os.environ.get("GPUFLEET_LAB_RUN_ID", "")}
+    record: dict[str, Any] = {
+        "shape": asdict(shape),
+        "pids": {},
+        "started_at": time.time(),
+        "run_id": os.environ.get("GPUFLEET_LAB_RUN_ID", ""),
+    }
     _write_record(paths, record)
 
     say("building the lab vCenter (vcsim; cached after the first build)")
@@ -314,7 +339,9 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
     t = mark("ca_topology", t)
 
     say("starting vCenter (vcsim)")
-    proc = vcenter.start_vcsim(binary, paths.topology_file, tls, shape.vcenter_port, VCENTER_USER, password, paths.logs_dir / "vcsim.log")
+    proc = vcenter.start_vcsim(
+        binary, paths.topology_file, tls, shape.vcenter_port, VCENTER_USER, password, paths.logs_dir / "vcsim.log"
+    )
     record["pids"]["vcsim"] = proc.pid
     _write_record(paths, record)
     t = mark("vcsim_start", t)
@@ -330,7 +357,7 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
 
     say(f"preparing {shape.hosts} ESXi hosts (keys, state, sshd configs)")
     client_pub = sshd.generate_key(paths.client_key, "gpufleet-lab-client")
-    authorized = f'restrict,pty {sshd.public_key_body(client_pub)} gpufleet-lab-client\n'
+    authorized = f"restrict,pty {sshd.public_key_body(client_pub)} gpufleet-lab-client\n"
     paths.authorized_keys.write_text(authorized)
     paths.authorized_keys.chmod(0o600)
     build_depot(paths.depot_dir)
@@ -341,12 +368,28 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
         store = HostStore(paths, h["name"])
         store.write(initial_state(h))
         prepare_host_fs(paths, h["name"], topo_doc["datastore"])
-        unit = sshd.SshdUnit(name=h["name"], kind="esxi", address=h["address"], port=shape.ssh_port, state_dir=str(paths.host_dir(h["name"])), module="lab.esxi.shell")
+        unit = sshd.SshdUnit(
+            name=h["name"],
+            kind="esxi",
+            address=h["address"],
+            port=shape.ssh_port,
+            state_dir=str(paths.host_dir(h["name"])),
+            module="lab.esxi.shell",
+        )
         pub = sshd.generate_key(unit.host_key_path, f"gpufleet-lab-{h['name']}")
         sshd.write_config(unit, paths.root, paths.authorized_keys, sys.executable)
         units.append(unit)
         known.append(sshd.known_hosts_entry(unit.address, unit.port, pub))
-        hosts_env.append(SshEndpoint(name=h["name"], address=h["address"], port=shape.ssh_port, user="root", key_file=str(paths.client_key), known_hosts=str(paths.known_hosts)))
+        hosts_env.append(
+            SshEndpoint(
+                name=h["name"],
+                address=h["address"],
+                port=shape.ssh_port,
+                user="root",
+                key_file=str(paths.client_key),
+                known_hosts=str(paths.known_hosts),
+            )
+        )
     sshd.check_config(units[0].config_path)
     t = mark("hosts_prepare", t)
 
@@ -372,10 +415,22 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
         view = admin.host(h["name"])
         initial_vc[h["name"]] = {"graphicsType": view["graphicsType"], "assignmentPolicy": view["assignmentPolicy"]}
     paths.units_file.write_text(
-        json.dumps({"units": [u.to_dict() for u in units], "reboot_seconds": shape.reboot_seconds, "initial_vcenter": initial_vc}, indent=1)
+        json.dumps(
+            {
+                "units": [u.to_dict() for u in units],
+                "reboot_seconds": shape.reboot_seconds,
+                "initial_vcenter": initial_vc,
+            },
+            indent=1,
+        )
     )
     t = mark("env_write", t)
 
+    busy = [f"{u.address}:{u.port} ({who})" for u in units if (who := sshd.port_user(u.address, u.port))]
+    if busy:
+        raise LabError(
+            f"SSH address(es) already in use: {'; '.join(busy[:4])}{' ...' if len(busy) > 4 else ''}; choose another --ssh-port"
+        )
     say(f"starting {len(units)} sshd (ESXi hosts and guests) under the lab supervisor")
     record["pids"]["supervisor"] = _start_supervisor(paths)
     _write_record(paths, record)
@@ -435,12 +490,27 @@ def _start_supervisor(paths: LabPaths) -> int:
             except LabError:
                 pass
         time.sleep(0.05)
-    raise LabError(f"the lab supervisor did not get ready within {SUPERVISOR_START_TIMEOUT_S:.0f} s; see {paths.logs_dir / 'supervisor.log'}")
+    raise LabError(
+        f"the lab supervisor did not get ready within {SUPERVISOR_START_TIMEOUT_S:.0f} s; see {paths.logs_dir / 'supervisor.log'}"
+    )
 
 
 # -- down ---------------------------------------------------------------------------------------------------------
 
-_LAB_ENTRIES = ("env.json", "lab.json", "lab.tmp", "topology.json", "events.jsonl", "tls", "ssh", "hosts", "guests", "depot", "run", "logs")
+_LAB_ENTRIES = (
+    "env.json",
+    "lab.json",
+    "lab.tmp",
+    "topology.json",
+    "events.jsonl",
+    "tls",
+    "ssh",
+    "hosts",
+    "guests",
+    "depot",
+    "run",
+    "logs",
+)
 
 
 def _teardown(paths: LabPaths, record: dict[str, Any] | None) -> DownReport:
@@ -562,8 +632,20 @@ def status(paths: LabPaths | None = None) -> dict[str, Any]:
         )
     for g in topo.get("guests", []):
         unit = units.get(g["name"], {})
-        doc["guests"].append({"name": g["name"], "address": g["address"], "persona": g["persona"], "port": unit.get("port"), "sshd_pid": unit.get("sshd_pid")})
-    doc["running"] = doc["vcenter"]["alive"] and doc["supervisor"]["alive"] and all(h["sshd_pid"] for h in doc["hosts"] if h["power"] == "on")
+        doc["guests"].append(
+            {
+                "name": g["name"],
+                "address": g["address"],
+                "persona": g["persona"],
+                "port": unit.get("port"),
+                "sshd_pid": unit.get("sshd_pid"),
+            }
+        )
+    doc["running"] = (
+        doc["vcenter"]["alive"]
+        and doc["supervisor"]["alive"]
+        and all(h["sshd_pid"] for h in doc["hosts"] if h["power"] == "on")
+    )
     return doc
 
 

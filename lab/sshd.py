@@ -13,6 +13,7 @@ a guest module contributes its units through ``lab.guest.guest_units(ctx)`` (see
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -160,3 +161,67 @@ def start(unit: SshdUnit, log_file: Path) -> subprocess.Popen:
         )
     finally:
         log.close()
+
+
+def _hex_endpoint(address: str, port: int) -> str:
+    """/proc/net/tcp's spelling of an IPv4 endpoint: little-endian address, port in hex."""
+    octets = [int(x) for x in address.split(".")]
+    return "".join(f"{o:02X}" for o in reversed(octets)) + f":{port:04X}"
+
+
+def listener_inode(address: str, port: int) -> str | None:
+    """Inode of the socket listening on address:port, if any (state 0A = LISTEN)."""
+    want = _hex_endpoint(address, port)
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if fields[1] == want and fields[3] == "0A":
+            return fields[9]
+    return None
+
+
+def owns_listener(pid: int, address: str, port: int) -> bool:
+    """True when process ``pid`` holds the socket listening on address:port (not some other process)."""
+    inode = listener_inode(address, port)
+    if inode is None:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    target = f"socket:[{inode}]"
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def port_user(address: str, port: int) -> str | None:
+    """Who listens on address:port ("pid N: cmdline"), or None when the port is free."""
+    inode = listener_inode(address, port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == target:
+                    cmd = (
+                        Path(f"/proc/{entry}/cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                        .strip()
+                    )
+                    return f"pid {entry}: {cmd}"
+        except OSError:
+            continue
+    return "another process"

@@ -21,6 +21,7 @@ events log (``via: "vcenter"``), so rollout tests see every maintenance window w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -98,7 +99,7 @@ class Supervisor:
         while time.time() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"sshd of {name} exited with {proc.returncode}; see {self._log_file(name)}")
-            if _port_open(unit.address, unit.port):
+            if sshd.owns_listener(proc.pid, unit.address, unit.port):
                 break
             time.sleep(0.02)
         else:
@@ -112,10 +113,8 @@ class Supervisor:
             return
         victims = _children(proc.pid)
         for pid in [proc.pid, *victims]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait(timeout=5)
         self._write_state()
 
@@ -189,7 +188,9 @@ class Supervisor:
                 self.power[host] = "on"
                 self._write_state()
             self._vc_update(host, connectionState="connected", driverActive=driver_active)
-            events.record(self.paths, host, "reboot_done", driver_active=driver_active, seconds=round(time.time() - started, 3))
+            events.record(
+                self.paths, host, "reboot_done", driver_active=driver_active, seconds=round(time.time() - started, 3)
+            )
         except Exception:  # noqa: BLE001 - a supervisor thread must log, not die silently
             log.exception("reboot of %s failed", host)
 
@@ -207,7 +208,9 @@ class Supervisor:
             self.power[host] = "on"
             self._write_state()
         fields = {"inMaintenanceMode": False, "connectionState": "connected", "driverActive": False}
-        fields.update({k: v for k, v in self.initial_vcenter.get(host, {}).items() if k in ("graphicsType", "assignmentPolicy")})
+        fields.update(
+            {k: v for k, v in self.initial_vcenter.get(host, {}).items() if k in ("graphicsType", "assignmentPolicy")}
+        )
         self._vc_update(host, **fields)
         self._last_mm[host] = False
         events.record(self.paths, host, "host_reset")
@@ -243,7 +246,9 @@ class Supervisor:
                     # The ESXi side records its own changes right after making them: give it a moment, then
                     # record only if the host's last maintenance event does not already say so.
                     time.sleep(0.3)
-                    last = [e for e in events.read_events(self.paths, host=host) if e["event"].startswith("maintenance_")]
+                    last = [
+                        e for e in events.read_events(self.paths, host=host) if e["event"].startswith("maintenance_")
+                    ]
                     if not last or last[-1]["event"] != kind:
                         events.record(self.paths, host, kind, via="vcenter")
             except VcenterUnavailable:
@@ -262,7 +267,13 @@ class Supervisor:
                     "ok": True,
                     "pid": os.getpid(),
                     "units": {
-                        n: {"kind": u.kind, "address": u.address, "port": u.port, "power": self.power[n], "sshd_pid": self.procs[n].pid if n in self.procs else None}
+                        n: {
+                            "kind": u.kind,
+                            "address": u.address,
+                            "port": u.port,
+                            "power": self.power[n],
+                            "sshd_pid": self.procs[n].pid if n in self.procs else None,
+                        }
                         for n, u in self.units.items()
                     },
                 }
@@ -297,10 +308,8 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001
                 log.exception("request failed")
                 answer = {"ok": False, "error": str(exc)}
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(answer).encode() + b"\n")
-            except OSError:
-                pass
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def monitor(self) -> None:
@@ -323,18 +332,14 @@ class Supervisor:
         with self.lock:
             for name in list(self.procs):
                 self.stop_unit(name)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.paths.supervisor_socket.unlink()
-        except FileNotFoundError:
-            pass
         os._exit(0)
 
     def run(self) -> None:
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.paths.supervisor_socket.unlink()
-        except FileNotFoundError:
-            pass
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.paths.supervisor_socket))
         os.chmod(self.paths.supervisor_socket, 0o600)

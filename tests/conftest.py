@@ -77,7 +77,9 @@ def lab_env(lab_paths: Any) -> Iterator[Any]:
     """The running test lab's LabEnv (vcenter, hosts, guests); started once for all workers."""
     missing = _missing_tools()
     if missing:
-        pytest.skip(f"the embedded lab needs {', '.join(missing)} (apt-get install -y openssh-server golang-go golang-github-vmware-govmomi-dev)")
+        pytest.skip(
+            f"the embedded lab needs {', '.join(missing)} (apt-get install -y openssh-server golang-go golang-github-vmware-govmomi-dev)"
+        )
     from lab import manager
 
     os.environ["GPUFLEET_LAB_RUN_ID"] = _run_id()
@@ -85,7 +87,13 @@ def lab_env(lab_paths: Any) -> Iterator[Any]:
     leases.mkdir(parents=True, exist_ok=True)
     lease = leases / str(os.getpid())
     lease.write_text(_run_id())
-    shape = manager.LabShape(hosts=4, vms_per_host=0, reboot_seconds=TEST_REBOOT_SECONDS, ssh_port=TEST_SSH_PORT, vcenter_port=TEST_VCENTER_PORT)
+    shape = manager.LabShape(
+        hosts=4,
+        vms_per_host=0,
+        reboot_seconds=TEST_REBOOT_SECONDS,
+        ssh_port=TEST_SSH_PORT,
+        vcenter_port=TEST_VCENTER_PORT,
+    )
     try:
         result = manager.up(shape, lab_paths)
     except manager.LabError as exc:

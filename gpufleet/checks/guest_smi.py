@@ -192,7 +192,10 @@ def parse_list(text: str) -> list[ListedGpu]:
 def parse_topology(text: str) -> dict[tuple[int, int], str]:
     """``nvidia-smi topo -m`` -> {(i, j): "NV12" | "PHB" | "SYS" | ...} for every pair of GPUs i != j."""
     lines = [_ANSI.sub("", line) for line in text.splitlines()]
-    header = next((line.split() for line in lines if line.strip().startswith("GPU0") and "\t" in line and line.startswith("\t")), None)
+    header = next(
+        (line.split() for line in lines if line.strip().startswith("GPU0") and "\t" in line and line.startswith("\t")),
+        None,
+    )
     if header is None:
         raise SmiParseError(f"no GPU header in `nvidia-smi topo -m` output: {text[:300]!r}")
     gpu_cols = [h for h in header if re.fullmatch(r"GPU\d+", h)]
@@ -250,7 +253,9 @@ class RdmaLink:
     netdev: str | None
 
 
-_RDMA_LINK = re.compile(r"^link (?P<dev>[^/\s]+)/(?P<port>\d+) state (?P<state>\S+) physical_state (?P<phys>\S+)(?: netdev (?P<netdev>\S+))?")
+_RDMA_LINK = re.compile(
+    r"^link (?P<dev>[^/\s]+)/(?P<port>\d+) state (?P<state>\S+) physical_state (?P<phys>\S+)(?: netdev (?P<netdev>\S+))?"
+)
 
 
 def parse_rdma_links(text: str) -> list[RdmaLink]:
@@ -258,7 +263,9 @@ def parse_rdma_links(text: str) -> list[RdmaLink]:
     links = []
     for line in text.splitlines():
         if m := _RDMA_LINK.match(line.strip()):
-            links.append(RdmaLink(m.group("dev"), int(m.group("port")), m.group("state"), m.group("phys"), m.group("netdev")))
+            links.append(
+                RdmaLink(m.group("dev"), int(m.group("port")), m.group("state"), m.group("phys"), m.group("netdev"))
+            )
     return links
 
 

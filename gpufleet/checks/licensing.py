@@ -44,7 +44,12 @@ TOKEN_DIR = "/etc/nvidia/ClientConfigToken"
 GRIDD_CONF = "/etc/nvidia/gridd.conf"
 GRIDD_TEMPLATE = "/etc/nvidia/gridd.conf.template"
 TOKEN_MODE = "744"  # NVIDIA: owner read/write/execute, group and others read
-FEATURE_TYPES = {0: "unlicensed", 1: "NVIDIA vGPU (auto)", 2: "NVIDIA RTX Virtual Workstation", 4: "NVIDIA Virtual Compute Server"}
+FEATURE_TYPES = {
+    0: "unlicensed",
+    1: "NVIDIA vGPU (auto)",
+    2: "NVIDIA RTX Virtual Workstation",
+    4: "NVIDIA Virtual Compute Server",
+}
 
 
 class LicensingError(TaskError):
@@ -82,7 +87,9 @@ class GuestSshRunner(SshRunner):
                 try:
                     chunk = channel.recv(65536)
                 except TimeoutError as exc:
-                    raise CommandTimeout(f"{self.name}: `{command}` did not finish within {limit:.0f} s", fault=command) from exc
+                    raise CommandTimeout(
+                        f"{self.name}: `{command}` did not finish within {limit:.0f} s", fault=command
+                    ) from exc
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -152,7 +159,9 @@ def conf_value(conf: str, key: str) -> str | None:
 def _run(runner: GuestRunner, argv: Sequence[str], what: str, timeout: float = 60.0) -> CommandResult:
     result = runner.run(argv, timeout=timeout)
     if result.rc != 0:
-        raise LicensingError(f"{runner.name}: {what} failed: `{result.command}` exited {result.rc}: {result.output.strip()[-800:]}")
+        raise LicensingError(
+            f"{runner.name}: {what} failed: `{result.command}` exited {result.rc}: {result.output.strip()[-800:]}"
+        )
     return result
 
 
@@ -164,7 +173,9 @@ def _write(runner: GuestRunner, path: str, data: bytes, mode: str, what: str) ->
     result = runner.run_input(["sh", "-c", script], data, timeout=60.0)
     if result.rc != 0:
         # The output of `cat` to a file is empty, so the error text cannot carry the data.
-        raise LicensingError(f"{runner.name}: writing {what} ({path}) failed: exit {result.rc}: {result.output.strip()[-800:]}")
+        raise LicensingError(
+            f"{runner.name}: writing {what} ({path}) failed: exit {result.rc}: {result.output.strip()[-800:]}"
+        )
 
 
 def read_smi(runner: GuestRunner) -> GuestSmiReport:
@@ -188,7 +199,9 @@ def _place_token(runner: GuestRunner, token: Secret, token_dir: str) -> tuple[st
     existing = sorted(n for n in listing.output.split() if n.endswith(".tok"))
     keep: str | None = None
     if existing:
-        sums = _run(runner, ["sha256sum", *(posixpath.join(token_dir, n) for n in existing)], "hashing the tokens there")
+        sums = _run(
+            runner, ["sha256sum", *(posixpath.join(token_dir, n) for n in existing)], "hashing the tokens there"
+        )
         for line in sums.output.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] == digest:
@@ -264,14 +277,18 @@ def apply_licensing(
     )
 
 
-def _wait_licensed(runner: GuestRunner, timeout: float, poll: float, sleep: Callable[[float], None]) -> tuple[bool, str, tuple[str, ...]]:
+def _wait_licensed(
+    runner: GuestRunner, timeout: float, poll: float, sleep: Callable[[float], None]
+) -> tuple[bool, str, tuple[str, ...]]:
     last: list[tuple[bool, str, tuple[str, ...]]] = []
 
     def attempt() -> bool:
         last.append(_status(read_smi(runner)))
         return last[-1][0]
 
-    retrying = Retrying(retry=retry_if_result(lambda ok: not ok), stop=stop_after_delay(timeout), wait=wait_fixed(poll), sleep=sleep)
+    retrying = Retrying(
+        retry=retry_if_result(lambda ok: not ok), stop=stop_after_delay(timeout), wait=wait_fixed(poll), sleep=sleep
+    )
     try:
         retrying(attempt)
     except RetryError as exc:
@@ -296,7 +313,9 @@ def licensing_targets(fleet: Fleet, only: list[str] | None = None) -> list[str]:
     if only:
         unknown = [n for n in only if n not in eligible]
         if unknown:
-            raise SpecError([SpecIssue("--vm", f"{', '.join(unknown)}: not a vGPU VM with NVIDIA licensing", tuple(eligible))])
+            raise SpecError(
+                [SpecIssue("--vm", f"{', '.join(unknown)}: not a vGPU VM with NVIDIA licensing", tuple(eligible))]
+            )
         return [n for n in eligible if n in only]
     return eligible
 
@@ -307,7 +326,9 @@ def resolve_client_token(stack: Stack, environ: Mapping[str, str] | None = None)
     "secrets", a 0600 file)."""
     ref = stack.fleet.licensing.nvidia_client_token
     if ref is None:
-        raise SpecError([SpecIssue(TOKEN_KEY, "missing: the NLS client configuration token (a secret reference)")], stack.name)
+        raise SpecError(
+            [SpecIssue(TOKEN_KEY, "missing: the NLS client configuration token (a secret reference)")], stack.name
+        )
     env = os.environ if environ is None else environ
     if stack.vcenter.lab and ref.env and not env.get(ref.env):
         directory = lab_dir(environ)

@@ -142,7 +142,9 @@ def nodes_from_stack(fleet: Fleet, hosts: dict[str, SshSettings], guests: dict[s
                 kind=GUEST,
                 settings=guests.get(vm.name),
                 expect=guest_expect(fleet, vm),
-                unreachable=None if vm.name in guests else f"no SSH settings for VM {vm.name} (vms[].ssh, or a lab guest)",
+                unreachable=None
+                if vm.name in guests
+                else f"no SSH settings for VM {vm.name} (vms[].ssh, or a lab guest)",
             )
         )
     return nodes
@@ -171,7 +173,9 @@ def build_nodes(
         name = _hostspec_name(spec)
         node = by_name.get(name)
         if stack_path and node is None:
-            raise SpecError([SpecIssue(f"--hosts {spec}", f"{name!r} is not a host or VM of the stack", tuple(by_name))])
+            raise SpecError(
+                [SpecIssue(f"--hosts {spec}", f"{name!r} is not a host or VM of the stack", tuple(by_name))]
+            )
         if node is None:
             node = Node(name=name, kind="any")
             nodes.append(node)

@@ -25,7 +25,9 @@ _NODES_KEY = pytest.StashKey[list[Node]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gpufleet", "gpufleet post-deploy checks")
-    group.addoption("--stack", action="store", default=None, help="Pulumi stack config file (stacks/Pulumi.<name>.yaml)")
+    group.addoption(
+        "--stack", action="store", default=None, help="Pulumi stack config file (stacks/Pulumi.<name>.yaml)"
+    )
     group.addoption(
         "--gpufleet-node",
         action="append",
@@ -84,7 +86,9 @@ def _esxi_nic_items(all_nodes: list[Node]) -> list[tuple[str, Any, str | None]]:
             continue
         nics = node.desired.ats_nics if node.desired else ()
         if not nics:
-            items.append((node.name, (node, None), f"{node.name}: no NIC with ats: true in the spec (no GPUDirect RDMA)"))
+            items.append(
+                (node.name, (node, None), f"{node.name}: no NIC with ats: true in the spec (no GPUDirect RDMA)")
+            )
         for pci in nics:
             items.append((f"{node.name}-{pci}", (node, pci), None))
     return items
@@ -106,7 +110,19 @@ def _guest_items(all_nodes: list[Node], attr: str, what: str) -> list[tuple[str,
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
-    wanted = [n for n in ("esxi_node", "guest_node", "esxi_gpu", "esxi_ats_nic", "guest_vgpu", "guest_passthrough", "guest_rdma") if n in names]
+    wanted = [
+        n
+        for n in (
+            "esxi_node",
+            "guest_node",
+            "esxi_gpu",
+            "esxi_ats_nic",
+            "guest_vgpu",
+            "guest_passthrough",
+            "guest_rdma",
+        )
+        if n in names
+    ]
     if not wanted:
         return
     all_nodes = nodes(metafunc.config)

@@ -137,7 +137,11 @@ def run_checks(
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         status = pytest.main(args, plugins=[collector])
-    run = CheckRun(int(status), [collector.results[k] for k in collector.order if k in collector.results], str(junit) if junit else None)
+    run = CheckRun(
+        int(status),
+        [collector.results[k] for k in collector.order if k in collector.results],
+        str(junit) if junit else None,
+    )
     if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.INTERRUPTED):
         lines = [line for line in sink.getvalue().splitlines() if line.strip()]
         run.usage_error = "\n".join(lines[-15:]) or f"pytest exited {int(status)}"

@@ -41,7 +41,9 @@ def test_nvidia_host_driver_is_installed_at_the_desired_version(esxi_node: Node)
     want = desired.driver
     installed = esxi_node.cached("driver-installed", lambda: esxcli.nvidia_driver(esxi_node.runner(), want.kind))
     evidence = _evidence(esxi_node, "esxcli")
-    assert installed is not None, f"{esxi_node.name}: no NVIDIA host driver {want.kind} is installed; the spec wants {want.version}\n{evidence}"
+    assert installed is not None, (
+        f"{esxi_node.name}: no NVIDIA host driver {want.kind} is installed; the spec wants {want.version}\n{evidence}"
+    )
     assert esxcli.compare_versions(installed, want.version) == 0, (
         f"{esxi_node.name}: NVIDIA host driver {installed} is installed; the spec wants {want.version}\n{evidence}"
     )
@@ -51,7 +53,9 @@ def test_nvidia_smi_answers_with_the_desired_driver(esxi_node: Node) -> None:
     desired = _driver_expected(esxi_node)
     report = _smi(esxi_node)
     evidence = _evidence(esxi_node, "nvidia-smi")
-    assert report is not None, f"{esxi_node.name}: nvidia-smi does not answer (driver not loaded: is a reboot pending?)\n{evidence}"
+    assert report is not None, (
+        f"{esxi_node.name}: nvidia-smi does not answer (driver not loaded: is a reboot pending?)\n{evidence}"
+    )
     assert esxcli.compare_versions(report.driver_version, desired.driver.version) == 0, (
         f"{esxi_node.name}: the running NVIDIA driver is {report.driver_version}; the spec wants {desired.driver.version}\n{evidence}"
     )
@@ -153,7 +157,9 @@ def test_host_has_no_reboot_pending(esxi_node: Node) -> None:
         setting = esxi_node.cached("ats-kernel", lambda: esxcli.kernel_setting(runner, ATS_KERNEL_SETTING))
         evidence.append(_evidence(esxi_node, "esxcli"))
         if setting.configured_on != setting.runtime_on:
-            pending.append(f"kernel setting {ATS_KERNEL_SETTING} configured {setting.configured}, runtime {setting.runtime}")
+            pending.append(
+                f"kernel setting {ATS_KERNEL_SETTING} configured {setting.configured}, runtime {setting.runtime}"
+            )
         for pci in desired.ats_nics:
             ats = mlxconfig.nic_ats(runner, pci)
             evidence.append(_evidence(esxi_node, "mlxconfig"))

@@ -46,7 +46,9 @@ def _smi_required(node: Node) -> tuple[guest_smi.GuestSmiReport, Sh]:
 # ---------------------------------------------------------------- operating system
 def test_os_is_64_bit(guest_node: Node) -> None:
     machine = guest_node.sh("uname", "-m")
-    assert machine.stdout.strip() in ("x86_64", "aarch64"), f"{guest_node.name}: not a 64-bit machine\n{machine.describe()}"
+    assert machine.stdout.strip() in ("x86_64", "aarch64"), (
+        f"{guest_node.name}: not a 64-bit machine\n{machine.describe()}"
+    )
     bits = guest_node.sh("getconf", "LONG_BIT")
     assert bits.stdout.strip() == "64", f"{guest_node.name}: the OS is not 64-bit\n{bits.describe()}"
 
@@ -118,7 +120,10 @@ def test_passthrough_gpu_is_visible(guest_passthrough: tuple[Node, int, Expected
     ids = "/".join(f"0x{d:04X}" for d in gpu.device_ids)
     assert len(whole) >= wanted, (
         f"{node.name}: passthrough GPU {gpu.model} (PCI device {ids}, {gpu.source}) is not visible; nvidia-smi shows "
-        + (", ".join(f"{g.product_name} [{g.virtualization_mode}, 0x{(g.device_id or 0):04X}]" for g in report.gpus) or "no GPU")
+        + (
+            ", ".join(f"{g.product_name} [{g.virtualization_mode}, 0x{(g.device_id or 0):04X}]" for g in report.gpus)
+            or "no GPU"
+        )
         + f"\n{sh.describe()}"
     )
 
@@ -126,7 +131,9 @@ def test_passthrough_gpu_is_visible(guest_passthrough: tuple[Node, int, Expected
 def test_gpus_are_connected_peer_to_peer(guest_node: Node) -> None:
     expect = _needs_gpu(guest_node)
     if expect.gpu_count < 2:
-        pytest.skip(f"{guest_node.name}: P2P/NVLink topology applies to VMs with several GPUs (this VM has {expect.gpu_count})")
+        pytest.skip(
+            f"{guest_node.name}: P2P/NVLink topology applies to VMs with several GPUs (this VM has {expect.gpu_count})"
+        )
     topo = guest_node.sh("nvidia-smi", "topo", "-m")
     assert topo.ok, f"{guest_node.name}: nvidia-smi topo -m failed\n{topo.describe()}"
     links = guest_smi.parse_topology(topo.stdout)
@@ -135,7 +142,9 @@ def test_gpus_are_connected_peer_to_peer(guest_node: Node) -> None:
     assert not missing, f"{guest_node.name}: GPUs {missing} are not in the topology\n{topo.describe()}"
     if expect.nvlink:
         bad = {p: links[p] for p in pairs if not links[p].startswith("NV")}
-        assert not bad, f"{guest_node.name}: the spec bridges these GPUs with NVLink but topo shows {bad}\n{topo.describe()}"
+        assert not bad, (
+            f"{guest_node.name}: the spec bridges these GPUs with NVLink but topo shows {bad}\n{topo.describe()}"
+        )
     else:
         bad = {p: links[p] for p in pairs if links[p] == "SYS"}
         assert not bad, f"{guest_node.name}: GPUs on different NUMA nodes cannot do P2P: {bad}\n{topo.describe()}"
@@ -160,7 +169,11 @@ def test_nvidia_gridd_is_running(guest_node: Node) -> None:
 def test_vgpu_licence_is_licensed(guest_node: Node) -> None:
     _licensing(guest_node)
     report, sh = _smi_required(guest_node)
-    unlicensed = {g.pci: g.license.raw if g.license else "no licence status" for g in report.gpus if g.is_vgpu and not (g.license and g.license.licensed)}
+    unlicensed = {
+        g.pci: g.license.raw if g.license else "no licence status"
+        for g in report.gpus
+        if g.is_vgpu and not (g.license and g.license.licensed)
+    }
     assert not unlicensed, f"{guest_node.name}: vGPU licence not acquired: {unlicensed}\n{sh.describe()}"
 
 
@@ -226,7 +239,9 @@ def test_rdma_link_is_active(guest_rdma: tuple[Node, int, RdmaNicRequest]) -> No
     show = node.sh("rdma", "link", "show")
     links = {link.device: link for link in guest_smi.parse_rdma_links(show.stdout)} if show.ok else {}
     link = links.get(device)
-    assert link is not None and link.state == "ACTIVE", f"{node.name}: RDMA link of {device} is not ACTIVE\n{show.describe()}"
+    assert link is not None and link.state == "ACTIVE", (
+        f"{node.name}: RDMA link of {device} is not ACTIVE\n{show.describe()}"
+    )
 
 
 def test_roce_version_is_as_desired(guest_rdma: tuple[Node, int, RdmaNicRequest]) -> None:

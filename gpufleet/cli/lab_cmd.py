@@ -40,19 +40,42 @@ class _BadInput(GpufleetError):
 def up_cmd(
     hosts: Annotated[int | None, typer.Option("--hosts", help="Number of ESXi hosts (default 4)")] = None,
     vms_per_host: Annotated[int | None, typer.Option("--vms-per-host", help="Extra VMs per host (default 0)")] = None,
-    reboot_seconds: Annotated[float | None, typer.Option("--reboot-seconds", help="How long a rebooting host is away (default 2)")] = None,
-    ssh_port: Annotated[int | None, typer.Option("--ssh-port", help="SSH port of every host and guest (default 22)")] = None,
-    vcenter_port: Annotated[int | None, typer.Option("--vcenter-port", help="vCenter HTTPS port on 127.0.0.1 (default 8989)")] = None,
+    reboot_seconds: Annotated[
+        float | None, typer.Option("--reboot-seconds", help="How long a rebooting host is away (default 2)")
+    ] = None,
+    ssh_port: Annotated[
+        int | None, typer.Option("--ssh-port", help="SSH port of every host and guest (default 22)")
+    ] = None,
+    vcenter_port: Annotated[
+        int | None, typer.Option("--vcenter-port", help="vCenter HTTPS port on 127.0.0.1 (default 8989)")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start the lab, or reuse the running one (idempotent); print how to reach it."""
     from lab import manager
 
-    given = {"hosts": hosts, "vms_per_host": vms_per_host, "reboot_seconds": reboot_seconds, "ssh_port": ssh_port, "vcenter_port": vcenter_port}
-    shape = manager.LabShape(**{k: v for k, v in given.items() if v is not None}) if any(v is not None for v in given.values()) else None
+    given = {
+        "hosts": hosts,
+        "vms_per_host": vms_per_host,
+        "reboot_seconds": reboot_seconds,
+        "ssh_port": ssh_port,
+        "vcenter_port": vcenter_port,
+    }
+    shape = (
+        manager.LabShape(**{k: v for k, v in given.items() if v is not None})
+        if any(v is not None for v in given.values())
+        else None
+    )
     if json_out:
         result = manager.up(shape)
-        print_json({"reused": result.reused, "seconds": round(result.seconds, 3), "timings": result.timings, "env": result.env.to_document()})
+        print_json(
+            {
+                "reused": result.reused,
+                "seconds": round(result.seconds, 3),
+                "timings": result.timings,
+                "env": result.env.to_document(),
+            }
+        )
         return
     with console.status("starting the lab ...") as spinner:
         result = manager.up(shape, progress=lambda msg: spinner.update(msg))
@@ -63,9 +86,9 @@ def _print_env(env: Any, title: str) -> None:
     from lab.paths import LabPaths
 
     vc = env.vcenter
-    console.print(f"[bold green]{title}[/]  ({LabPaths.resolve().root})")
-    console.print(f"vCenter  [cyan]{vc.url}[/]  user [cyan]{vc.user}[/]  CA {vc.ca_file}")
-    console.print(f"         SHA-256 thumbprint {vc.thumbprint}")
+    console.print(f"[bold green]{title}[/]  ({LabPaths.resolve().root})", emoji=False)
+    console.print(f"vCenter  [cyan]{vc.url}[/]  user [cyan]{vc.user}[/]  CA {vc.ca_file}", emoji=False)
+    console.print(f"         SHA-256 thumbprint {vc.thumbprint}", emoji=False, markup=False)
     console.print("         password: in the lab env file (0600); `gpufleet lab env --json` prints it")
     table = Table(title="SSH endpoints (key auth, pinned host keys)", title_justify="left")
     for col in ("name", "kind", "address", "port", "user"):
@@ -91,9 +114,13 @@ def down_cmd(json_out: JsonOpt = False) -> None:
 
     report = manager.down()
     if json_out:
-        print_json({"root": report.root, "stopped": report.stopped, "leftovers": report.leftovers, "removed": report.removed})
+        print_json(
+            {"root": report.root, "stopped": report.stopped, "leftovers": report.leftovers, "removed": report.removed}
+        )
         return
-    console.print(f"[bold]lab down[/]: stopped {len(report.stopped)} process(es); nothing left running; state {'removed' if report.removed else 'kept'} ({report.root})")
+    console.print(
+        f"[bold]lab down[/]: stopped {len(report.stopped)} process(es); nothing left running; state {'removed' if report.removed else 'kept'} ({report.root})"
+    )
 
 
 @lab_app.command("status")
@@ -110,7 +137,9 @@ def status_cmd(json_out: JsonOpt = False) -> None:
     else:
         state = "[green]running[/]" if doc["running"] else "[red]not healthy[/]"
         console.print(f"lab {state} at {doc['root']}")
-        console.print(f"vCenter pid {doc['vcenter']['pid']} ({'up' if doc['vcenter']['alive'] else 'down'}) {doc['vcenter'].get('url', '')}")
+        console.print(
+            f"vCenter pid {doc['vcenter']['pid']} ({'up' if doc['vcenter']['alive'] else 'down'}) {doc['vcenter'].get('url', '')}"
+        )
         console.print(f"supervisor pid {doc['supervisor']['pid']} ({'up' if doc['supervisor']['alive'] else 'down'})")
         table = Table(title="ESXi hosts", title_justify="left")
         for col in ("host", "address", "GPUs", "power", "ssh", "vCenter", "maintenance", "driver", "faults"):
@@ -129,7 +158,10 @@ def status_cmd(json_out: JsonOpt = False) -> None:
             )
         console.print(table)
         if doc["guests"]:
-            console.print("guests: " + ", ".join(f"{g['name']} ({g['persona']}, {g['address']}:{g['port']})" for g in doc["guests"]))
+            console.print(
+                "guests: "
+                + ", ".join(f"{g['name']} ({g['persona']}, {g['address']}:{g['port']})" for g in doc["guests"])
+            )
     if not doc["running"]:
         raise typer.Exit(ExitCode.NO)
 
@@ -153,9 +185,13 @@ def fault_cmd(
     host: Annotated[str, typer.Argument(help="Lab host, e.g. esxi-01.lab")],
     kind: Annotated[str | None, typer.Argument(help="vib-install-error | ssh-drop | no-return | slow-reboot")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Disarm KIND (or every fault of HOST without KIND)")] = False,
-    seconds: Annotated[float | None, typer.Option("--seconds", help="slow-reboot: how long the host stays away")] = None,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", help="slow-reboot: how long the host stays away")
+    ] = None,
     times: Annotated[int | None, typer.Option("--times", help="Fire this many times, then disarm")] = None,
-    when: Annotated[str | None, typer.Option("--when", help="ssh-drop: 'after' the install is done (default) or 'before'")] = None,
+    when: Annotated[
+        str | None, typer.Option("--when", help="ssh-drop: 'after' the install is done (default) or 'before'")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Inject (or clear) a fault on a lab host."""
@@ -198,7 +234,12 @@ def events_cmd(
         table.add_column(col)
     for e in events:
         details = {k: v for k, v in e.items() if k not in ("ts", "host", "event")}
-        table.add_row(time.strftime("%H:%M:%S", time.localtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}", e["host"], e["event"], json.dumps(details) if details else "")
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}",
+            e["host"],
+            e["event"],
+            json.dumps(details) if details else "",
+        )
     console.print(table)
 
 

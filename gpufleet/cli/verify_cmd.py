@@ -89,7 +89,9 @@ def license_apply(
     _, guests = stack_ssh_settings(loaded)
     missing = [name for name in targets if name not in guests]
     if missing:
-        raise SpecError([SpecIssue(f"vms[{name}].ssh", "no SSH settings: cannot reach the guest to license it") for name in missing])
+        raise SpecError(
+            [SpecIssue(f"vms[{name}].ssh", "no SSH settings: cannot reach the guest to license it") for name in missing]
+        )
     rows: list[dict] = []
     for name in targets:
         try:

@@ -77,7 +77,12 @@ class VibMeta:
         return d
 
 
-_ACCEPTANCE_XML = {"certified": "VMwareCertified", "accepted": "VMwareAccepted", "partner": "PartnerSupported", "community": "CommunitySupported"}
+_ACCEPTANCE_XML = {
+    "certified": "VMwareCertified",
+    "accepted": "VMwareAccepted",
+    "partner": "PartnerSupported",
+    "community": "CommunitySupported",
+}
 
 
 def driver_version_string(driver: str) -> str:
@@ -130,7 +135,8 @@ def driver_meta(driver: str) -> VibMeta:
 def _descriptor_xml(meta: VibMeta, payload: bytes) -> bytes:
     acc = {v: k for k, v in _ACCEPTANCE_XML.items()}[meta.acceptance]
     deps = "".join(
-        f'<constraint name="{d.split()[0]}" relation="{_xml_escape(d.split()[1])}" version="{d.split()[2]}"/>' for d in meta.depends
+        f'<constraint name="{d.split()[0]}" relation="{_xml_escape(d.split()[1])}" version="{d.split()[2]}"/>'
+        for d in meta.depends
     )
     tags = "".join(f"<tag>{t}</tag>" for t in meta.tags)
     sha = hashlib.sha256(payload).hexdigest()
@@ -202,13 +208,13 @@ def build_bundle(meta: VibMeta) -> bytes:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(
             "index.xml",
-            f'<vendorList><vendor><name>{meta.vendor}</name><code>NVD</code><indexfile>vendor-index.xml</indexfile>'
+            f"<vendorList><vendor><name>{meta.vendor}</name><code>NVD</code><indexfile>vendor-index.xml</indexfile>"
             "<relativePath></relativePath></vendor></vendorList>",
         )
         z.writestr(
             "vendor-index.xml",
             "<vendor><metadata><url>metadata.zip</url>"
-            f"<productId>embeddedEsx</productId><version>8.0.0</version></metadata></vendor>",
+            "<productId>embeddedEsx</productId><version>8.0.0</version></metadata></vendor>",
         )
         z.writestr("metadata.zip", meta_zip.getvalue())
         z.writestr(f"vib20/{meta.name}/{meta.vib_id}.vib", vib)
@@ -255,7 +261,8 @@ def _text(root: ET.Element, path: str, default: str = "") -> str:
 def parse_descriptor(xml: bytes, bulletin: ET.Element | None = None) -> VibMeta:
     root = ET.fromstring(xml)
     depends = tuple(
-        f"{c.get('name')} {c.get('relation')} {c.get('version')}".strip() for c in root.findall("relationships/depends/constraint")
+        f"{c.get('name')} {c.get('relation')} {c.get('version')}".strip()
+        for c in root.findall("relationships/depends/constraint")
     )
     name = _text(root, "name")
     version = _text(root, "version")
@@ -306,7 +313,7 @@ def read_bundle(path: Path, url: str) -> list[VibMeta]:
         raise BundleError(
             "MetadataDownloadError",
             f"Could not download from depot at {url}, skipping (('{url}', '', 'Error extracting index.xml from {path_esx(url)}: "
-            f"\"File is not a zip file\"'))\n        url = {url}",
+            f'"File is not a zip file"\'))\n        url = {url}',
         ) from exc
     with z:
         names = set(z.namelist())
@@ -317,7 +324,9 @@ def read_bundle(path: Path, url: str) -> list[VibMeta]:
                 f"\"There is no item named \\'index.xml\\' in the archive\"'))\n        url = {url}",
             )
         if "metadata.zip" not in names:
-            raise BundleError("MetadataDownloadError", f"Could not download from depot at {url}: no metadata.zip\n        url = {url}")
+            raise BundleError(
+                "MetadataDownloadError", f"Could not download from depot at {url}: no metadata.zip\n        url = {url}"
+            )
         with zipfile.ZipFile(io.BytesIO(z.read("metadata.zip"))) as mz:
             bulletins = [ET.fromstring(mz.read(n)) for n in mz.namelist() if n.startswith("bulletins/")]
             metas = []
@@ -325,7 +334,10 @@ def read_bundle(path: Path, url: str) -> list[VibMeta]:
                 if n.startswith("vibs/"):
                     xml = mz.read(n)
                     vib_name = _text(ET.fromstring(xml), "name")
-                    bulletin = next((b for b in bulletins if vib_name and any(vib_name in (v.text or "") for v in b.iter("vibID"))), None)
+                    bulletin = next(
+                        (b for b in bulletins if vib_name and any(vib_name in (v.text or "") for v in b.iter("vibID"))),
+                        None,
+                    )
                     metas.append(parse_descriptor(xml, bulletin))
     return metas
 

@@ -92,7 +92,10 @@ def vim_cmd(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     from lab.esxi.vcface import VcenterClient, VcenterUnavailable
 
     if len(argv) < 2:
-        return Result(0, "Commands available under /:\nhbrsvc/       internalsvc/  solo/         vmsvc/\nhostsvc/      proxysvc/     vimsvc/       help\n")
+        return Result(
+            0,
+            "Commands available under /:\nhbrsvc/       internalsvc/  solo/         vmsvc/\nhostsvc/      proxysvc/     vimsvc/       help\n",
+        )
     cmd = argv[1].strip("/")
     try:
         if cmd in ("hostsvc/maintenance_mode_enter", "hostsvc/maintenance_mode_exit"):
@@ -117,10 +120,10 @@ def _hostsummary(ctx: Ctx, view: dict[str, Any]) -> str:
         "(vim.host.Summary) {\n"
         "   host = 'vim.HostSystem:ha-host', \n"
         "   runtime = (vim.host.RuntimeInfo) {\n"
-        f"      connectionState = \"{view['connectionState']}\", \n"
+        f'      connectionState = "{view["connectionState"]}", \n'
         '      powerState = "poweredOn", \n'
         f"      inMaintenanceMode = {str(view['inMaintenanceMode']).lower()}, \n"
-        f"      bootTime = \"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(state['boot']['booted_at']))}\", \n"
+        f'      bootTime = "{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state["boot"]["booted_at"]))}", \n'
         "   }, \n"
         "   config = (vim.host.Summary.ConfigSummary) {\n"
         f'      name = "{ctx.host}", \n'
@@ -204,7 +207,12 @@ def _mlx_header(dev: str) -> list[str]:
     ]
 
 
-_MLX_STATIC = [("MEMIC_BAR_SIZE", "0"), ("MEMIC_SIZE_LIMIT", "_256KB(1)"), ("NUM_OF_VFS", "0"), ("SRIOV_EN", "False(0)")]
+_MLX_STATIC = [
+    ("MEMIC_BAR_SIZE", "0"),
+    ("MEMIC_SIZE_LIMIT", "_256KB(1)"),
+    ("NUM_OF_VFS", "0"),
+    ("SRIOV_EN", "False(0)"),
+]
 
 
 @register("mlxconfig", "/opt/mellanox/bin/mlxconfig")
@@ -227,7 +235,12 @@ def mlxconfig(ctx: Ctx, argv: list[str], stdin: str) -> Result:
             rest.append(a)
         i += 1
     if dev is None or not rest:
-        return Result(1, err="-E- Missing device, please specify a device with -d. Use mlxconfig -h for help.\n" if dev is None else "-E- No command found. Use mlxconfig -h for help.\n")
+        return Result(
+            1,
+            err="-E- Missing device, please specify a device with -d. Use mlxconfig -h for help.\n"
+            if dev is None
+            else "-E- No command found. Use mlxconfig -h for help.\n",
+        )
     state = ctx.store.read()
     nic = _mlx_find(state, dev)
     if nic is None:
@@ -236,7 +249,9 @@ def mlxconfig(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if op in ("q", "query"):
         lines = _mlx_header(dev)
         if verbose:
-            lines.append("Configurations:                                          Default         Current         Next Boot")
+            lines.append(
+                "Configurations:                                          Default         Current         Next Boot"
+            )
             for name, val in _MLX_STATIC:
                 lines.append(f"         {name:<44}{val:<16}{val:<16}{val}")
             cur, nxt = nic["ats_current"], nic["ats_next"]
@@ -250,7 +265,9 @@ def mlxconfig(ctx: Ctx, argv: list[str], stdin: str) -> Result:
             lines.append(f"        {'ATS_ENABLED':<44}{_bool_cfg(nic['ats_next'])}")
         wanted = [p.split("=")[0] for p in params]
         if wanted:
-            lines = lines[:9] + [line for line in lines[9:] if any(w in line for w in wanted) or line.startswith("Configurations")]
+            lines = lines[:9] + [
+                line for line in lines[9:] if any(w in line for w in wanted) or line.startswith("Configurations")
+            ]
         return Result(0, "\n".join(lines) + "\n")
     if op in ("set", "s"):
         if not params:
@@ -291,9 +308,15 @@ def mst(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if argv[1:2] != ["status"]:
         return Result(1, err="Usage: mst status [-v]\n")
     state = ctx.store.read()
-    lines = ["PCI devices:", "------------", "DEVICE_TYPE             MST                           PCI       RDMA            NET                                     NUMA"]
+    lines = [
+        "PCI devices:",
+        "------------",
+        "DEVICE_TYPE             MST                           PCI       RDMA            NET                                     NUMA",
+    ]
     for name, nic in _mlx_devices(state):
-        lines.append(f"ConnectX6DX(rev:0)      {name:<30}{nic['pci_id'][5:]:<10}{nic['vmrdma']:<16}net-{nic['vmnic']:<36}{nic['numa_node']}")
+        lines.append(
+            f"ConnectX6DX(rev:0)      {name:<30}{nic['pci_id'][5:]:<10}{nic['vmrdma']:<16}net-{nic['vmnic']:<36}{nic['numa_node']}"
+        )
     return Result(0, "\n".join(lines) + "\n")
 
 
@@ -377,7 +400,10 @@ def grep(ctx: Ctx, argv: list[str], stdin: str) -> Result:
         else:
             args.append(a)
     if not args:
-        return Result(2, err="BusyBox v1.36.1 multi-call binary.\n\nUsage: grep [-HhnlLoqvsrRiwFE] [-m N] [-A|B|C N] { PATTERN | -e PATTERN... | -f FILE... } [FILE]...\n")
+        return Result(
+            2,
+            err="BusyBox v1.36.1 multi-call binary.\n\nUsage: grep [-HhnlLoqvsrRiwFE] [-m N] [-A|B|C N] { PATTERN | -e PATTERN... | -f FILE... } [FILE]...\n",
+        )
     pattern, files = args[0], args[1:]
     text = stdin
     if files:
@@ -526,7 +552,9 @@ def test_(ctx: Ctx, argv: list[str], stdin: str) -> Result:
             p = _fs(ctx, args[1])
         except ValueError:
             return Result(1)
-        ok = {"-f": p.is_file(), "-e": p.exists(), "-d": p.is_dir(), "-s": p.is_file() and p.stat().st_size > 0}[args[0]]
+        ok = {"-f": p.is_file(), "-e": p.exists(), "-d": p.is_dir(), "-s": p.is_file() and p.stat().st_size > 0}[
+            args[0]
+        ]
         return Result(0 if ok else 1)
     if len(args) == 3 and args[1] in ("=", "!="):
         return Result(0 if (args[0] == args[2]) == (args[1] == "=") else 1)

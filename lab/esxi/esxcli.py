@@ -74,7 +74,9 @@ class Command:
         if self.opts:
             lines.append("Cmd options:")
             for o in self.opts:
-                meta = "" if o.kind == "flag" else f"=<{ {'string': 'str', 'boolean': 'bool', 'long': 'long'}[o.kind] }>"
+                meta = (
+                    "" if o.kind == "flag" else f"=<{ {'string': 'str', 'boolean': 'bool', 'long': 'long'}[o.kind] }>"
+                )
                 spec = "|".join(o.aliases) + meta
                 req = " (required)" if o.required else ""
                 lines.append(f"  {spec:<22}{o.help}{req}")
@@ -135,13 +137,18 @@ def _parse_opts(cmd: Command, args: list[str]) -> dict[str, Any]:
         if opt.kind == "boolean":
             low = raw.lower()
             if low not in _TRUE | _FALSE:
-                raise EsxcliError(f"Invalid data constraint for parameter '{opt.name}'. Expected a boolean (true, false, 1, 0).", usage=cmd)
+                raise EsxcliError(
+                    f"Invalid data constraint for parameter '{opt.name}'. Expected a boolean (true, false, 1, 0).",
+                    usage=cmd,
+                )
             value = low in _TRUE
         elif opt.kind == "long":
             try:
                 value = int(raw)
             except ValueError as exc:
-                raise EsxcliError(f"Invalid data constraint for parameter '{opt.name}'. Expected an integer, got '{raw}'.", usage=cmd) from exc
+                raise EsxcliError(
+                    f"Invalid data constraint for parameter '{opt.name}'. Expected an integer, got '{raw}'.", usage=cmd
+                ) from exc
         if opt.multi:
             values.setdefault(opt.name, []).append(value)
         else:
@@ -169,7 +176,10 @@ def run(ctx: Ctx, argv: list[str]) -> Result:
         else:
             return Result(1, err=f"Error: Invalid option {opt}\n")
     if formatter is not None and formatter not in STRUCTURED and formatter not in ("table", "simple"):
-        return Result(1, err=f"Error: Invalid formatter: {formatter}. Valid formatters: csv, html, json, keyvalue, python, table, tree, xml\n")
+        return Result(
+            1,
+            err=f"Error: Invalid formatter: {formatter}. Valid formatters: csv, html, json, keyvalue, python, table, tree, xml\n",
+        )
     tree = _namespaces()
     prefix: list[str] = []
     while args and not args[0].startswith("-"):
@@ -209,7 +219,11 @@ def _namespace_usage(path: str, tree: dict[str, set[str]]) -> str:
     if namespaces:
         lines += ["Available Namespaces:", *[f"  {c}" for c in namespaces], ""]
     if commands:
-        lines += ["Available Commands:", *[f"  {c:<22}{COMMANDS[' '.join(filter(None, [path, c]))].help}" for c in commands], ""]
+        lines += [
+            "Available Commands:",
+            *[f"  {c:<22}{COMMANDS[' '.join(filter(None, [path, c]))].help}" for c in commands],
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -305,25 +319,35 @@ def _vib_ext(v: dict[str, Any]) -> Struct:
     )
 
 
-_REBOOTING = Opt("rebootingimage", ("--rebooting-image",), "flag", help="Displays information for the ESXi image which becomes active after a reboot.")
+_REBOOTING = Opt(
+    "rebootingimage",
+    ("--rebooting-image",),
+    "flag",
+    help="Displays information for the ESXi image which becomes active after a reboot.",
+)
 
 
 @command("software vib list", "Lists the installed VIB packages on the host and the managed DPU(s).", _REBOOTING)
 def vib_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
     state = ctx.store.read()
     rows = [_vib_summary(v) for v in sorted(state["vibs"], key=lambda v: v["name"].lower())]
-    return Output(rows, lambda r: render_table(r, ["Name", "Version", "Vendor", "AcceptanceLevel", "InstallDate", "Platforms"]))
+    return Output(
+        rows, lambda r: render_table(r, ["Name", "Version", "Vendor", "AcceptanceLevel", "InstallDate", "Platforms"])
+    )
 
 
 def _match_vibs(vibs: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     parts = spec.split(":")
     out = []
     for v in vibs:
-        if len(parts) == 1 and v["name"] == parts[0]:
-            out.append(v)
-        elif len(parts) == 2 and ((v["name"], v["version"]) == tuple(parts) or (v["vendor"], v["name"]) == tuple(parts)):
-            out.append(v)
-        elif len(parts) == 3 and (v["vendor"], v["name"], v["version"]) == tuple(parts):
+        if (
+            len(parts) == 1
+            and v["name"] == parts[0]
+            or len(parts) == 2
+            and ((v["name"], v["version"]) == tuple(parts) or (v["vendor"], v["name"]) == tuple(parts))
+            or len(parts) == 3
+            and (v["vendor"], v["name"], v["version"]) == tuple(parts)
+        ):
             out.append(v)
     return out
 
@@ -336,7 +360,12 @@ def _no_match(spec: str) -> EsxcliError:
     "software vib get",
     "Displays detailed information about one or more installed VIBs on the host and the managed DPU(s).",
     _REBOOTING,
-    Opt("vibname", ("-n", "--vibname"), multi=True, help="Specifies one or more installed VIBs to display more information about."),
+    Opt(
+        "vibname",
+        ("-n", "--vibname"),
+        multi=True,
+        help="Specifies one or more installed VIBs to display more information about.",
+    ),
 )
 def vib_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     vibs = ctx.store.read()["vibs"]
@@ -349,7 +378,15 @@ def vib_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     return Output([_vib_ext(v) for v in (selected if opts.get("vibname") else vibs)])
 
 
-def _install_result(header: str, message: str, installed: list[str], removed: list[str], skipped: list[str], reboot: bool, noun: str = "VIBs") -> Output:
+def _install_result(
+    header: str,
+    message: str,
+    installed: list[str],
+    removed: list[str],
+    skipped: list[str],
+    reboot: bool,
+    noun: str = "VIBs",
+) -> Output:
     s = Struct(
         "InstallationResult",
         [
@@ -394,9 +431,14 @@ def _resolve_depot(ctx: Ctx, depot: str) -> tuple[Path, str]:
 def _resolve_vib(ctx: Ctx, url: str) -> Path:
     from lab.esxi.state import host_fs_path
 
-    raw = url[len("file://") :] if url.startswith("file://") else url[len("file:") :] if url.startswith("file:") else url
+    raw = (
+        url[len("file://") :] if url.startswith("file://") else url[len("file:") :] if url.startswith("file:") else url
+    )
     if raw.startswith(("http://", "https://", "ftp://")):
-        raise EsxcliError(f"('{url}', '', '<urlopen error [Errno -3] Temporary failure in name resolution>')\n        url = {url}", kind="VibDownloadError")
+        raise EsxcliError(
+            f"('{url}', '', '<urlopen error [Errno -3] Temporary failure in name resolution>')\n        url = {url}",
+            kind="VibDownloadError",
+        )
     abs_path = raw if raw.startswith("/") else f"/var/log/vmware/{raw}"
     try:
         path = host_fs_path(ctx.paths, ctx.host, abs_path)
@@ -463,7 +505,10 @@ def _software_install(ctx: Ctx, opts: dict[str, Any], mode: str) -> Output:
         install_error = _fire_fault(ctx, state, "vib-install-error")
         drop = _fire_fault(ctx, state, "ssh-drop")
     if install_error is not None:
-        raise EsxcliError("There was an error checking file system on altbootbank, please see log for detail.", kind="InstallationError")
+        raise EsxcliError(
+            "There was an error checking file system on altbootbank, please see log for detail.",
+            kind="InstallationError",
+        )
     drop_when = drop.get("when", "after") if drop is not None else None
     if drop_when == "before":
         ctx.drop_connection()
@@ -476,18 +521,27 @@ def _software_install(ctx: Ctx, opts: dict[str, Any], mode: str) -> Output:
         for m in metas:
             current = next((v for v in state["vibs"] if v["name"] == m.name), None)
             unchanged = current is not None and current["version"] == m.version
-            not_update = mode == "update" and (current is None or version_key(m.version) <= version_key(current["version"]))
+            not_update = mode == "update" and (
+                current is None or version_key(m.version) <= version_key(current["version"])
+            )
             if unchanged or not_update:
                 skipped.append(_id(m, mode))
             else:
                 plan.append((m, current))
-        needs_mm = [m.vib_id for m, _ in plan if m.maintenance_mode and m.live_install and not opts.get("maintenancemode")]
+        needs_mm = [
+            m.vib_id for m, _ in plan if m.maintenance_mode and m.live_install and not opts.get("maintenancemode")
+        ]
         if needs_mm and not _host_view(ctx)["inMaintenanceMode"]:
-            raise EsxcliError(f"MaintenanceMode is required to remove: []; install: [{', '.join(needs_mm)}].", kind="MaintenanceModeError")
+            raise EsxcliError(
+                f"MaintenanceMode is required to remove: []; install: [{', '.join(needs_mm)}].",
+                kind="MaintenanceModeError",
+            )
         for m, current in plan:
             installed.append(_id(m, mode))
             if current is not None:
-                removed.append(f"{current['component']}_{current['component_version']}" if mode == "component" else current["id"])
+                removed.append(
+                    f"{current['component']}_{current['component_version']}" if mode == "component" else current["id"]
+                )
             if not dry:
                 if current is not None:
                     state["vibs"].remove(current)
@@ -497,13 +551,21 @@ def _software_install(ctx: Ctx, opts: dict[str, Any], mode: str) -> Output:
         # Live-installable packages report no reboot (the NVIDIA driver still loads only at boot).
         reboot = any(not m.live_install or (cur is not None and not cur.get("live_remove", True)) for m, cur in plan)
         if plan and not dry:
-            events.record(ctx.paths, ctx.host, "component_apply" if mode == "component" else "vib_install", installed=installed, removed=removed)
+            events.record(
+                ctx.paths,
+                ctx.host,
+                "component_apply" if mode == "component" else "vib_install",
+                installed=installed,
+                removed=removed,
+            )
     if dry:
         message = "Dryrun only, host not changed. The following installers will be applied: [BootBankInstaller]"
     elif not plan:
         message = "Host is not changed."
     elif reboot:
-        message = "The update completed successfully, but the system needs to be rebooted for the changes to be effective."
+        message = (
+            "The update completed successfully, but the system needs to be rebooted for the changes to be effective."
+        )
     else:
         message = "Operation finished successfully."
     if drop_when == "after":
@@ -517,24 +579,62 @@ def _id(m: Any, mode: str) -> str:
 
 
 _INSTALL_OPTS = (
-    Opt("depot", ("-d", "--depot"), multi=True, help="Specifies full remote URLs of the depot index.xml or server file path pointing to an offline bundle .zip file."),
-    Opt("dryrun", ("--dry-run",), "flag", help="Performs a dry-run only. Report the VIB-level operations that would be performed, but do not change anything in the system."),
-    Opt("force", ("-f", "--force"), "flag", help="Bypasses checks for package dependencies, conflicts, obsolescence, and acceptance levels."),
+    Opt(
+        "depot",
+        ("-d", "--depot"),
+        multi=True,
+        help="Specifies full remote URLs of the depot index.xml or server file path pointing to an offline bundle .zip file.",
+    ),
+    Opt(
+        "dryrun",
+        ("--dry-run",),
+        "flag",
+        help="Performs a dry-run only. Report the VIB-level operations that would be performed, but do not change anything in the system.",
+    ),
+    Opt(
+        "force",
+        ("-f", "--force"),
+        "flag",
+        help="Bypasses checks for package dependencies, conflicts, obsolescence, and acceptance levels.",
+    ),
     Opt("maintenancemode", ("--maintenance-mode",), "flag", help="Pretends that maintenance mode is in effect."),
-    Opt("noliveinstall", ("--no-live-install",), "flag", help="Forces an install to /altbootbank even if the VIBs are eligible for live installation or removal."),
+    Opt(
+        "noliveinstall",
+        ("--no-live-install",),
+        "flag",
+        help="Forces an install to /altbootbank even if the VIBs are eligible for live installation or removal.",
+    ),
     Opt("nosigcheck", ("--no-sig-check",), "flag", help="Bypasses acceptance level verification, including signing."),
     Opt("proxy", ("--proxy",), help="Specifies a proxy server to use for HTTP, FTP, and HTTPS connections."),
-    Opt("vibname", ("-n", "--vibname"), multi=True, help="Specifies VIBs from a depot, using one of the following forms: name, name:version, vendor:name, or vendor:name:version."),
-    Opt("viburl", ("-v", "--viburl"), multi=True, help="Specifies one or more URLs to VIB packages to install. If 'file:' is used, then the file path must be an absolute path on the ESXi host."),
+    Opt(
+        "vibname",
+        ("-n", "--vibname"),
+        multi=True,
+        help="Specifies VIBs from a depot, using one of the following forms: name, name:version, vendor:name, or vendor:name:version.",
+    ),
+    Opt(
+        "viburl",
+        ("-v", "--viburl"),
+        multi=True,
+        help="Specifies one or more URLs to VIB packages to install. If 'file:' is used, then the file path must be an absolute path on the ESXi host.",
+    ),
 )
 
 
-@command("software vib install", "Installs VIB packages from a URL or depot. VIBs may be installed, upgraded, or downgraded.", *_INSTALL_OPTS)
+@command(
+    "software vib install",
+    "Installs VIB packages from a URL or depot. VIBs may be installed, upgraded, or downgraded.",
+    *_INSTALL_OPTS,
+)
 def vib_install(ctx: Ctx, opts: dict[str, Any]) -> Output:
     return _software_install(ctx, opts, "install")
 
 
-@command("software vib update", "Update installed VIBs to newer VIB packages. No new VIBs will be installed, only updates.", *_INSTALL_OPTS)
+@command(
+    "software vib update",
+    "Update installed VIBs to newer VIB packages. No new VIBs will be installed, only updates.",
+    *_INSTALL_OPTS,
+)
 def vib_update(ctx: Ctx, opts: dict[str, Any]) -> Output:
     return _software_install(ctx, opts, "update")
 
@@ -546,7 +646,13 @@ def vib_update(ctx: Ctx, opts: dict[str, Any]) -> Output:
     Opt("force", ("-f", "--force"), "flag", help="Bypasses checks for package dependencies."),
     Opt("maintenancemode", ("--maintenance-mode",), "flag", help="Pretends that maintenance mode is in effect."),
     Opt("noliveinstall", ("--no-live-install",), "flag", help="Forces an remove to /altbootbank."),
-    Opt("vibname", ("-n", "--vibname"), required=True, multi=True, help="Specifies one or more VIBs on the host to remove."),
+    Opt(
+        "vibname",
+        ("-n", "--vibname"),
+        required=True,
+        multi=True,
+        help="Specifies one or more VIBs on the host to remove.",
+    ),
 )
 def vib_remove(ctx: Ctx, opts: dict[str, Any]) -> Output:
     with ctx.store.edit() as state:
@@ -610,14 +716,29 @@ def component_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
 @command(
     "software component apply",
     "Installs Component packages from a depot. Components may be installed, upgraded.",
-    Opt("depot", ("-d", "--depot"), multi=True, help="Specifies full remote URLs of the depot index.xml or server file path pointing to an offline bundle .zip file."),
+    Opt(
+        "depot",
+        ("-d", "--depot"),
+        multi=True,
+        help="Specifies full remote URLs of the depot index.xml or server file path pointing to an offline bundle .zip file.",
+    ),
     Opt("dryrun", ("--dry-run",), "flag", help="Performs a dry-run only."),
-    Opt("force", ("-f", "--force"), "flag", help="Bypasses checks for package dependencies, conflicts, obsolescence, and acceptance levels."),
+    Opt(
+        "force",
+        ("-f", "--force"),
+        "flag",
+        help="Bypasses checks for package dependencies, conflicts, obsolescence, and acceptance levels.",
+    ),
     Opt("maintenancemode", ("--maintenance-mode",), "flag", help="Pretends that maintenance mode is in effect."),
     Opt("noliveinstall", ("--no-live-install",), "flag", help="Forces an install to /altbootbank."),
     Opt("nosigcheck", ("--no-sig-check",), "flag", help="Bypasses acceptance level verification, including signing."),
     Opt("proxy", ("--proxy",), help="Specifies a proxy server to use for HTTP, FTP, and HTTPS connections."),
-    Opt("component", ("-n", "--component"), multi=True, help="Specifies components from a depot, using one of the following forms: name, name:version."),
+    Opt(
+        "component",
+        ("-n", "--component"),
+        multi=True,
+        help="Specifies components from a depot, using one of the following forms: name, name:version.",
+    ),
 )
 def component_apply(ctx: Ctx, opts: dict[str, Any]) -> Output:
     if not opts.get("depot"):
@@ -638,7 +759,11 @@ def mm_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     "Enable or disable the maintenance mode of the system.",
     Opt("enable", ("-e", "--enable"), "boolean", required=True, help="enable maintenance mode"),
     Opt("timeout", ("-t", "--timeout"), "long", help="Time to perform operation in seconds (default 0 seconds)"),
-    Opt("vsanmode", ("-m", "--vsanmode"), help="Action the VSAN service must take before the host can enter maintenance mode (default ensureObjectAccessibility)."),
+    Opt(
+        "vsanmode",
+        ("-m", "--vsanmode"),
+        help="Action the VSAN service must take before the host can enter maintenance mode (default ensureObjectAccessibility).",
+    ),
 )
 def mm_set(ctx: Ctx, opts: dict[str, Any]) -> None:
     enable = opts["enable"]
@@ -673,7 +798,11 @@ def hostname_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     return Output(
         Struct(
             "FullHostname",
-            [Field("DomainName", domain or "localdomain", label="Domain Name"), Field("FullyQualifiedDomainName", ctx.host, label="Fully Qualified Domain Name"), Field("HostName", short, label="Host Name")],
+            [
+                Field("DomainName", domain or "localdomain", label="Domain Name"),
+                Field("FullyQualifiedDomainName", ctx.host, label="Fully Qualified Domain Name"),
+                Field("HostName", short, label="Host Name"),
+            ],
         )
     )
 
@@ -754,7 +883,10 @@ def graphics_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
             "HostGraphicsConfig",
             [
                 Field("DefaultGraphicsType", GRAPHICS_TO_ESXCLI.get(view["graphicsType"], view["graphicsType"])),
-                Field("SharedPassthruAssignmentPolicy", POLICY_TO_ESXCLI.get(view["assignmentPolicy"], view["assignmentPolicy"])),
+                Field(
+                    "SharedPassthruAssignmentPolicy",
+                    POLICY_TO_ESXCLI.get(view["assignmentPolicy"], view["assignmentPolicy"]),
+                ),
             ],
         )
     )
@@ -763,20 +895,32 @@ def graphics_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
 @command(
     "graphics host set",
     "Set host graphics properties.",
-    Opt("defaulttype", ("-d", "--default-type"), help="Host default graphics type. Allowed values: Shared, SharedPassthru"),
-    Opt("sharedpassthruassignmentpolicy", ("-p", "--shared-passthru-assignment-policy"), help="Shared passthru GPU assignment policy. Allowed values: Performance, Consolidation"),
+    Opt(
+        "defaulttype",
+        ("-d", "--default-type"),
+        help="Host default graphics type. Allowed values: Shared, SharedPassthru",
+    ),
+    Opt(
+        "sharedpassthruassignmentpolicy",
+        ("-p", "--shared-passthru-assignment-policy"),
+        help="Shared passthru GPU assignment policy. Allowed values: Performance, Consolidation",
+    ),
 )
 def graphics_set(ctx: Ctx, opts: dict[str, Any]) -> None:
     fields: dict[str, str] = {}
     if "defaulttype" in opts:
         t = _GRAPHICS_TYPES.get(opts["defaulttype"].lower())
         if t is None:
-            raise EsxcliError(f"Invalid value for default type: {opts['defaulttype']}. Allowed values: Shared, SharedPassthru")
+            raise EsxcliError(
+                f"Invalid value for default type: {opts['defaulttype']}. Allowed values: Shared, SharedPassthru"
+            )
         fields["graphicsType"] = t
     if "sharedpassthruassignmentpolicy" in opts:
         p = _POLICIES.get(opts["sharedpassthruassignmentpolicy"].lower())
         if p is None:
-            raise EsxcliError(f"Invalid value for shared passthru assignment policy: {opts['sharedpassthruassignmentpolicy']}. Allowed values: Performance, Consolidation")
+            raise EsxcliError(
+                f"Invalid value for shared passthru assignment policy: {opts['sharedpassthruassignmentpolicy']}. Allowed values: Performance, Consolidation"
+            )
         fields["assignmentPolicy"] = p
     if not fields:
         raise EsxcliError("At least one option must be specified.", usage=COMMANDS["graphics host set"])
@@ -830,7 +974,21 @@ def graphics_vms(ctx: Ctx, opts: dict[str, Any]) -> Output:
 # -- hardware pci --------------------------------------------------------------------------------------------------
 
 
-def _pci_struct(addr: str, vmk: str, vendor: str, device: str, vid: int, did: int, svid: int, sdid: int, cls: int, cls_name: str, module: str, slot: int, passthru_capable: bool) -> Struct:
+def _pci_struct(
+    addr: str,
+    vmk: str,
+    vendor: str,
+    device: str,
+    vid: int,
+    did: int,
+    svid: int,
+    sdid: int,
+    cls: int,
+    cls_name: str,
+    module: str,
+    slot: int,
+    passthru_capable: bool,
+) -> Struct:
     seg, bus, rest = addr.split(":")
     dev, fn = rest.split(".")
     return Struct(
@@ -882,9 +1040,41 @@ def pci_devices(state: dict[str, Any]) -> list[Struct]:
     rows = []
     for i, g in enumerate(state["gpus"]):
         sub = SMI_MODELS[g["model"]].subsystem_id
-        rows.append(_pci_struct(g["pci_id"], "", "NVIDIA Corporation", g["device_name"], 0x10DE, g["device_id"], 0x10DE, sub, 0x0302, "3D controller", "nvidia" if loaded else "None", i + 1, True))
+        rows.append(
+            _pci_struct(
+                g["pci_id"],
+                "",
+                "NVIDIA Corporation",
+                g["device_name"],
+                0x10DE,
+                g["device_id"],
+                0x10DE,
+                sub,
+                0x0302,
+                "3D controller",
+                "nvidia" if loaded else "None",
+                i + 1,
+                True,
+            )
+        )
     for j, n in enumerate(state["nics"]):
-        rows.append(_pci_struct(n["pci_id"], n["vmnic"], "Mellanox Technologies", n["device_name"], 0x15B3, n["device_id"], 0x15B3, 0x0016, 0x0200, "Ethernet controller", "nmlx5_core", 10 + j, True))
+        rows.append(
+            _pci_struct(
+                n["pci_id"],
+                n["vmnic"],
+                "Mellanox Technologies",
+                n["device_name"],
+                0x15B3,
+                n["device_id"],
+                0x15B3,
+                0x0016,
+                0x0200,
+                "Ethernet controller",
+                "nmlx5_core",
+                10 + j,
+                True,
+            )
+        )
     return sorted(rows, key=lambda s: s.header or "")
 
 
@@ -909,7 +1099,10 @@ def pci_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
 @command("hardware pci pcipassthru list", "Display PCI device passthru configuration.")
 def pcipassthru_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
     state = ctx.store.read()
-    rows = [Struct("PcipassthruDevice", [Field("DeviceID", a, label="Device ID"), Field("Enabled", False)]) for a in sorted([g["pci_id"] for g in state["gpus"]] + [n["pci_id"] for n in state["nics"]])]
+    rows = [
+        Struct("PcipassthruDevice", [Field("DeviceID", a, label="Device ID"), Field("Enabled", False)])
+        for a in sorted([g["pci_id"] for g in state["gpus"]] + [n["pci_id"] for n in state["nics"]])
+    ]
     return Output(rows, render_table)
 
 
@@ -941,7 +1134,15 @@ def rdma_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
 def rdma_protocols(ctx: Ctx, opts: dict[str, Any]) -> Output:
     state = ctx.store.read()
     rows = [
-        Struct("RdmaProtocol", [Field("Device", n["vmrdma"]), Field("RoCEv1", True, label="RoCE v1"), Field("RoCEv2", True, label="RoCE v2"), Field("iWARP", False)])
+        Struct(
+            "RdmaProtocol",
+            [
+                Field("Device", n["vmrdma"]),
+                Field("RoCEv1", True, label="RoCE v1"),
+                Field("RoCEv2", True, label="RoCE v2"),
+                Field("iWARP", False),
+            ],
+        )
         for n in state["nics"]
     ]
     return Output(rows, render_table)
@@ -950,7 +1151,13 @@ def rdma_protocols(ctx: Ctx, opts: dict[str, Any]) -> Output:
 @command("rdma device vmknic list", "List the vmknics associated with RDMA devices.")
 def rdma_vmknics(ctx: Ctx, opts: dict[str, Any]) -> Output:
     state = ctx.store.read()
-    rows = [Struct("RdmaVmknic", [Field("Device", n["vmrdma"]), Field("Vmknic", f"vmk{i + 1}"), Field("NetStack", "defaultTcpipStack")]) for i, n in enumerate(state["nics"])]
+    rows = [
+        Struct(
+            "RdmaVmknic",
+            [Field("Device", n["vmrdma"]), Field("Vmknic", f"vmk{i + 1}"), Field("NetStack", "defaultTcpipStack")],
+        )
+        for i, n in enumerate(state["nics"])
+    ]
     return Output(rows, render_table)
 
 
@@ -965,7 +1172,10 @@ def _mac(host: str, idx: int) -> str:
 def nic_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
     state = ctx.store.read()
     nics = [("vmnic0", "0000:18:00.0", "i40en", 10000, "Intel(R) Ethernet Controller X710 for 10GbE SFP+")]
-    nics += [(n["vmnic"], n["pci_id"], "nmlx5_core", 100000, f"Mellanox Technologies {n['device_name']}") for n in state["nics"]]
+    nics += [
+        (n["vmnic"], n["pci_id"], "nmlx5_core", 100000, f"Mellanox Technologies {n['device_name']}")
+        for n in state["nics"]
+    ]
     rows = [
         Struct(
             "PhysicalNic",
@@ -990,4 +1200,3 @@ def nic_list(ctx: Ctx, opts: dict[str, Any]) -> Output:
 # Used by tests and docs: every command path the simulator knows.
 def command_paths() -> list[str]:
     return sorted(COMMANDS)
-

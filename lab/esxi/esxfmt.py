@@ -119,7 +119,14 @@ def render_table(rows: list[Struct], columns: list[str] | None = None) -> str:
     cells = []
     for row in rows:
         by_name = {f.name: f for f in row.fields}
-        cells.append([_text_value(by_name[n]) if not isinstance(by_name[n].value, list) else ", ".join(map(_prim, by_name[n].value)) for n in names])
+        cells.append(
+            [
+                _text_value(by_name[n])
+                if not isinstance(by_name[n].value, list)
+                else ", ".join(map(_prim, by_name[n].value))
+                for n in names
+            ]
+        )
     widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
     dashes = ["-" * w for w in widths]
     if not right[-1]:
@@ -160,11 +167,21 @@ def _list_item_type(lst: list) -> str:
 
 
 def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&apos;")
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&apos;")
+    )
 
 
 def render_xml(value: Any) -> str:
-    lines = ['<?xml version="1.0" encoding="utf-8"?>', '<output xmlns="http://www.vmware.com/Products/ESX/5.0/esxcli">', "<root>"]
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<output xmlns="http://www.vmware.com/Products/ESX/5.0/esxcli">',
+        "<root>",
+    ]
 
     def visit(v: Any, depth: int) -> None:
         pad = "   " * depth
@@ -247,7 +264,16 @@ def _csv_cell(value: Any, level: int) -> str:
 
 
 def _json_str(text: str) -> str:
-    for a, b in (("\\", "\\\\"), ("/", "\\/"), ("\b", "\\b"), ("\f", "\\f"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ('"', '\\"')):
+    for a, b in (
+        ("\\", "\\\\"),
+        ("/", "\\/"),
+        ("\b", "\\b"),
+        ("\f", "\\f"),
+        ("\n", "\\n"),
+        ("\r", "\\r"),
+        ("\t", "\\t"),
+        ('"', '\\"'),
+    ):
         text = text.replace(a, b)
     return f'"{text}"'
 
@@ -281,4 +307,10 @@ def render_python(value: Any) -> str:
     return _render_script(value, json_mode=False)
 
 
-STRUCTURED = {"xml": render_xml, "csv": render_csv, "keyvalue": render_keyvalue, "json": render_json, "python": render_python}
+STRUCTURED = {
+    "xml": render_xml,
+    "csv": render_csv,
+    "keyvalue": render_keyvalue,
+    "json": render_json,
+    "python": render_python,
+}

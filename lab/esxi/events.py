@@ -32,7 +32,9 @@ def record(paths: LabPaths, host: str, event: str, **data: Any) -> dict[str, Any
     return entry
 
 
-def read_events(paths: LabPaths | Path | None = None, since: float = 0.0, host: str | None = None) -> list[dict[str, Any]]:
+def read_events(
+    paths: LabPaths | Path | None = None, since: float = 0.0, host: str | None = None
+) -> list[dict[str, Any]]:
     """Events at or after ``since`` (UNIX time), optionally for one host, in file order."""
     if paths is None or isinstance(paths, Path):
         paths = LabPaths.resolve(paths)
@@ -50,7 +52,9 @@ def read_events(paths: LabPaths | Path | None = None, since: float = 0.0, host: 
     return out
 
 
-def max_concurrent(events: list[dict[str, Any]], start: str = "maintenance_enter", end: str = "maintenance_exit") -> int:
+def max_concurrent(
+    events: list[dict[str, Any]], start: str = "maintenance_enter", end: str = "maintenance_exit"
+) -> int:
     """Largest number of hosts that were between ``start`` and ``end`` at the same moment."""
     inside: set[str] = set()
     peak = 0

@@ -46,13 +46,53 @@ class MigRow:
 
 SMI_MODELS: dict[str, SmiModel] = {
     "A100-80GB-PCIe": SmiModel(
-        "NVIDIA A100 80GB PCIe", "Ampere", 81920, 131072, 300, 45, 34, "92.00.68.00.01", "900-21001-0020-100", 0x1533, 4, True, "A100-80GB"
+        "NVIDIA A100 80GB PCIe",
+        "Ampere",
+        81920,
+        131072,
+        300,
+        45,
+        34,
+        "92.00.68.00.01",
+        "900-21001-0020-100",
+        0x1533,
+        4,
+        True,
+        "A100-80GB",
     ),
     "H100-80GB-PCIe": SmiModel(
-        "NVIDIA H100 PCIe", "Hopper", 81559, 131072, 350, 48, 33, "96.00.30.00.01", "900-21010-0000-000", 0x1626, 5, True, "H100-80GB"
+        "NVIDIA H100 PCIe",
+        "Hopper",
+        81559,
+        131072,
+        350,
+        48,
+        33,
+        "96.00.30.00.01",
+        "900-21010-0000-000",
+        0x1626,
+        5,
+        True,
+        "H100-80GB",
     ),
-    "L40S": SmiModel("NVIDIA L40S", "Ada Lovelace", 46068, 65536, 350, 35, 30, "95.02.5D.00.01", "900-2G133-0080-000", 0x1851, 4, True, ""),
-    "T4": SmiModel("Tesla T4", "Turing", 15360, 256, 70, 16, 38, "90.04.96.00.02", "900-2G183-0000-001", 0x12A2, 3, False, ""),
+    "L40S": SmiModel(
+        "NVIDIA L40S",
+        "Ada Lovelace",
+        46068,
+        65536,
+        350,
+        35,
+        30,
+        "95.02.5D.00.01",
+        "900-2G133-0080-000",
+        0x1851,
+        4,
+        True,
+        "",
+    ),
+    "T4": SmiModel(
+        "Tesla T4", "Turing", 15360, 256, 70, 16, 38, "90.04.96.00.02", "900-2G183-0000-001", 0x12A2, 3, False, ""
+    ),
 }
 
 # Rows of `nvidia-smi mig -lgip` / `-lgipp` (values as in the real captures named in the module docstring).

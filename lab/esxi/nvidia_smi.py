@@ -103,8 +103,12 @@ def render_table(driver: str, gpus: list[Gpu]) -> str:
         lines.append(f"| {g.index:>3}  {_name_field(g.model.smi_name):<31}On  |   {g.bus_id} Off |{ecc:>21} |")
         power = f"{g.model.idle_power_w}W"
         cap = f"{g.model.power_cap_w}W"
-        lines.append(f"| N/A {g.model.idle_temp_c:>4}C    P0 {power:>15} / {cap:>5} | {g.used_mib:>7}MiB / {g.model.fb_mib:>6}MiB |{util:>8}      Default |")
-        lines.append(f"|                                         |                        |{_mig_text(mig) if mig is not None else 'N/A':>21} |")
+        lines.append(
+            f"| N/A {g.model.idle_temp_c:>4}C    P0 {power:>15} / {cap:>5} | {g.used_mib:>7}MiB / {g.model.fb_mib:>6}MiB |{util:>8}      Default |"
+        )
+        lines.append(
+            f"|                                         |                        |{_mig_text(mig) if mig is not None else 'N/A':>21} |"
+        )
         lines.append(GPU_RULE)
     if any(g.mig_current for g in gpus):
         lines += [
@@ -152,7 +156,14 @@ def _gpu_tree(g: Gpu, driver: str) -> list[Node]:
         ("Display Active", "display_active", "Disabled"),
         ("Persistence Mode", "persistence_mode", "Enabled"),
         ("Addressing Mode", "addressing_mode", "None"),
-        ("MIG Mode", "mig_mode", [("Current", "current_mig", _mig_text(g.mig_current)), ("Pending", "pending_mig", _mig_text(g.mig_pending))]),
+        (
+            "MIG Mode",
+            "mig_mode",
+            [
+                ("Current", "current_mig", _mig_text(g.mig_current)),
+                ("Pending", "pending_mig", _mig_text(g.mig_pending)),
+            ],
+        ),
         ("Accounting Mode", "accounting_mode", "Disabled"),
         ("Accounting Mode Buffer Size", "accounting_mode_buffer_size", "4000"),
         ("Driver Model", "driver_model", [("Current", "current_dm", "N/A"), ("Pending", "pending_dm", "N/A")]),
@@ -164,13 +175,29 @@ def _gpu_tree(g: Gpu, driver: str) -> list[Node]:
         ("Board ID", "board_id", f"0x{int(bus, 16) << 8:x}"),
         ("Board Part Number", "board_part_number", m.board_part),
         ("GPU Part Number", "gpu_part_number", f"{g.raw['device_id']:04X}-200-A1"),
-        ("Inforom Version", "inforom_version", [("Image Version", "img_version", "G500.0200.00.05"), ("OEM Object", "oem_object", "2.1"), ("ECC Object", "ecc_object", "7.16"), ("Power Management Object", "pwr_object", "N/A")]),
-        ("GPU Operation Mode", "gpu_operation_mode", [("Current", "current_gom", "N/A"), ("Pending", "pending_gom", "N/A")]),
+        (
+            "Inforom Version",
+            "inforom_version",
+            [
+                ("Image Version", "img_version", "G500.0200.00.05"),
+                ("OEM Object", "oem_object", "2.1"),
+                ("ECC Object", "ecc_object", "7.16"),
+                ("Power Management Object", "pwr_object", "N/A"),
+            ],
+        ),
+        (
+            "GPU Operation Mode",
+            "gpu_operation_mode",
+            [("Current", "current_gom", "N/A"), ("Pending", "pending_gom", "N/A")],
+        ),
         ("GSP Firmware Version", "gsp_firmware_version", driver if m.sriov else "N/A"),
         (
             "GPU Virtualization Mode",
             "gpu_virtualization_mode",
-            [("Virtualization Mode", "virtualization_mode", "Host VGPU"), ("Host VGPU Mode", "host_vgpu_mode", "SR-IOV" if m.sriov else "Non SR-IOV")],
+            [
+                ("Virtualization Mode", "virtualization_mode", "Host VGPU"),
+                ("Host VGPU Mode", "host_vgpu_mode", "SR-IOV" if m.sriov else "Non SR-IOV"),
+            ],
         ),
         (
             "PCI",
@@ -186,20 +213,65 @@ def _gpu_tree(g: Gpu, driver: str) -> list[Node]:
                     "GPU Link Info",
                     "pci_gpu_link_info",
                     [
-                        ("PCIe Generation", "pcie_gen", [("Max", "max_link_gen", str(m.pcie_gen)), ("Current", "current_link_gen", str(m.pcie_gen))]),
-                        ("Link Width", "link_widths", [("Max", "max_link_width", "16x"), ("Current", "current_link_width", "16x")]),
+                        (
+                            "PCIe Generation",
+                            "pcie_gen",
+                            [
+                                ("Max", "max_link_gen", str(m.pcie_gen)),
+                                ("Current", "current_link_gen", str(m.pcie_gen)),
+                            ],
+                        ),
+                        (
+                            "Link Width",
+                            "link_widths",
+                            [("Max", "max_link_width", "16x"), ("Current", "current_link_width", "16x")],
+                        ),
                     ],
                 ),
             ],
         ),
         ("Fan Speed", "fan_speed", "N/A"),
         ("Performance State", "performance_state", "P0"),
-        ("FB Memory Usage", "fb_memory_usage", [("Total", "total", f"{m.fb_mib} MiB"), ("Reserved", "reserved", f"{g.fb_reserved_mib} MiB"), ("Used", "used", f"{g.used_mib} MiB"), ("Free", "free", f"{free} MiB")]),
-        ("BAR1 Memory Usage", "bar1_memory_usage", [("Total", "total", f"{m.bar1_mib} MiB"), ("Used", "used", "1 MiB"), ("Free", "free", f"{m.bar1_mib - 1} MiB")]),
+        (
+            "FB Memory Usage",
+            "fb_memory_usage",
+            [
+                ("Total", "total", f"{m.fb_mib} MiB"),
+                ("Reserved", "reserved", f"{g.fb_reserved_mib} MiB"),
+                ("Used", "used", f"{g.used_mib} MiB"),
+                ("Free", "free", f"{free} MiB"),
+            ],
+        ),
+        (
+            "BAR1 Memory Usage",
+            "bar1_memory_usage",
+            [
+                ("Total", "total", f"{m.bar1_mib} MiB"),
+                ("Used", "used", "1 MiB"),
+                ("Free", "free", f"{m.bar1_mib - 1} MiB"),
+            ],
+        ),
         ("Compute Mode", "compute_mode", "Default"),
-        ("Utilization", "utilization", [("Gpu", "gpu_util", "N/A" if g.mig_current else "0 %"), ("Memory", "memory_util", "N/A" if g.mig_current else "0 %"), ("Encoder", "encoder_util", "0 %"), ("Decoder", "decoder_util", "0 %")]),
+        (
+            "Utilization",
+            "utilization",
+            [
+                ("Gpu", "gpu_util", "N/A" if g.mig_current else "0 %"),
+                ("Memory", "memory_util", "N/A" if g.mig_current else "0 %"),
+                ("Encoder", "encoder_util", "0 %"),
+                ("Decoder", "decoder_util", "0 %"),
+            ],
+        ),
         ("ECC Mode", "ecc_mode", [("Current", "current_ecc", "Enabled"), ("Pending", "pending_ecc", "Enabled")]),
-        ("Temperature", "temperature", [("GPU Current Temp", "gpu_temp", f"{m.idle_temp_c} C"), ("GPU Shutdown Temp", "gpu_temp_max_threshold", "92 C"), ("GPU Slowdown Temp", "gpu_temp_slow_threshold", "89 C")]),
+        (
+            "Temperature",
+            "temperature",
+            [
+                ("GPU Current Temp", "gpu_temp", f"{m.idle_temp_c} C"),
+                ("GPU Shutdown Temp", "gpu_temp_max_threshold", "92 C"),
+                ("GPU Slowdown Temp", "gpu_temp_slow_threshold", "89 C"),
+            ],
+        ),
         (
             "GPU Power Readings",
             "gpu_power_readings",
@@ -212,7 +284,16 @@ def _gpu_tree(g: Gpu, driver: str) -> list[Node]:
                 ("Max Power Limit", "max_power_limit", cap),
             ],
         ),
-        ("Clocks", "clocks", [("Graphics", "graphics_clock", "210 MHz"), ("SM", "sm_clock", "210 MHz"), ("Memory", "mem_clock", "1512 MHz"), ("Video", "video_clock", "585 MHz")]),
+        (
+            "Clocks",
+            "clocks",
+            [
+                ("Graphics", "graphics_clock", "210 MHz"),
+                ("SM", "sm_clock", "210 MHz"),
+                ("Memory", "mem_clock", "1512 MHz"),
+                ("Video", "video_clock", "585 MHz"),
+            ],
+        ),
         ("Processes", "processes", "None"),
     ]
 
@@ -341,7 +422,12 @@ def query_gpu(fields: list[str], fmt: list[str], gpus: list[Gpu], driver: str) -
         if f not in known:
             return Result(2, err=f'Field "{f}" is not a valid field to query.\n\n')
     if not fmt or fmt[0] != "csv":
-        return Result(2, err='"--format" is required with "--query-gpu". Please run \'nvidia-smi -h\' for help.\n' if not fmt else INVALID_ARGS)
+        return Result(
+            2,
+            err='"--format" is required with "--query-gpu". Please run \'nvidia-smi -h\' for help.\n'
+            if not fmt
+            else INVALID_ARGS,
+        )
     units = "nounits" not in fmt
     lines = []
     if "noheader" not in fmt:
@@ -400,7 +486,9 @@ def render_lgip(gpus: list[Gpu]) -> str:
         ]
         for r in rows:
             inst = f"{r.total}/{r.total}"
-            out.append(f"|{g.index:>4}  {r.name:<18}{r.profile_id:>2}     {inst:<11}{r.memory_gib:<11}No     {r.sm:<7}{r.dec:<6}{r.enc:<4}|")
+            out.append(
+                f"|{g.index:>4}  {r.name:<18}{r.profile_id:>2}     {inst:<11}{r.memory_gib:<11}No     {r.sm:<7}{r.dec:<6}{r.enc:<4}|"
+            )
             out.append(f"|{'':61}{r.ce:<6}{r.jpeg:<6}{r.ofa:<4}|")
             out.append("+-----------------------------------------------------------------------------+")
     return "\n".join(out) + "\n"
@@ -411,7 +499,9 @@ def render_lgipp(gpus: list[Gpu]) -> str:
     for g in gpus:
         for r in MIG_PROFILES.get(g.model.mig_table, []):
             where = "Placements:" if len(r.placements) > 1 else "Placement :"
-            out.append(f"GPU {g.index:>2} Profile ID {r.profile_id:>2} {where} {{{','.join(map(str, r.placements))}}}:{r.size}")
+            out.append(
+                f"GPU {g.index:>2} Profile ID {r.profile_id:>2} {where} {{{','.join(map(str, r.placements))}}}:{r.size}"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -471,7 +561,18 @@ def run(ctx: Ctx, argv: list[str]) -> Result:
     if args[0] in ("-q", "--query") or (args[0] in ("-x", "--xml-format") and "-q" in args):
         rest = [a for a in args if a not in ("-q", "--query", "-x", "--xml-format")]
         if rest and rest[0] in ("-d", "--display"):
-            valid = {"MEMORY", "UTILIZATION", "ECC", "TEMPERATURE", "POWER", "CLOCK", "COMPUTE", "PIDS", "PERFORMANCE", "SUPPORTED_CLOCKS"}
+            valid = {
+                "MEMORY",
+                "UTILIZATION",
+                "ECC",
+                "TEMPERATURE",
+                "POWER",
+                "CLOCK",
+                "COMPUTE",
+                "PIDS",
+                "PERFORMANCE",
+                "SUPPORTED_CLOCKS",
+            }
             if len(rest) < 2 or any(d not in valid for d in rest[1].split(",")):
                 return Result(2, err="Failed to parse --display/-d flags\n")
             rest = rest[2:]
@@ -488,7 +589,10 @@ def run(ctx: Ctx, argv: list[str]) -> Result:
         fmt = [f.strip() for f in fmt_args[0].split("=", 1)[1].split(",")] if fmt_args else []
         return query_gpu(fields, fmt, gpus, driver)
     if args in (["-h"], ["--help"]):
-        return Result(0, f"NVIDIA System Management Interface -- v{driver}\n\nNVSMI provides monitoring information for Tesla and select Quadro devices.\n")
+        return Result(
+            0,
+            f"NVIDIA System Management Interface -- v{driver}\n\nNVSMI provides monitoring information for Tesla and select Quadro devices.\n",
+        )
     return Result(2, err=INVALID_ARGS)
 
 

@@ -21,7 +21,9 @@ from paramiko.sftp import SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_
 class _Handle(SFTPHandle):
     def stat(self) -> Any:
         try:
-            return SFTPAttributes.from_stat(os.fstat(self.readfile.fileno() if self.readfile else self.writefile.fileno()))
+            return SFTPAttributes.from_stat(
+                os.fstat(self.readfile.fileno() if self.readfile else self.writefile.fileno())
+            )
         except OSError as exc:
             return SFTPServer.convert_errno(exc.errno)
 

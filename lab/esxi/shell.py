@@ -221,12 +221,19 @@ def _run_pipeline(ctx: Ctx, pipeline: list[list[tuple[str, str]]], stdin: Stdin)
                 argv.append(text)
             i += 1
         if not argv:
-            os.write(2, b"sh: syntax error: unexpected \"|\"\n")
+            os.write(2, b'sh: syntax error: unexpected "|"\n')
             return 2
         if pos == 0:
-            if argv[0] in _READS_STDIN and len([a for a in argv[1:] if not a.startswith("-")]) <= (1 if argv[0] == "grep" else 0):
+            if argv[0] in _READS_STDIN and len([a for a in argv[1:] if not a.startswith("-")]) <= (
+                1 if argv[0] == "grep" else 0
+            ):
                 data = stdin.read_all()
-            elif argv[0] in ("mlxconfig", "/opt/mellanox/bin/mlxconfig") and "set" in argv and "-y" not in argv and "--yes" not in argv:
+            elif (
+                argv[0] in ("mlxconfig", "/opt/mellanox/bin/mlxconfig")
+                and "set" in argv
+                and "-y" not in argv
+                and "--yes" not in argv
+            ):
                 data = stdin.read_line(timeout=30.0)
         result = run_argv(ctx, argv, data)
         out, err = result.out, result.err

@@ -29,16 +29,88 @@ ESXI_INSTALL_DATE = "2024-11-12"
 
 # A small, realistic ESXi 8.0 U3 image (name, version, vendor, acceptance, summary, component, component display).
 _BASE_VIBS: list[tuple[str, str, str, str, str, str, str]] = [
-    ("esx-base", f"{ESXI_VERSION}-0.55.{ESXI_BUILD}", "VMware", "VMwareCertified", "esx-base: ESXi base system", "ESXi", "ESXi"),
-    ("esx-ui", "2.16.0-24186544", "VMware", "VMwareCertified", "VMware Host Client", "VMware-Host-Client", "VMware Host Client"),
-    ("esxio-combiner", f"{ESXI_VERSION}-0.55.{ESXI_BUILD}", "VMware", "VMwareCertified", "esxio-combiner: ESXi io combiner", "ESXi", "ESXi"),
-    ("native-misc-drivers", f"{ESXI_VERSION}-0.55.{ESXI_BUILD}", "VMware", "VMwareCertified", "native-misc-drivers: Miscellaneous drivers", "ESXi", "ESXi"),
-    ("nmlx5-core", "4.23.0.66-1vmw.800.1.0.20513097", "VMW", "VMwareCertified", "Mellanox ConnectX-4/5/6 Ethernet driver", "Mellanox-nmlx5", "Mellanox 5th generation NIC Driver"),
-    ("nmlx5-rdma", "4.23.0.66-1vmw.800.1.0.20513097", "VMW", "VMwareCertified", "Mellanox ConnectX-4/5/6 RDMA driver", "Mellanox-nmlx5", "Mellanox 5th generation NIC Driver"),
-    ("vmkusb", "0.1-26vmw.803.0.55.24414501", "VMW", "VMwareCertified", "USB Native Driver for VMware", "VMware-vmkusb", "USB Native Driver for VMware"),
+    (
+        "esx-base",
+        f"{ESXI_VERSION}-0.55.{ESXI_BUILD}",
+        "VMware",
+        "VMwareCertified",
+        "esx-base: ESXi base system",
+        "ESXi",
+        "ESXi",
+    ),
+    (
+        "esx-ui",
+        "2.16.0-24186544",
+        "VMware",
+        "VMwareCertified",
+        "VMware Host Client",
+        "VMware-Host-Client",
+        "VMware Host Client",
+    ),
+    (
+        "esxio-combiner",
+        f"{ESXI_VERSION}-0.55.{ESXI_BUILD}",
+        "VMware",
+        "VMwareCertified",
+        "esxio-combiner: ESXi io combiner",
+        "ESXi",
+        "ESXi",
+    ),
+    (
+        "native-misc-drivers",
+        f"{ESXI_VERSION}-0.55.{ESXI_BUILD}",
+        "VMware",
+        "VMwareCertified",
+        "native-misc-drivers: Miscellaneous drivers",
+        "ESXi",
+        "ESXi",
+    ),
+    (
+        "nmlx5-core",
+        "4.23.0.66-1vmw.800.1.0.20513097",
+        "VMW",
+        "VMwareCertified",
+        "Mellanox ConnectX-4/5/6 Ethernet driver",
+        "Mellanox-nmlx5",
+        "Mellanox 5th generation NIC Driver",
+    ),
+    (
+        "nmlx5-rdma",
+        "4.23.0.66-1vmw.800.1.0.20513097",
+        "VMW",
+        "VMwareCertified",
+        "Mellanox ConnectX-4/5/6 RDMA driver",
+        "Mellanox-nmlx5",
+        "Mellanox 5th generation NIC Driver",
+    ),
+    (
+        "vmkusb",
+        "0.1-26vmw.803.0.55.24414501",
+        "VMW",
+        "VMwareCertified",
+        "USB Native Driver for VMware",
+        "VMware-vmkusb",
+        "USB Native Driver for VMware",
+    ),
     ("vsan", f"{ESXI_VERSION}-0.55.{ESXI_BUILD}", "VMware", "VMwareCertified", "vSAN for ESXi", "ESXi", "ESXi"),
-    ("tools-light", "12.4.5.23787635-24262298", "VMware", "VMwareCertified", "VMware Tools", "VMware-VM-Tools", "VMware Tools Async Release"),
-    ("cpu-microcode", f"{ESXI_VERSION}-0.55.{ESXI_BUILD}", "VMware", "VMwareCertified", "Processor microcode for ESXi", "ESXi", "ESXi"),
+    (
+        "tools-light",
+        "12.4.5.23787635-24262298",
+        "VMware",
+        "VMwareCertified",
+        "VMware Tools",
+        "VMware-VM-Tools",
+        "VMware Tools Async Release",
+    ),
+    (
+        "cpu-microcode",
+        f"{ESXI_VERSION}-0.55.{ESXI_BUILD}",
+        "VMware",
+        "VMwareCertified",
+        "Processor microcode for ESXi",
+        "ESXi",
+        "ESXi",
+    ),
 ]
 
 # Kernel (boot) settings shown by `esxcli system settings kernel list` (ESXi 8.0U3c defaults, esxi_kernel_settings_ats_acs.txt).
@@ -47,14 +119,21 @@ _KERNEL_SETTINGS: list[tuple[str, str, str, str]] = [
     ("disableACSCheck", "Bool", "FALSE", "Bypass ACS capability checks on all PCIE devices"),
     ("disablePciPassthrough", "Bool", "FALSE", "Disable PCI Passthrough"),
     ("enableACSCheckForRP", "Bool", "FALSE", "Enable ACS capability checks for Root Port"),
-    ("iommuMapReservedMem", "uint32", "3", "Controls mapping of reserved memory for identity-mapped IOMMU domains; 0 = Honor ACPI RMRR; 1 = Map all reserved memory; 2 = Don't map any reserved memory;3 = Auto, ESXi kernel makes the decision."),
+    (
+        "iommuMapReservedMem",
+        "uint32",
+        "3",
+        "Controls mapping of reserved memory for identity-mapped IOMMU domains; 0 = Honor ACPI RMRR; 1 = Map all reserved memory; 2 = Don't map any reserved memory;3 = Auto, ESXi kernel makes the decision.",
+    ),
     ("iovDisableIR", "Bool", "FALSE", "Disable Interrupt Remapping in the IOMMU."),
     ("iovEnablePostedIntr", "Bool", "TRUE", "Enable support for posted interrupts in the IOMMU."),
     ("iovPasidMode", "Bool", "TRUE", "Enable PASID support in IOV"),
 ]
 
 
-def _vib_record(name: str, version: str, vendor: str, acceptance: str, summary: str, comp: str, comp_display: str) -> dict:
+def _vib_record(
+    name: str, version: str, vendor: str, acceptance: str, summary: str, comp: str, comp_display: str
+) -> dict:
     vib_type = "bootbank"
     return {
         "name": name,
@@ -86,7 +165,10 @@ def initial_state(host: dict[str, Any]) -> dict[str, Any]:
     """A freshly installed host from its topology entry (lab.topology JSON): no NVIDIA driver, MIG off."""
     gpus = [
         {
-            **{k: g[k] for k in ("pci_id", "model", "device_id", "device_name", "numa_node", "architecture", "mig_capable")},
+            **{
+                k: g[k]
+                for k in ("pci_id", "model", "device_id", "device_name", "numa_node", "architecture", "mig_capable")
+            },
             "index": i,
             "mig_current": False,
             "mig_pending": False,
@@ -94,7 +176,11 @@ def initial_state(host: dict[str, Any]) -> dict[str, Any]:
         for i, g in enumerate(host["gpus"])
     ]
     nics = [
-        {**{k: n[k] for k in ("pci_id", "device_id", "device_name", "numa_node", "vmnic", "vmrdma")}, "ats_current": False, "ats_next": False}
+        {
+            **{k: n[k] for k in ("pci_id", "device_id", "device_name", "numa_node", "vmnic", "vmrdma")},
+            "ats_current": False,
+            "ats_next": False,
+        }
         for n in host["nics"]
     ]
     return {

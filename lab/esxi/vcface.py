@@ -57,7 +57,9 @@ class VcenterClient:
             except ValueError as exc:
                 raise VcenterUnavailable(f"vCenter answered {resp.status} with non-JSON") from exc
             if resp.status >= 400:
-                raise VcenterUnavailable(f"vCenter answered {resp.status}: {doc.get('error') if isinstance(doc, dict) else doc}")
+                raise VcenterUnavailable(
+                    f"vCenter answered {resp.status}: {doc.get('error') if isinstance(doc, dict) else doc}"
+                )
             return doc
         raise AssertionError("unreachable")
 

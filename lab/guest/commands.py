@@ -17,9 +17,7 @@ import stat as stat_mod
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from lab.guest.shell import ShellSyntaxError, SimpleCommand, parse
 from lab.guest.state import GuestState
@@ -143,7 +141,14 @@ def _virtual_read(g: Guest, path: str) -> tuple[bool, str | None, str | None]:
     norm = posixpath.normpath(path)
     if norm == "/proc/modules":
         rows = [line.split() for line in _module_rows(g)]
-        return True, "".join(f"{r[0]} {r[1]} {r[2]} {','.join(r[3:]) + ',' if len(r) > 3 else '-'} Live 0x0000000000000000\n" for r in rows), None
+        return (
+            True,
+            "".join(
+                f"{r[0]} {r[1]} {r[2]} {','.join(r[3:]) + ',' if len(r) > 3 else '-'} Live 0x0000000000000000\n"
+                for r in rows
+            ),
+            None,
+        )
     if norm.startswith("/proc/driver/nvidia"):
         if norm == "/proc/driver/nvidia/version":
             content = _driver_version_file(g)
@@ -353,9 +358,15 @@ def cmd_stat(g: Guest, argv: list[str], stdin: Input) -> Result:
             "f": f"{st.st_mode:x}",
         }
         if fmt is None:
-            out.append(f"  File: {f}\n  Size: {st.st_size}\n Access: ({stat_mod.S_IMODE(st.st_mode):04o}/{_mode_string(st.st_mode)})  Uid: ( {st.st_uid}/ {user})   Gid: ( {st.st_gid}/ {group})")
+            out.append(
+                f"  File: {f}\n  Size: {st.st_size}\n Access: ({stat_mod.S_IMODE(st.st_mode):04o}/{_mode_string(st.st_mode)})  Uid: ( {st.st_uid}/ {user})   Gid: ( {st.st_gid}/ {group})"
+            )
         else:
-            out.append(re.sub(r"%(.)", lambda m: values.get(m.group(1), "%" + m.group(1)) if m.group(1) != "%" else "%", fmt))
+            out.append(
+                re.sub(
+                    r"%(.)", lambda m, v=values: v.get(m.group(1), "%" + m.group(1)) if m.group(1) != "%" else "%", fmt
+                )
+            )
     return _ok("".join(o + "\n" for o in out), "".join(e + "\n" for e in err), rc)
 
 
@@ -556,7 +567,9 @@ def cmd_grep(g: Guest, argv: list[str], stdin: Input) -> Result:
         return _ok(err="Usage: grep [OPTION]... PATTERNS [FILE]...\n", rc=2)
     pattern, files = rest[0], rest[1:]
     data = stdin.read() if not files else b"".join(read_file(g, f)[0] or b"" for f in files)
-    regex = re.compile(pattern if "E" in flags or "P" in flags else pattern.replace(r"\|", "|"), re.I if "i" in flags else 0)
+    regex = re.compile(
+        pattern if "E" in flags or "P" in flags else pattern.replace(r"\|", "|"), re.I if "i" in flags else 0
+    )
     lines = [ln for ln in data.decode(errors="replace").splitlines() if bool(regex.search(ln)) != ("v" in flags)]
     if "q" in flags:
         return _ok(rc=0 if lines else 1)
@@ -646,9 +659,17 @@ def _module_rows(g: Guest) -> list[str]:
             "nvidia              56713216  2 nvidia_uvm,nvidia_modeset",
         ]
     if any(d.name.startswith("vmw_pvrdma") for d in g.view.rdma):
-        rows += ["vmw_pvrdma             69632  0", "ib_uverbs             163840  1 vmw_pvrdma", "ib_core               425984  2 vmw_pvrdma,ib_uverbs"]
+        rows += [
+            "vmw_pvrdma             69632  0",
+            "ib_uverbs             163840  1 vmw_pvrdma",
+            "ib_core               425984  2 vmw_pvrdma,ib_uverbs",
+        ]
     if any(d.name.startswith("mlx5") for d in g.view.rdma):
-        rows += ["mlx5_ib               409600  0", "mlx5_core            1900544  1 mlx5_ib", "ib_core               425984  1 mlx5_ib"]
+        rows += [
+            "mlx5_ib               409600  0",
+            "mlx5_core            1900544  1 mlx5_ib",
+            "ib_core               425984  1 mlx5_ib",
+        ]
     rows += ["vmw_vmci               98304  1", "vmxnet3                77824  0"]
     return rows
 
@@ -706,7 +727,12 @@ def cmd_sudo(g: Guest, argv: list[str], stdin: Input) -> Result:
 
 
 # ---------------------------------------------------------------- systemd: nvidia-gridd and friends
-UNITS = {"nvidia-gridd": "NVIDIA Grid Daemon", "docker": "Docker Application Container Engine", "ssh": "OpenBSD Secure Shell server", "nvidia-persistenced": "NVIDIA Persistence Daemon"}
+UNITS = {
+    "nvidia-gridd": "NVIDIA Grid Daemon",
+    "docker": "Docker Application Container Engine",
+    "ssh": "OpenBSD Secure Shell server",
+    "nvidia-persistenced": "NVIDIA Persistence Daemon",
+}
 
 
 def _unit(name: str) -> str:
@@ -732,14 +758,20 @@ def cmd_systemctl(g: Guest, argv: list[str], stdin: Input) -> Result:
     if verb == "daemon-reload":
         return _ok()
     if verb == "list-unit-files":
-        return _ok("UNIT FILE                    STATE   VENDOR PRESET\n" + "".join(f"{u}.service    enabled enabled\n" for u in UNITS))
+        return _ok(
+            "UNIT FILE                    STATE   VENDOR PRESET\n"
+            + "".join(f"{u}.service    enabled enabled\n" for u in UNITS)
+        )
     for unit in units:
         if unit not in UNITS:
             if verb in ("is-active",):
                 return _ok("inactive\n", rc=3)
             if verb == "is-enabled":
                 return _ok(err=f"Failed to get unit file state for {unit}.service: No such file or directory\n", rc=1)
-            return _ok(err=f"Failed to {verb} {unit}.service: Unit {unit}.service not found.\n", rc=5 if verb != "status" else 4)
+            return _ok(
+                err=f"Failed to {verb} {unit}.service: Unit {unit}.service not found.\n",
+                rc=5 if verb != "status" else 4,
+            )
     gridd_state = g.state.get("gridd", {})
     if verb == "is-active":
         active = all(gridd_state.get("active") if u == "nvidia-gridd" else True for u in units)
@@ -838,11 +870,16 @@ def cmd_nvidia_ctk(g: Guest, argv: list[str], stdin: Input) -> Result:
         return _not_found("nvidia-ctk")
     args = argv[1:]
     if args in (["--version"], ["-v"], ["-version"]):
-        return _ok(f"NVIDIA Container Toolkit CLI version {version}\ncommit: a5a5833c14a15fd9c86bcece85d5ec6621b65652\n")
+        return _ok(
+            f"NVIDIA Container Toolkit CLI version {version}\ncommit: a5a5833c14a15fd9c86bcece85d5ec6621b65652\n"
+        )
     if args[:2] == ["cdi", "list"]:
         names = [f"nvidia.com/gpu={i}" for i in range(len(g.view.gpus))]
         names += [f"nvidia.com/gpu={gpu.uuid}" for gpu in g.view.gpus] + (["nvidia.com/gpu=all"] if g.view.gpus else [])
-        return _ok("".join(n + "\n" for n in names), f'time="2024-09-02T10:00:00Z" level=info msg="Found {len(names)} CDI devices"\n')
+        return _ok(
+            "".join(n + "\n" for n in names),
+            f'time="2024-09-02T10:00:00Z" level=info msg="Found {len(names)} CDI devices"\n',
+        )
     if args[:2] == ["runtime", "configure"] and any(a in ("--runtime=docker", "docker") for a in args):
         with g.store.update() as state:
             state.setdefault("container", {})["nvidia_runtime"] = True
@@ -917,7 +954,10 @@ def _docker_run(g: Guest, args: list[str]) -> Result:
     command = rest[1:]
     if gpus is not None or runtime == "nvidia":
         if not g.state.get("container", {}).get("nvidia_runtime") or not g.state.get("container", {}).get("toolkit"):
-            return _ok(err='docker: Error response from daemon: could not select device driver "" with capabilities: [[gpu]].\n', rc=125)
+            return _ok(
+                err='docker: Error response from daemon: could not select device driver "" with capabilities: [[gpu]].\n',
+                rc=125,
+            )
         if g.view.driver_version is None:
             return _ok(
                 err="docker: Error response from daemon: failed to create task for container: failed to create shim task: "
@@ -929,7 +969,10 @@ def _docker_run(g: Guest, args: list[str]) -> Result:
         if command and command[0] == "nvidia-smi":
             return cmd_nvidia_smi(g, command, Input(b""))
     elif command and command[0] == "nvidia-smi":
-        return _ok(err='docker: Error response from daemon: failed to create task for container: exec: "nvidia-smi": executable file not found in $PATH: unknown.\n', rc=127)
+        return _ok(
+            err='docker: Error response from daemon: failed to create task for container: exec: "nvidia-smi": executable file not found in $PATH: unknown.\n',
+            rc=127,
+        )
     if not command:
         return _ok()
     return run_argv(g, command, Input(b""))
@@ -952,7 +995,12 @@ def cmd_rdma(g: Guest, argv: list[str], stdin: Input) -> Result:
             )
         )
     if args[:1] in (["dev"], ["device"]):
-        return _ok("".join(f"{i}: {d.name}: node_type ca fw 3.0.000 node_guid {d.node_guid[:4]}:{d.node_guid[4:8]}:{d.node_guid[8:12]}:{d.node_guid[12:]} sys_image_guid {d.node_guid[:4]}:{d.node_guid[4:8]}:{d.node_guid[8:12]}:{d.node_guid[12:]} \n" for i, d in enumerate(g.view.rdma)))
+        return _ok(
+            "".join(
+                f"{i}: {d.name}: node_type ca fw 3.0.000 node_guid {d.node_guid[:4]}:{d.node_guid[4:8]}:{d.node_guid[8:12]}:{d.node_guid[12:]} sys_image_guid {d.node_guid[:4]}:{d.node_guid[4:8]}:{d.node_guid[8:12]}:{d.node_guid[12:]} \n"
+                for i, d in enumerate(g.view.rdma)
+            )
+        )
     return _ok(err=f'Object "{args[0] if args else ""}" is unknown, try "rdma help".\n', rc=1)
 
 

@@ -93,8 +93,12 @@ def _gpu(guest: str, index: int, device: dict) -> GuestGpu:
 def _rdma(index: int, device: dict) -> GuestRdma:
     state = device.get("state", "ACTIVE")
     if device.get("type") == "passthrough":
-        return GuestRdma(f"mlx5_{index}", f"ens{224 + index}f0np0", device.get("roce", "v2"), f"b8cef60300{index:02x}2b3c", state)
-    return GuestRdma(f"vmw_pvrdma{index}", f"ens{192 + 32 * index}", device.get("roce", "v2"), f"005056fffe{index:02x}a1b2", state)
+        return GuestRdma(
+            f"mlx5_{index}", f"ens{224 + index}f0np0", device.get("roce", "v2"), f"b8cef60300{index:02x}2b3c", state
+        )
+    return GuestRdma(
+        f"vmw_pvrdma{index}", f"ens{192 + 32 * index}", device.get("roce", "v2"), f"005056fffe{index:02x}a1b2", state
+    )
 
 
 def _from_vcenter(vm: str) -> tuple[list[dict], list[dict], bool]:

@@ -13,7 +13,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 LICENSE_SERVER = "dls.lab.local"
 LICENSE_LIFETIME_S = 90 * 24 * 3600
 
@@ -49,6 +48,7 @@ def _log(gridd: dict, now: float, message: str) -> None:
 def start(state: dict, root: Path, series: str | None, now: float | None = None) -> None:
     """(Re)start the daemon: decide now what licence it will hold, and from when."""
     from lab.guest.profiles import licensed_product_for_series
+
     now = time.time() if now is None else now
     gridd = state.setdefault("gridd", {})
     gridd.update(active=True, started_at=now, license=None, pid=int(now * 1000) % 60000 + 1000)
@@ -86,7 +86,11 @@ def start(state: dict, root: Path, series: str | None, now: float | None = None)
     else:
         error = None
     if error:
-        _log(gridd, now, f"Failed to acquire/renew license from license server. (Info: {LICENSE_SERVER}; {wanted} - {error})")
+        _log(
+            gridd,
+            now,
+            f"Failed to acquire/renew license from license server. (Info: {LICENSE_SERVER}; {wanted} - {error})",
+        )
         return
     acquired = now + float(state.get("license_delay_s", 1.0))
     gridd["license"] = {"product": wanted, "acquired_at": acquired, "expiry": acquired + LICENSE_LIFETIME_S}

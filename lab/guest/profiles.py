@@ -21,7 +21,13 @@ SMI_PRODUCT_NAMES: dict[str, str] = {
     "T4": "Tesla T4",
 }
 # Framebuffer nvidia-smi reports for a whole GPU (less than the nominal size); H100 80GB from the capture.
-SMI_FRAMEBUFFER_MIB: dict[str, int] = {"H100-80GB-PCIe": 81559, "H100-80GB-SXM": 81559, "A100-80GB-PCIe": 81920, "L40S": 46068, "T4": 15360}
+SMI_FRAMEBUFFER_MIB: dict[str, int] = {
+    "H100-80GB-PCIe": 81559,
+    "H100-80GB-SXM": 81559,
+    "A100-80GB-PCIe": 81920,
+    "L40S": 46068,
+    "T4": 15360,
+}
 ARCHITECTURES = {"turing": "Turing", "ampere": "Ampere", "ada": "Ada Lovelace", "hopper": "Hopper"}
 
 LICENSED_PRODUCTS = {

@@ -215,7 +215,9 @@ def _substitute(text: str, gpu: GuestGpu) -> str:
     domain, bus, dev = _bus_parts(gpu.bus_id)
     text = text.replace(REF_PRODUCT, gpu.product_name).replace(REF_BUS_ID, gpu.bus_id).replace(REF_UUID, gpu.uuid)
     text = text.replace("0x233010DE", f"0x{gpu.device_id:04X}10DE").replace("233010DE", f"{gpu.device_id:04X}10DE")
-    text = text.replace("81559 MiB", f"{gpu.framebuffer_mib} MiB").replace("81079 MiB", f"{gpu.framebuffer_mib - 480} MiB")
+    text = text.replace("81559 MiB", f"{gpu.framebuffer_mib} MiB").replace(
+        "81079 MiB", f"{gpu.framebuffer_mib - 480} MiB"
+    )
     return text.replace(": Hopper", f": {gpu.architecture}").replace(">Hopper<", f">{gpu.architecture}<")
 
 
@@ -399,7 +401,9 @@ def render_query_gpu(view: GuestView, fields_arg: str, format_arg: str | None) -
         return 2, "", f'"{format_arg}" is not a valid format.\n'
     rows = []
     if "noheader" not in opts:
-        rows.append(", ".join(f + (" [MiB]" if f.startswith("memory.") and "nounits" not in opts else "") for f in fields))
+        rows.append(
+            ", ".join(f + (" [MiB]" if f.startswith("memory.") and "nounits" not in opts else "") for f in fields)
+        )
     for gpu in view.gpus:
         values = [_FIELDS[f](gpu, view) for f in fields]
         if "nounits" in opts:

@@ -79,7 +79,9 @@ def prepare_guests(
     host_keys: dict[str, str] = {}
     for guest in topology.guests:
         directory = guests_dir / guest.name
-        GuestState.create(directory, initial_state(guest.name, guest.persona, host_of.get(guest.name), digest, gpu_source))
+        GuestState.create(
+            directory, initial_state(guest.name, guest.persona, host_of.get(guest.name), digest, gpu_source)
+        )
         unit = SshdUnit(
             name=guest.name,
             kind="guest",
@@ -182,7 +184,9 @@ def reset_guest(paths: LabPaths, name: str) -> None:
     directory = paths.guests_dir / name
     store = GuestState(directory)
     old = store.read()
-    fresh = initial_state(name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter"))
+    fresh = initial_state(
+        name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter")
+    )
     with store.update() as state:
         state.clear()
         state.update(fresh)

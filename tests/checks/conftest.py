@@ -23,7 +23,12 @@ from lab.guest.units import token_sha256
 REPO = Path(__file__).resolve().parents[2]
 LAB_STACK = REPO / "stacks" / "Pulumi.lab.yaml"
 LAB_TOKEN = "eyJhbGciOiJSUzI1NiJ9.unit-test-token.c2lnbmF0dXJl"
-PERSONAS = {"vm-ts-01": "vgpu-timesliced", "vm-mig-01": "vgpu-mig", "vm-pt-01": "passthrough-h100", "vm-rdma-01": "rdma"}
+PERSONAS = {
+    "vm-ts-01": "vgpu-timesliced",
+    "vm-mig-01": "vgpu-mig",
+    "vm-pt-01": "passthrough-h100",
+    "vm-rdma-01": "rdma",
+}
 
 
 class SimBackend(BaseBackend):

@@ -51,7 +51,11 @@ def test_nvidia_kernel_module(sim_node: SimNode) -> None:
     checks.test_nvidia_kernel_module_is_loaded(node)
     node, _ = sim_node("vm-ts-01", driver={"installed": False})
     message = fails(checks.test_nvidia_kernel_module_is_loaded, node)
-    assert "nvidia kernel module is not loaded" in message and "$ cat /proc/modules" in message and "vmxnet3 77824 0 - Live" in message
+    assert (
+        "nvidia kernel module is not loaded" in message
+        and "$ cat /proc/modules" in message
+        and "vmxnet3 77824 0 - Live" in message
+    )
 
 
 def test_nvidia_smi_sees_every_gpu(sim_node: SimNode) -> None:
@@ -59,11 +63,18 @@ def test_nvidia_smi_sees_every_gpu(sim_node: SimNode) -> None:
     checks.test_nvidia_smi_sees_every_gpu_of_the_vm(node)
     node, _ = sim_node("vm-ts-01", static_gpus=[])
     message = fails(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)
-    assert "nvidia-smi does not answer" in message and "$ nvidia-smi -q -x" in message and "couldn't communicate" in message
+    assert (
+        "nvidia-smi does not answer" in message
+        and "$ nvidia-smi -q -x" in message
+        and "couldn't communicate" in message
+    )
     two = [{"kind": "vgpu", "profile": "nvidia_l40s-24c"}] * 2
     node, _ = sim_node("vm-ts-01", static_gpus=two)
     message = fails(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)
-    assert "shows 2 GPU(s); the spec gives the VM 1" in message and "<product_name>NVIDIA L40S-24C</product_name>" in message
+    assert (
+        "shows 2 GPU(s); the spec gives the VM 1" in message
+        and "<product_name>NVIDIA L40S-24C</product_name>" in message
+    )
 
 
 def test_guest_driver_branch(sim_node: SimNode) -> None:
@@ -123,7 +134,9 @@ def test_p2p_topology(sim_node: SimNode, lab_stack: Stack) -> None:
         checks.test_vgpu_profile_is_visible((node, vgpu, node.expect.vgpus[vgpu]))
     node, _ = sim_node("vm-mig-01", stack=stack, static_gpus=two, nvlink=False)
     message = fails(checks.test_gpus_are_connected_peer_to_peer, node)
-    assert "bridges these GPUs with NVLink but topo shows {(0, 1): 'PHB'}" in message and "$ nvidia-smi topo -m" in message
+    assert (
+        "bridges these GPUs with NVLink but topo shows {(0, 1): 'PHB'}" in message and "$ nvidia-smi topo -m" in message
+    )
     node, _ = sim_node("vm-mig-01", stack=stack, static_gpus=two[:1])
     message = fails(checks.test_vgpu_profile_is_visible, (node, 1, node.expect.vgpus[1]))
     assert "grid_a100d-3-40c (A100D-3-40C) is not visible" in message
@@ -137,10 +150,16 @@ def test_nvidia_gridd_running(sim_node: SimNode) -> None:
     checks.test_nvidia_gridd_is_running(node)
     node, _ = sim_node("vm-mig-01", gridd={"active": False, "log": []})
     message = fails(checks.test_nvidia_gridd_is_running, node)
-    assert "nvidia-gridd is not running" in message and "$ systemctl is-active nvidia-gridd" in message and "inactive" in message
+    assert (
+        "nvidia-gridd is not running" in message
+        and "$ systemctl is-active nvidia-gridd" in message
+        and "inactive" in message
+    )
 
 
-def test_vgpu_licence_state(sim_node: SimNode, license_guest: Callable[..., None], fresh_node: Callable[..., Node]) -> None:
+def test_vgpu_licence_state(
+    sim_node: SimNode, license_guest: Callable[..., None], fresh_node: Callable[..., Node]
+) -> None:
     node, directory = sim_node("vm-rdma-01")
     message = fails(checks.test_vgpu_licence_is_licensed, node)
     assert "vGPU licence not acquired: {'0000:02:01.0': 'Unlicensed (Unrestricted)'}" in message
@@ -169,7 +188,11 @@ def test_container_toolkit(sim_node: SimNode) -> None:
     checks.test_nvidia_container_toolkit_is_installed(node)
     node, _ = sim_node("vm-mig-01", container={"toolkit": None, "docker": True, "nvidia_runtime": False})
     message = fails(checks.test_nvidia_container_toolkit_is_installed, node)
-    assert "(nvidia-ctk) is not installed" in message and "$ nvidia-ctk --version" in message and "command not found" in message
+    assert (
+        "(nvidia-ctk) is not installed" in message
+        and "$ nvidia-ctk --version" in message
+        and "command not found" in message
+    )
 
 
 def test_docker_nvidia_runtime(sim_node: SimNode) -> None:
@@ -187,7 +210,9 @@ def test_gpu_container(sim_node: SimNode) -> None:
     node, _ = sim_node("vm-ts-01", container={"toolkit": "1.16.2", "docker": True, "nvidia_runtime": False})
     message = fails(checks.test_gpu_container_sees_the_gpus, node, IMAGE)
     assert "a GPU container sees 0 GPU(s), the VM has 1" in message
-    assert f"$ docker run --rm --gpus all {IMAGE} nvidia-smi -L" in message and "could not select device driver" in message
+    assert (
+        f"$ docker run --rm --gpus all {IMAGE} nvidia-smi -L" in message and "could not select device driver" in message
+    )
 
 
 # ---------------------------------------------------------------- RDMA
@@ -196,7 +221,10 @@ def test_rdma_device(sim_node: SimNode) -> None:
     checks.test_rdma_device_is_present((node, 0, node.expect.rdma[0]))
     node, _ = sim_node("vm-rdma-01", static_rdma=[])
     message = fails(checks.test_rdma_device_is_present, (node, 0, node.expect.rdma[0]))
-    assert "RDMA NIC 0 (pvrdma) has no vmw_pvrdma* device; ibv_devices lists none" in message and "$ ibv_devices" in message
+    assert (
+        "RDMA NIC 0 (pvrdma) has no vmw_pvrdma* device; ibv_devices lists none" in message
+        and "$ ibv_devices" in message
+    )
 
 
 def test_rdma_link(sim_node: SimNode) -> None:
@@ -204,7 +232,11 @@ def test_rdma_link(sim_node: SimNode) -> None:
     checks.test_rdma_link_is_active((node, 0, node.expect.rdma[0]))
     node, _ = sim_node("vm-rdma-01", static_rdma=[{"type": "pvrdma", "roce": "v2", "state": "DOWN"}])
     message = fails(checks.test_rdma_link_is_active, (node, 0, node.expect.rdma[0]))
-    assert "RDMA link of vmw_pvrdma0 is not ACTIVE" in message and "$ rdma link show" in message and "state DOWN" in message
+    assert (
+        "RDMA link of vmw_pvrdma0 is not ACTIVE" in message
+        and "$ rdma link show" in message
+        and "state DOWN" in message
+    )
 
 
 def test_roce_version(sim_node: SimNode) -> None:
@@ -213,7 +245,9 @@ def test_roce_version(sim_node: SimNode) -> None:
     node, _ = sim_node("vm-rdma-01", static_rdma=[{"type": "pvrdma", "roce": "v1"}])
     message = fails(checks.test_roce_version_is_as_desired, (node, 0, node.expect.rdma[0]))
     assert "vmw_pvrdma0 does not offer RoCE v2 GIDs" in message
-    assert "$ cat /sys/class/infiniband/vmw_pvrdma0/ports/1/gid_attrs/types/1" in message and "Invalid argument" in message
+    assert (
+        "$ cat /sys/class/infiniband/vmw_pvrdma0/ports/1/gid_attrs/types/1" in message and "Invalid argument" in message
+    )
 
 
 def test_checks_without_a_stack_skip_with_the_reason(bare_node: Callable[[str], Node]) -> None:

@@ -29,7 +29,9 @@ def _lab_data(name: str) -> str:
         ("Licensed", "Licensed", None, None),
     ],
 )
-def test_every_real_licence_status_form_parses(text: str, state: str, detail: str | None, expiry: datetime | None) -> None:
+def test_every_real_licence_status_form_parses(
+    text: str, state: str, detail: str | None, expiry: datetime | None
+) -> None:
     status = guest_smi.parse_license_status(text)
     assert (status.state, status.detail, status.expiry) == (state, detail, expiry)
     assert status.licensed == (state == "Licensed")
@@ -55,7 +57,11 @@ def test_real_vgpu_guest_xml() -> None:
     assert gpu.pci == "0000:00:07.0"
     assert gpu.product_name == "NVIDIA L40S-2Q" and gpu.vgpu_type == "L40S-2Q"
     assert gpu.licensed_product == "NVIDIA RTX Virtual Workstation"
-    assert gpu.license is not None and gpu.license.licensed and gpu.license.expiry == datetime(2026, 7, 7, 16, 1, 44, tzinfo=UTC)
+    assert (
+        gpu.license is not None
+        and gpu.license.licensed
+        and gpu.license.expiry == datetime(2026, 7, 7, 16, 1, 44, tzinfo=UTC)
+    )
     assert gpu.framebuffer_mib == 2048
 
 
@@ -63,7 +69,11 @@ def test_real_passthrough_h100_xml() -> None:
     report = guest_smi.parse_guest_xml(_lab_data("h100_q_x.xml"))
     assert (report.driver_version, report.cuda_version) == ("580.159.04", "13.0")
     (gpu,) = report.gpus
-    assert (gpu.product_name, gpu.architecture, gpu.virtualization_mode) == ("NVIDIA H100 80GB HBM3", "Hopper", "Pass-Through")
+    assert (gpu.product_name, gpu.architecture, gpu.virtualization_mode) == (
+        "NVIDIA H100 80GB HBM3",
+        "Hopper",
+        "Pass-Through",
+    )
     assert gpu.device_id == 0x2330 and not gpu.is_vgpu
     assert gpu.license is None and gpu.licensed_product is None
     assert gpu.mig_current == "Disabled" and gpu.mig_devices == 0
@@ -81,7 +91,10 @@ def test_list_with_mig_devices() -> None:
         "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-10e66e4a-f3df-e289-b538-9bac36c1c24c)\n"
     )
     gpus = guest_smi.parse_list(text)
-    assert [(g.index, g.name, g.mig_devices) for g in gpus] == [(0, "GRID A100D-3-40C", ("3g.40gb",)), (1, "NVIDIA H100 80GB HBM3", ())]
+    assert [(g.index, g.name, g.mig_devices) for g in gpus] == [
+        (0, "GRID A100D-3-40C", ("3g.40gb",)),
+        (1, "NVIDIA H100 80GB HBM3", ()),
+    ]
 
 
 def test_real_topology_of_one_gpu_has_no_pairs() -> None:
@@ -105,6 +118,10 @@ def test_rdma_and_container_readers() -> None:
     assert guest_smi.parse_ibv_devices(ibv) == {"vmw_pvrdma0": "005056fffe00a1b2"}
     (link,) = guest_smi.parse_rdma_links("link mlx5_0/1 state ACTIVE physical_state LINK_UP netdev ens1f0np0 \n")
     assert (link.device, link.port, link.state, link.netdev) == ("mlx5_0", 1, "ACTIVE", "ens1f0np0")
-    assert guest_smi.parse_docker_runtimes('{"nvidia": {"path": "nvidia-container-runtime"}, "runc": {"path": "runc"}}') == {"nvidia", "runc"}
+    assert guest_smi.parse_docker_runtimes(
+        '{"nvidia": {"path": "nvidia-container-runtime"}, "runc": {"path": "runc"}}'
+    ) == {"nvidia", "runc"}
     assert guest_smi.parse_ctk_version("NVIDIA Container Toolkit CLI version 1.16.2\ncommit: a5a5833\n") == "1.16.2"
-    assert guest_smi.parse_lsmod("Module                  Size  Used by\nnvidia_uvm  1  0\nnvidia  5  2 nvidia_uvm\n") == {"nvidia", "nvidia_uvm"}
+    assert guest_smi.parse_lsmod(
+        "Module                  Size  Used by\nnvidia_uvm  1  0\nnvidia  5  2 nvidia_uvm\n"
+    ) == {"nvidia", "nvidia_uvm"}

@@ -59,7 +59,9 @@ def _reconfigure(vm: Any, changes: list[tuple[str, Any]], what: str) -> None:
         return
     if vm.runtime.powerState != "poweredOff":
         wait_for_task(vm.PowerOffVM_Task(), what=f"power off {vm.name}", timeout=60)
-    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation=op, device=d) for op, d in changes])
+    spec = vim.vm.ConfigSpec(
+        deviceChange=[vim.vm.device.VirtualDeviceSpec(operation=op, device=d) for op, d in changes]
+    )
     wait_for_task(vm.ReconfigVM_Task(spec=spec), what=what, timeout=60)
 
 
@@ -119,7 +121,12 @@ def gpufleet_cli() -> Callable[..., subprocess.CompletedProcess]:
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "gpufleet", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env or dict(os.environ)
+            [sys.executable, "-m", "gpufleet", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or dict(os.environ),
         )
 
     return run

@@ -52,13 +52,20 @@ def test_passthrough_and_rdma_guests(lab_guest: Callable[..., None], lab_nodes: 
     pt, rdma = nodes["vm-pt-01"], nodes["vm-rdma-01"]
     checks.test_passthrough_gpu_is_visible((pt, 0, pt.expect.passthrough[0]))
     checks.test_nvidia_kernel_module_is_loaded(pt)
-    for check in (checks.test_rdma_device_is_present, checks.test_rdma_link_is_active, checks.test_roce_version_is_as_desired):
+    for check in (
+        checks.test_rdma_device_is_present,
+        checks.test_rdma_link_is_active,
+        checks.test_roce_version_is_as_desired,
+    ):
         check((rdma, 0, rdma.expect.rdma[0]))
     checks.test_vgpu_profile_is_visible((rdma, 0, rdma.expect.vgpus[0]))
 
 
 def test_licensing_over_ssh_is_idempotent_and_never_prints_the_token(
-    lab_guest: Callable[..., None], lab_nodes: Nodes, gpufleet_cli: Callable[..., subprocess.CompletedProcess], lab_paths: Any
+    lab_guest: Callable[..., None],
+    lab_nodes: Nodes,
+    gpufleet_cli: Callable[..., subprocess.CompletedProcess],
+    lab_paths: Any,
 ) -> None:
     lab_guest("vm-ts-01")
     node = lab_nodes()["vm-ts-01"]
@@ -129,7 +136,9 @@ def test_gpufleet_verify_passes_then_fails_with_exit_2(
     skipped = {c["message"] for c in document["checks"] if c["outcome"] == "skipped"}
     assert "vm-pt-01: passthrough GPUs need no vGPU software licence" in skipped
     suite = ET.parse(junit).getroot()
-    assert int(suite.find("testsuite").get("failures")) == 0 and int(suite.find("testsuite").get("tests")) == len(document["checks"])
+    assert int(suite.find("testsuite").get("failures")) == 0 and int(suite.find("testsuite").get("tests")) == len(
+        document["checks"]
+    )
 
     lab_guest("vm-mig-01")  # vGPU attached, not licensed yet
     bad = gpufleet_cli("verify", "stacks/Pulumi.lab.yaml", "--node", "vm-mig-01")
@@ -137,7 +146,9 @@ def test_gpufleet_verify_passes_then_fails_with_exit_2(
     assert "FAILED vm-mig-01 test_vgpu_licence_is_licensed" in bad.stdout and "$ nvidia-smi -q -x" in bad.stdout
 
 
-def test_plain_pytest_with_testinfra_hosts_and_an_ssh_config(lab_guest: Callable[..., None], lab_env: Any, tmp_path: Path) -> None:
+def test_plain_pytest_with_testinfra_hosts_and_an_ssh_config(
+    lab_guest: Callable[..., None], lab_env: Any, tmp_path: Path
+) -> None:
     lab_guest("vm-pt-01")
     guest = lab_env.guest("vm-pt-01")
     config = tmp_path / "ssh_config"
@@ -147,20 +158,61 @@ def test_plain_pytest_with_testinfra_hosts_and_an_ssh_config(lab_guest: Callable
     )
     junit = tmp_path / "pytest.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "gpufleet.checks", "--noconftest", "-p", "no:cacheprovider", "-o", "addopts=",
-         "--stack", "stacks/Pulumi.lab.yaml", "--hosts", f"paramiko://vm-pt-01?ssh_config={config}", f"--junitxml={junit}", "-q"],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpufleet.checks",
+            "--noconftest",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--stack",
+            "stacks/Pulumi.lab.yaml",
+            "--hosts",
+            f"paramiko://vm-pt-01?ssh_config={config}",
+            f"--junitxml={junit}",
+            "-q",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert "test_passthrough_gpu_is_visible[vm-pt-01-0-H100-80GB-PCIe]" in cases
     assert cases["test_passthrough_gpu_is_visible[vm-pt-01-0-H100-80GB-PCIe]"].find("skipped") is None
     # `StrictHostKeyChecking no` is not honoured: with the wrong known_hosts the node is refused (setup error).
-    config.write_text(config.read_text().replace(f"UserKnownHostsFile {guest.known_hosts}", f"UserKnownHostsFile {tmp_path / 'none'}"))
+    config.write_text(
+        config.read_text().replace(f"UserKnownHostsFile {guest.known_hosts}", f"UserKnownHostsFile {tmp_path / 'none'}")
+    )
     (tmp_path / "none").write_text("")
     refused = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "gpufleet.checks", "--noconftest", "-p", "no:cacheprovider", "-o", "addopts=",
-         "--stack", "stacks/Pulumi.lab.yaml", "--hosts", f"paramiko://vm-pt-01?ssh_config={config}", "-q", "-k", "64_bit"],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpufleet.checks",
+            "--noconftest",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--stack",
+            "stacks/Pulumi.lab.yaml",
+            "--hosts",
+            f"paramiko://vm-pt-01?ssh_config={config}",
+            "-q",
+            "-k",
+            "64_bit",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert refused.returncode == 1 and "HostKeyError" in refused.stdout, refused.stdout[-3000:]

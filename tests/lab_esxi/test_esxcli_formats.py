@@ -31,12 +31,20 @@ def test_vib_list_is_an_esxcli_table_and_parses_like_the_real_nvidia_line(sim):
     assert [m.start() for m in titles] == [m.start() for m in runs]
     assert len(runs[-1].group()) == len(titles[-1].group())
     nvidia = [split_row(r) for r in rows if r.startswith("NVD-AIE")]
-    real = split_row(next(line for line in reference("esxi_vib_list_and_vib_names.txt").splitlines() if line.startswith("NVIDIA-VMware_ESXi")))
+    real = split_row(
+        next(
+            line
+            for line in reference("esxi_vib_list_and_vib_names.txt").splitlines()
+            if line.startswith("NVIDIA-VMware_ESXi")
+        )
+    )
     assert len(nvidia) == 1
     mine = nvidia[0]
     # same fields as the real `vib list` line (+ Platforms on ESXi 8): name, OEM version, vendor, acceptance, date
     assert len(mine) == len(real) + 1
-    assert re.fullmatch(r"\d+\.\d+\.\d+-1OEM\.\d+\.\d\.\d\.\d+", real[1]) and re.fullmatch(r"\d+\.\d+\.\d+-1OEM\.\d+\.\d\.\d\.\d+", mine[1])
+    assert re.fullmatch(r"\d+\.\d+\.\d+-1OEM\.\d+\.\d\.\d\.\d+", real[1]) and re.fullmatch(
+        r"\d+\.\d+\.\d+-1OEM\.\d+\.\d\.\d\.\d+", mine[1]
+    )
     assert mine[2] == real[2] == "NVIDIA"
     assert mine[3] == real[3] == "VMwareAccepted"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", mine[4]) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", real[4])
@@ -46,16 +54,26 @@ def test_vib_list_is_an_esxcli_table_and_parses_like_the_real_nvidia_line(sim):
 def test_vib_install_result_has_the_real_shape_and_says_no_reboot_for_the_nvidia_driver(sim):
     result = sim.install_driver(A100_HOST)
     assert result.code == 0, result.err
-    real = [line[2:] for line in reference("esxi_nvaie_vib_install_and_maintenance_mode.txt").splitlines() if line.startswith("  ")]
+    real = [
+        line[2:]
+        for line in reference("esxi_nvaie_vib_install_and_maintenance_mode.txt").splitlines()
+        if line.startswith("  ")
+    ]
     start = real.index("Installation Result")
     real_block = real[start : start + 6]
     mine = result.out.splitlines()
     assert mine[0] == real_block[0] == "Installation Result"
     assert set(simple_labels("\n".join(real_block))) <= set(simple_labels(result.out))
-    assert "   Message: Operation finished successfully." in mine and "   Message: Operation finished successfully." in real_block
+    assert (
+        "   Message: Operation finished successfully." in mine
+        and "   Message: Operation finished successfully." in real_block
+    )
     assert "   Reboot Required: false" in mine and "   Reboot Required: false" in real_block
     installed = next(line for line in mine if line.startswith("   VIBs Installed:"))
-    assert re.fullmatch(r"   VIBs Installed: NVIDIA_bootbank_NVD-AIE_ESXi_8\.0\.0_Driver_550\.90\.05-1OEM\.800\.1\.0\.20613240", installed)
+    assert re.fullmatch(
+        r"   VIBs Installed: NVIDIA_bootbank_NVD-AIE_ESXi_8\.0\.0_Driver_550\.90\.05-1OEM\.800\.1\.0\.20613240",
+        installed,
+    )
     # the driver is in the image but not loaded: no nvidia-smi until the host reboots
     assert sim.run(A100_HOST, "nvidia-smi").code == 127
     again = sim.install_driver(A100_HOST)
@@ -77,7 +95,11 @@ def test_component_apply_and_component_list_match_the_nvaie_capture(sim):
     assert len(mine) == len(real_line) == len(table_columns(listing[0])) == 8
     assert mine[0] == real_line[0] and mine[1] == real_line[1]
     assert mine[2:4] == ["550.90.05-1OEM.800.1.0.20613240", "550.90.05"]
-    assert mine[4:] == ["NVIDIA", "06-04-2024", "VMwareAccepted", "host"] and real_line[4] == "NVIDIA" and real_line[-1] == "host"
+    assert (
+        mine[4:] == ["NVIDIA", "06-04-2024", "VMwareAccepted", "host"]
+        and real_line[4] == "NVIDIA"
+        and real_line[-1] == "host"
+    )
     assert re.fullmatch(r"\d\d-\d\d-\d{4}", real_line[5])
 
 
@@ -91,7 +113,9 @@ def test_relative_and_missing_paths_fail_the_way_esxi_does(sim):
     assert lines[1].startswith(f" Could not download from depot at zip:/var/log/vmware/{name}?index.xml, skipping")
     assert f"[Errno 2] No such file or directory: '/var/log/vmware/{name}'" in lines[1]
     assert lines[-1] == " Please refer to the log file for more details."
-    vib = sim.run(A100_HOST, "esxcli software vib install -v NVD-AIE_ESXi_8.0.0_Driver_550.90.05-1OEM.800.1.0.20613240.vib")
+    vib = sim.run(
+        A100_HOST, "esxcli software vib install -v NVD-AIE_ESXi_8.0.0_Driver_550.90.05-1OEM.800.1.0.20613240.vib"
+    )
     assert vib.code == 1 and vib.err.startswith(" [VibDownloadError]")
     missing = sim.run(A100_HOST, "esxcli software vib install -d /vmfs/volumes/datastore1/nope.zip")
     assert missing.code == 1 and "No such file or directory: '/vmfs/volumes/datastore1/nope.zip'" in missing.err
@@ -106,7 +130,10 @@ def test_vib_update_skips_older_and_replaces_with_newer_and_install_can_downgrad
     older = sim.upload(A100_HOST, sim.bundle("535.183.04"))
     newer = sim.upload(A100_HOST, sim.bundle("550.127.06"))
     skipped = sim.run(A100_HOST, f"esxcli software vib update -d {older} --maintenance-mode")
-    assert "Host is not changed." in skipped.out and "VIBs Skipped: NVIDIA_bootbank_NVD-AIE_ESXi_8.0.0_Driver_535.183.04" in skipped.out
+    assert (
+        "Host is not changed." in skipped.out
+        and "VIBs Skipped: NVIDIA_bootbank_NVD-AIE_ESXi_8.0.0_Driver_535.183.04" in skipped.out
+    )
     updated = sim.run(A100_HOST, f"esxcli software vib update -d {newer} --maintenance-mode")
     assert "VIBs Installed: NVIDIA_bootbank_NVD-AIE_ESXi_8.0.0_Driver_550.127.06" in updated.out
     assert "VIBs Removed: NVIDIA_bootbank_NVD-AIE_ESXi_8.0.0_Driver_550.90.05" in updated.out
@@ -193,7 +220,9 @@ def test_structured_formatters_parse_and_carry_the_esxcli_field_names(sim):
     assert rows[0][-1] == "" and summary_fields <= set(rows[0][:-1])  # esxcli's trailing comma
     assert len(rows) == len(doc) + 1 and all(len(r) == len(rows[0]) for r in rows)
 
-    kv = sim.run(A100_HOST, "esxcli --formatter=keyvalue software vib get -n NVD-AIE_ESXi_8.0.0_Driver").out.splitlines()
+    kv = sim.run(
+        A100_HOST, "esxcli --formatter=keyvalue software vib get -n NVD-AIE_ESXi_8.0.0_Driver"
+    ).out.splitlines()
     assert "structure[0].VIBExt.Vendor.string=NVIDIA" in kv
     assert "structure[0].VIBExt.MaintenanceModeRequired.string=True" in kv
     assert "structure[0].VIBExt.Depends.string[0].string=esx-version >= 8.0.0" in kv
@@ -203,7 +232,12 @@ def test_structured_formatters_parse_and_carry_the_esxcli_field_names(sim):
     assert all(f"{f}:" in fields for f in vib_ext)
     got = json.loads(sim.run(A100_HOST, "esxcli --formatter=json software vib get -n NVD-AIE_ESXi_8.0.0_Driver").out)
     assert vib_ext <= set(got[0])
-    result = json.loads(sim.run(A100_HOST, f"esxcli --formatter=json software vib install -d {sim.upload(A100_HOST, sim.bundle('550.90.05'))} --maintenance-mode").out)
+    result = json.loads(
+        sim.run(
+            A100_HOST,
+            f"esxcli --formatter=json software vib install -d {sim.upload(A100_HOST, sim.bundle('550.90.05'))} --maintenance-mode",
+        ).out
+    )
     assert result["Message"] == "Host is not changed." and result["RebootRequired"] is False
 
 
@@ -211,7 +245,9 @@ def test_unknown_commands_and_bad_arguments_fail_like_esxi(sim):
     r = sim.run(A100_HOST, "esxcli software vib lis")
     assert (r.code, r.err) == (1, "Error: Unknown command or namespace software vib lis\n")
     r = sim.run(A100_HOST, "esxcli system maintenanceMode set")
-    assert r.code == 1 and r.err.startswith("Error: Missing required parameter -e|--enable\n\nUsage: esxcli system maintenanceMode set [cmd options]")
+    assert r.code == 1 and r.err.startswith(
+        "Error: Missing required parameter -e|--enable\n\nUsage: esxcli system maintenanceMode set [cmd options]"
+    )
     r = sim.run(A100_HOST, "esxcli system maintenanceMode set --enable maybe")
     assert r.code == 1 and "Invalid data constraint for parameter 'enable'" in r.err
     r = sim.run(A100_HOST, "esxcli software vib list --bogus")
@@ -231,16 +267,30 @@ def test_identity_commands(sim):
 
 
 def test_mlxconfig_ats_is_pending_until_boot_and_prints_the_real_line(sim):
-    real_line = next(line for line in reference("esxi_kernel_settings_ats_acs.txt").splitlines() if "ATS_ENABLED" in line and "False(0)" in line)
-    expected = real_line.split('"')[1]  # the captured query line, e.g. "        ATS_ENABLED                                 False(0)"
+    real_line = next(
+        line
+        for line in reference("esxi_kernel_settings_ats_acs.txt").splitlines()
+        if "ATS_ENABLED" in line and "False(0)" in line
+    )
+    expected = real_line.split('"')[
+        1
+    ]  # the captured query line, e.g. "        ATS_ENABLED                                 False(0)"
     q = sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf0 q")
     assert q.code == 0 and expected in q.out.splitlines()
     s = sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf0 -y set ATS_ENABLED=1")
     assert s.code == 0 and "-I- Please reboot machine to load new configurations." in s.out
     verbose = sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf0 -e q ATS_ENABLED").out
     ats = next(line for line in verbose.splitlines() if "ATS_ENABLED" in line)
-    assert ats.startswith("*") and ats.split()[-3:] == ["False(0)", "False(0)", "True(1)"]  # default, current, next boot
+    assert ats.startswith("*") and ats.split()[-3:] == [
+        "False(0)",
+        "False(0)",
+        "True(1)",
+    ]  # default, current, next boot
     sim.boot(A100_HOST)
-    ats = next(line for line in sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d 0000:31:00.0 -e q").out.splitlines() if "ATS_ENABLED" in line)
+    ats = next(
+        line
+        for line in sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d 0000:31:00.0 -e q").out.splitlines()
+        if "ATS_ENABLED" in line
+    )
     assert ats.split()[-2:] == ["True(1)", "True(1)"]
     assert sim.run(A100_HOST, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf7 q").code == 1

@@ -35,8 +35,8 @@ def _install_cmd(path: str) -> str:
 
 
 def test_vib_install_error_fails_the_install_and_changes_nothing(lab_paths: Any, lab_host: Any) -> None:
-    since = time.time()
     endpoint = lab_host(HOST)
+    since = time.time()  # after taking the host: earlier events belong to its previous user
     faults.inject(HOST, "vib-install-error", paths=lab_paths)
     client = ssh_client(endpoint)
     try:
@@ -128,6 +128,7 @@ def test_slow_reboot_keeps_the_host_away_longer(lab_paths: Any, lab_host: Any) -
 def test_fault_cli_arms_and_clears_and_rejects_bad_input(lab_env: Any, lab_paths: Any, lab_host: Any) -> None:
     lab_host(OTHER)
     gpufleet = str(Path(sys.executable).with_name("gpufleet"))
+
     def run(*args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([gpufleet, "lab", "fault", *args], capture_output=True, text=True, timeout=60)
         proc.stderr = " ".join(proc.stderr.split())  # rich wraps messages at the terminal width
@@ -135,10 +136,17 @@ def test_fault_cli_arms_and_clears_and_rejects_bad_input(lab_env: Any, lab_paths
 
     armed = run(OTHER, "slow-reboot", "--seconds", "5", "--json")
     assert armed.returncode == 0, armed.stderr
-    assert json.loads(armed.stdout) == {"host": OTHER, "kind": "slow-reboot", "armed": {"remaining": None, "seconds": 5.0}}
+    assert json.loads(armed.stdout) == {
+        "host": OTHER,
+        "kind": "slow-reboot",
+        "armed": {"remaining": None, "seconds": 5.0},
+    }
     assert faults.active(OTHER, paths=lab_paths) == {"slow-reboot": {"remaining": None, "seconds": 5.0}}
     bad_kind = run(OTHER, "disk-full")
-    assert bad_kind.returncode == 1 and "valid kinds: vib-install-error, ssh-drop, no-return, slow-reboot" in bad_kind.stderr
+    assert (
+        bad_kind.returncode == 1
+        and "valid kinds: vib-install-error, ssh-drop, no-return, slow-reboot" in bad_kind.stderr
+    )
     bad_host = run("esxi-99.lab", "ssh-drop")
     assert bad_host.returncode == 1 and "esxi-01.lab" in bad_host.stderr
     bad_opt = run(OTHER, "ssh-drop", "--seconds", "3")
@@ -146,4 +154,3 @@ def test_fault_cli_arms_and_clears_and_rejects_bad_input(lab_env: Any, lab_paths
     cleared = run(OTHER, "--clear", "--json")
     assert cleared.returncode == 0 and json.loads(cleared.stdout)["cleared"] == ["slow-reboot"]
     assert faults.active(OTHER, paths=lab_paths) == {}
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -22,7 +23,13 @@ def si(lab_env: Any) -> Iterator[Any]:
     from pyVim.connect import Disconnect, SmartConnect
 
     vc = lab_env.vcenter
-    service = SmartConnect(host=vc.host, port=vc.port, user=vc.user, pwd=vc.password, sslContext=ssl.create_default_context(cafile=vc.ca_file))
+    service = SmartConnect(
+        host=vc.host,
+        port=vc.port,
+        user=vc.user,
+        pwd=vc.password,
+        sslContext=ssl.create_default_context(cafile=vc.ca_file),
+    )
     try:
         yield service
     finally:
@@ -47,7 +54,9 @@ def test_pyvmomi_over_verified_tls_sees_the_gpu_hosts(lab_env: Any, si: Any) -> 
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
     hosts = {h.name: h for h in view.view}
     view.Destroy()
-    assert sorted(hosts) == [h.name for h in lab_env.hosts] == ["esxi-01.lab", "esxi-02.lab", "esxi-03.lab", "esxi-04.lab"]
+    assert (
+        sorted(hosts) == [h.name for h in lab_env.hosts] == ["esxi-01.lab", "esxi-02.lab", "esxi-03.lab", "esxi-04.lab"]
+    )
     devices = {(d.vendorId & 0xFFFF, d.deviceId & 0xFFFF) for d in hosts[A100].hardware.pciDevice}
     assert (0x10DE, 0x20B5) in devices and (0x15B3, 0x101D) in devices
     assert (0x10DE, 0x2331) in {(d.vendorId & 0xFFFF, d.deviceId & 0xFFFF) for d in hosts[H100].hardware.pciDevice}
@@ -68,7 +77,9 @@ def test_vcenter_tls_is_verified(lab_env: Any) -> None:
 
     vc = lab_env.vcenter
     with pytest.raises(urllib.error.URLError) as err:
-        urllib.request.urlopen(f"https://{vc.host}:{vc.port}/sdk/vimServiceVersions.xml", context=ssl.create_default_context(), timeout=10)
+        urllib.request.urlopen(
+            f"https://{vc.host}:{vc.port}/sdk/vimServiceVersions.xml", context=ssl.create_default_context(), timeout=10
+        )
     assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
     from lab.vcenter import cert_thumbprint
 
@@ -85,26 +96,51 @@ def test_ssh_accepts_the_pinned_host_key_and_refuses_unknown_or_wrong_ones(lab_e
     unknown = paramiko.SSHClient()
     unknown.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
-        unknown.connect(endpoint.address, port=endpoint.port, username="root", key_filename=endpoint.key_file, look_for_keys=False, allow_agent=False)
+        unknown.connect(
+            endpoint.address,
+            port=endpoint.port,
+            username="root",
+            key_filename=endpoint.key_file,
+            look_for_keys=False,
+            allow_agent=False,
+        )
     # esxi-02's key written down for esxi-01's address: a changed host key must be refused
     other = lab_env.host(H100)
-    other_key = next(line for line in open(other.known_hosts).read().splitlines() if line.startswith(f"[{other.address}]:"))
+    other_key = next(
+        line for line in Path(other.known_hosts).read_text().splitlines() if line.startswith(f"[{other.address}]:")
+    )
     wrong = tmp_path / "known_hosts"
     wrong.write_text(other_key.replace(f"[{other.address}]:", f"[{endpoint.address}]:") + "\n")
     swapped = paramiko.SSHClient()
     swapped.load_host_keys(str(wrong))
     swapped.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.BadHostKeyException):
-        swapped.connect(endpoint.address, port=endpoint.port, username="root", key_filename=endpoint.key_file, look_for_keys=False, allow_agent=False)
+        swapped.connect(
+            endpoint.address,
+            port=endpoint.port,
+            username="root",
+            key_filename=endpoint.key_file,
+            look_for_keys=False,
+            allow_agent=False,
+        )
     # key authentication only
     nopass = paramiko.SSHClient()
     nopass.load_host_keys(endpoint.known_hosts)
     nopass.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.AuthenticationException):
-        nopass.connect(endpoint.address, port=endpoint.port, username="root", password="root", look_for_keys=False, allow_agent=False)
+        nopass.connect(
+            endpoint.address,
+            port=endpoint.port,
+            username="root",
+            password="root",
+            look_for_keys=False,
+            allow_agent=False,
+        )
 
 
-def test_sftp_upload_lands_in_the_host_datastore_and_stays_inside_it(lab_env: Any, lab_paths: Any, lab_host: Any) -> None:
+def test_sftp_upload_lands_in_the_host_datastore_and_stays_inside_it(
+    lab_env: Any, lab_paths: Any, lab_host: Any
+) -> None:
     endpoint = lab_host(H100)
     bundle = next(lab_paths.depot_dir.glob("NVD-AIE-800_550.90.05-*.zip"))
     client = ssh_client(endpoint)
@@ -130,8 +166,8 @@ def test_sftp_upload_lands_in_the_host_datastore_and_stays_inside_it(lab_env: An
 def test_maintenance_mode_is_the_same_on_both_faces(lab_env: Any, lab_host: Any, si: Any) -> None:
     from lab.esxi.events import read_events
 
-    since = time.time()
     endpoint = lab_host(H100)
+    since = time.time()  # after taking the host: earlier events belong to its previous user
     host = _host(si, H100)
     client = ssh_client(endpoint)
     try:
@@ -144,7 +180,13 @@ def test_maintenance_mode_is_the_same_on_both_faces(lab_env: Any, lab_host: Any,
 
         def recorded(event: str) -> Any:
             # vCenter-side changes are seen by the supervisor's watcher (polls every ~0.25 s)
-            return wait_for(lambda: any(e["event"] == event and e.get("via") == "vcenter" for e in read_events(None, since=since, host=H100)), 5, what=event)
+            return wait_for(
+                lambda: any(
+                    e["event"] == event and e.get("via") == "vcenter" for e in read_events(None, since=since, host=H100)
+                ),
+                5,
+                what=event,
+            )
 
         WaitForTask(host.ExitMaintenanceMode_Task(timeout=0))
         assert ssh_run(client, "esxcli system maintenanceMode get")[1] == "Disabled\n"
@@ -163,7 +205,11 @@ def test_maintenance_mode_is_the_same_on_both_faces(lab_env: Any, lab_host: Any,
     finally:
         client.close()
     time.sleep(1.0)  # the watcher must not record the esxcli/vim-cmd changes a second time
-    seen = [(e["event"], e.get("via")) for e in read_events(None, since=since, host=H100) if e["event"].startswith("maintenance_")]
+    seen = [
+        (e["event"], e.get("via"))
+        for e in read_events(None, since=since, host=H100)
+        if e["event"].startswith("maintenance_")
+    ]
     assert seen == [
         ("maintenance_enter", "esxcli"),
         ("maintenance_exit", "vcenter"),
@@ -178,8 +224,8 @@ def test_driver_install_reboot_and_pending_changes(lab_env: Any, lab_paths: Any,
     from lab.esxi.events import read_events
     from lab.vcenter import LabAdmin
 
-    since = time.time()
     endpoint = lab_host(A100)
+    since = time.time()  # after taking the host: earlier events belong to its previous user
     admin = LabAdmin()
     bundle = next(lab_paths.depot_dir.glob("NVD-AIE-800_550.90.05-*.zip"))
     client = ssh_client(endpoint)
@@ -209,23 +255,44 @@ def test_driver_install_reboot_and_pending_changes(lab_env: Any, lab_paths: Any,
         view = admin.host(A100)
         assert view["driverActive"] is True and view["vgpuProfiles"]
         assert view["inMaintenanceMode"] is True  # a reboot does not leave maintenance mode
-        rc, out, _ = ssh_run(client, "nvidia-smi --query-gpu=name,driver_version,mig.mode.current --format=csv,noheader")
-        assert (rc, out) == (0, "NVIDIA A100 80GB PCIe, 550.90.05, Disabled\nNVIDIA A100 80GB PCIe, 550.90.05, Disabled\n")
+        rc, out, _ = ssh_run(
+            client, "nvidia-smi --query-gpu=name,driver_version,mig.mode.current --format=csv,noheader"
+        )
+        assert (rc, out) == (
+            0,
+            "NVIDIA A100 80GB PCIe, 550.90.05, Disabled\nNVIDIA A100 80GB PCIe, 550.90.05, Disabled\n",
+        )
         assert "Runtime" in ssh_run(client, "esxcli system settings kernel list -o atsSupport")[1]
-        assert ssh_run(client, "esxcli system settings kernel list -o atsSupport")[1].splitlines()[2].split()[2:5] == ["FALSE", "FALSE", "TRUE"]
-        ats = next(line for line in ssh_run(client, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf0 -e q")[1].splitlines() if "ATS_ENABLED" in line)
+        assert ssh_run(client, "esxcli system settings kernel list -o atsSupport")[1].splitlines()[2].split()[2:5] == [
+            "FALSE",
+            "FALSE",
+            "TRUE",
+        ]
+        ats = next(
+            line
+            for line in ssh_run(client, "/opt/mellanox/bin/mlxconfig -d mt4125_pciconf0 -e q")[1].splitlines()
+            if "ATS_ENABLED" in line
+        )
         assert ats.split()[-2:] == ["True(1)", "True(1)"]
         # MIG on Ampere: pending until the next reboot
         rc, out, _ = ssh_run(client, "nvidia-smi -i 0 -mig 1")
-        assert rc == 0 and out.startswith("Warning: MIG mode is in pending enable state for GPU 00000000:3B:00.0:Not Supported\n")
-        assert ssh_run(client, "nvidia-smi -i 0 --query-gpu=mig.mode.current,mig.mode.pending --format=csv,noheader")[1] == "Disabled, Enabled\n"
+        assert rc == 0 and out.startswith(
+            "Warning: MIG mode is in pending enable state for GPU 00000000:3B:00.0:Not Supported\n"
+        )
+        assert (
+            ssh_run(client, "nvidia-smi -i 0 --query-gpu=mig.mode.current,mig.mode.pending --format=csv,noheader")[1]
+            == "Disabled, Enabled\n"
+        )
         assert ssh_run(client, "reboot")[0] == 0
     finally:
         client.close()
     time.sleep(0.5)
     client = wait_for(lambda: try_ssh(endpoint), timeout=20, what="the host to come back again")
     try:
-        assert ssh_run(client, "nvidia-smi -i 0 --query-gpu=mig.mode.current,mig.mode.pending --format=csv,noheader")[1] == "Enabled, Enabled\n"
+        assert (
+            ssh_run(client, "nvidia-smi -i 0 --query-gpu=mig.mode.current,mig.mode.pending --format=csv,noheader")[1]
+            == "Enabled, Enabled\n"
+        )
     finally:
         client.close()
     names = [e["event"] for e in read_events(None, since=since, host=A100)]

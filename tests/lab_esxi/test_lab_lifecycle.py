@@ -43,7 +43,18 @@ def test_up_reuse_status_env_and_down_leave_nothing_behind(tmp_path: Path) -> No
     def gf(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([GPUFLEET, "lab", *args], capture_output=True, text=True, timeout=300, env=env)
 
-    up_args = ("up", "--hosts", "1", "--reboot-seconds", "1", "--ssh-port", str(ssh_port), "--vcenter-port", str(vc_port), "--json")
+    up_args = (
+        "up",
+        "--hosts",
+        "1",
+        "--reboot-seconds",
+        "1",
+        "--ssh-port",
+        str(ssh_port),
+        "--vcenter-port",
+        str(vc_port),
+        "--json",
+    )
     try:
         started = time.monotonic()
         first = gf(*up_args)
@@ -57,7 +68,9 @@ def test_up_reuse_status_env_and_down_leave_nothing_behind(tmp_path: Path) -> No
         assert second.returncode == 0, second.stderr
         second_doc = json.loads(second.stdout)
         assert second_doc["reused"] is True and second_doc["env"] == first_doc["env"]
-        print(f"\nlab up (1 host, vcsim cached): first {first_s:.1f} s (lab.manager {first_doc['seconds']:.2f} s), second {second_s:.1f} s (reused)")
+        print(
+            f"\nlab up (1 host, vcsim cached): first {first_s:.1f} s (lab.manager {first_doc['seconds']:.2f} s), second {second_s:.1f} s (reused)"
+        )
         assert second_s < 60
 
         other = gf("up", "--hosts", "2", "--ssh-port", str(ssh_port), "--vcenter-port", str(vc_port))

@@ -62,7 +62,9 @@ def test_default_table_shows_the_mig_block_when_mig_is_on(sim):
     assert sim.run(H100, "nvidia-smi -i 0 -mig 1").code == 0
     mine = sim.run(H100, "nvidia-smi").out.splitlines()
     real = reference("mig_a100_sxm4_80gb_lgip_lgi_lcip.txt").splitlines()
-    start = real.index("| MIG devices:                                                                            |") - 1
+    start = (
+        real.index("| MIG devices:                                                                            |") - 1
+    )
     block = real[start : start + 10]
     pos = mine.index(block[1]) - 1
     assert mine[pos : pos + 10] == block  # "No MIG devices found": vSphere creates GPU instances when VMs start
@@ -115,11 +117,16 @@ def test_ampere_mig_enable_is_pending_until_reboot_with_the_real_warning(sim):
     r = sim.run(A100, "nvidia-smi -i 0 -mig 1")
     assert r.code == 0 and r.out.splitlines() == expected
     query = "nvidia-smi -i 0 --query-gpu=pci.bus_id,mig.mode.current,mig.mode.pending --format=csv"
-    assert sim.run(A100, query).out == "pci.bus_id, mig.mode.current, mig.mode.pending\n00000000:3B:00.0, Disabled, Enabled\n"
+    assert (
+        sim.run(A100, query).out
+        == "pci.bus_id, mig.mode.current, mig.mode.pending\n00000000:3B:00.0, Disabled, Enabled\n"
+    )
     sim.boot(A100)
     assert sim.run(A100, query).out.splitlines()[1] == "00000000:3B:00.0, Enabled, Enabled"
     # as in the capture after the reboot
-    real_after = real.index("[root@localhost:~] nvidia-smi -i 0 --query-gpu=pci.bus_id,mig.mode.current --format=csv") + 1
+    real_after = (
+        real.index("[root@localhost:~] nvidia-smi -i 0 --query-gpu=pci.bus_id,mig.mode.current --format=csv") + 1
+    )
     assert sim.run(A100, "nvidia-smi -i 0 --query-gpu=pci.bus_id,mig.mode.current --format=csv").out.splitlines() == [
         real[real_after],
         real[real_after + 1].replace("0F:00.0", "3B:00.0"),
@@ -134,7 +141,11 @@ def test_hopper_mig_enable_is_immediate_and_non_mig_gpus_refuse(sim):
     assert r.code == 0 and r.out.splitlines() == expected
     assert sim.run(H100, "nvidia-smi --query-gpu=mig.mode.current --format=csv,noheader").out == "Disabled\nEnabled\n"
     off = sim.run(H100, "nvidia-smi -i 1 -mig 0")
-    assert off.out.splitlines() == ["Disabled MIG Mode for GPU 00000000:5E:00.0", "All done."] == [real[-2].replace("16:00.0", "5E:00.0"), real[-1]]
+    assert (
+        off.out.splitlines()
+        == ["Disabled MIG Mode for GPU 00000000:5E:00.0", "All done."]
+        == [real[-2].replace("16:00.0", "5E:00.0"), real[-1]]
+    )
     refused = sim.run(L40S, "nvidia-smi -i 0 -mig 1")
     assert refused.code != 0 and "Unable to enable MIG Mode for GPU 00000000:3B:00.0: Not Supported" in refused.out
     assert sim.run(A100, "nvidia-smi -i 7 -mig 1").code == 6
@@ -174,7 +185,9 @@ def test_q_x_is_xml_with_the_real_tags(sim):
 
 def test_list_gpus_and_bad_flags(sim):
     lines = sim.run(T4, "nvidia-smi -L").out.splitlines()
-    assert len(lines) == 4 and all(re.fullmatch(r"GPU \d: Tesla T4 \(UUID: GPU-[0-9a-f-]{36}\)", line) for line in lines)
+    assert len(lines) == 4 and all(
+        re.fullmatch(r"GPU \d: Tesla T4 \(UUID: GPU-[0-9a-f-]{36}\)", line) for line in lines
+    )
     real_l = reference("esxi_host_mig_enable_a100_pcie_40gb.txt")
     assert re.search(r"^GPU 0: NVIDIA A100-PCIE-40GB \(UUID: GPU-[0-9a-f-]{36}\)$", real_l, flags=re.M)
     bad = sim.run(T4, "nvidia-smi --bogus")
