@@ -65,14 +65,6 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _port_open(address: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 class Supervisor:
     def __init__(self, paths: LabPaths) -> None:
         self.paths = paths

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gpufleet.errors import GpufleetError
 
@@ -42,7 +43,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GpufleetError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from exc
 
     return wrapper  # type: ignore[return-value]

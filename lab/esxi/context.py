@@ -37,6 +37,8 @@ class Ctx:
 
     def drop_connection(self, out: str = "") -> None:
         """Cut this SSH connection now (the ``ssh-drop`` fault): flush what was printed, kill our sshd session."""
+        if not self.session_pids:
+            raise ConnectionAbortedError("ssh-drop: this command does not run under the lab's sshd")
         if out:
             os.write(1, out.encode())
         for pid in self.session_pids:

@@ -792,6 +792,13 @@ def version_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     )
 
 
+@command("system stats uptime get", "Display the number of microseconds the system has been running.")
+def uptime_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
+    import time
+
+    return Output(int((time.time() - ctx.store.read()["boot"]["booted_at"]) * 1_000_000))
+
+
 @command("system hostname get", "Get the host, domain or fully qualified name of the ESX host.")
 def hostname_get(ctx: Ctx, opts: dict[str, Any]) -> Output:
     short, _, domain = ctx.host.partition(".")

@@ -197,7 +197,6 @@ def initial_state(host: dict[str, Any]) -> dict[str, Any]:
             for name, typ, default, desc in _KERNEL_SETTINGS
         },
         "faults": {},
-        "vgpu_profiles": host["gpus"][0]["vgpu_profiles"] if host["gpus"] else [],
     }
 
 
@@ -325,10 +324,6 @@ def reset_fs(fs: Path) -> None:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1)
 
 
 __all__ = [

@@ -49,29 +49,43 @@ def write_stack(tmp_path: Path, hosts: list[str] | None = None, **changes: Any) 
     return path
 
 
+class Taken(list):
+    """Hosts this test took, and when it had them all (earlier events belong to their previous users)."""
+
+    since: float = 0.0
+
+
 @pytest.fixture
-def hosts(lab_host: Callable[[str], Any]) -> Callable[..., list[str]]:
+def taken() -> Taken:
+    return Taken()
+
+
+@pytest.fixture
+def hosts(lab_host: Callable[[str], Any], taken: Taken) -> Callable[..., list[str]]:
     """Take lab hosts exclusively (sorted, so tests taking several never deadlock), freshly reset."""
 
     def take(*names: str) -> list[str]:
         for name in sorted(names):
             lab_host(name)
+            taken.append(name)
+        taken.since = time.time()
         return list(names)
 
     return take
 
 
 @pytest.fixture
-def events(lab_paths: Any) -> Callable[..., list[dict[str, Any]]]:
+def events(lab_paths: Any, taken: Taken) -> Callable[..., list[dict[str, Any]]]:
+    """The lab's events of this test's hosts since it took them (other tests use the other hosts meanwhile)."""
     from lab.esxi.events import read_events
 
-    started = time.time()
-
     def read(since: float | None = None, host: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
-        found = read_events(lab_paths, since=since if since is not None else started, host=host)
+        found = read_events(lab_paths, since=since if since is not None else taken.since, host=host)
         # What the tests themselves did to the lab (resets, arming faults) is not what the rollout did.
         own = ("host_reset", "fault_injected", "fault_cleared")
-        return [e for e in found if e["event"] not in own and (kind is None or e["event"] == kind)]
+        return [
+            e for e in found if e["host"] in taken and e["event"] not in own and (kind is None or e["event"] == kind)
+        ]
 
     return read
 
@@ -171,7 +185,7 @@ def test_max_unavailable_one_is_never_exceeded(
     names = hosts("esxi-03.lab", "esxi-04.lab")
     report = prepare_stack(write_stack(tmp_path, names), max_unavailable=1)
     assert report.exit_code == 0, report.to_json()
-    recorded = [e for e in events() if e["host"] in names]  # other tests may use the other lab hosts meanwhile
+    recorded = events()
     assert max_concurrent(recorded) <= 1  # the lab's record (vCenter transitions, polled by the lab)
     assert report.peak_in_maintenance == {"GPU-Cluster": 1}
     enters = [e["ts"] for e in recorded if e["event"] == "maintenance_enter"]

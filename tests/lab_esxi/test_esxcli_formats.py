@@ -125,6 +125,23 @@ def test_relative_and_missing_paths_fail_the_way_esxi_does(sim):
     assert "NVD-AIE" not in sim.run(A100_HOST, "esxcli software vib list").out
 
 
+def test_a_bare_vib_installs_from_an_absolute_path(sim):
+    vib = next(p for p in sim.paths.depot_dir.glob("*.vib") if "_550.127.06-" in p.name)
+    path = sim.upload(A100_HOST, vib, dest="/tmp")
+    result = sim.run(A100_HOST, f"esxcli software vib install -v {path} --maintenance-mode")
+    assert result.code == 0, result.err
+    assert (
+        "   VIBs Installed: NVIDIA_bootbank_NVD-AIE_ESXi_8.0.0_Driver_550.127.06-1OEM.800.1.0.20613240"
+        in result.out.splitlines()
+    )
+    assert (
+        sim.run(A100_HOST, f"esxcli software vib install -v file://{path} --maintenance-mode").out.count(
+            "Host is not changed."
+        )
+        == 1
+    )
+
+
 def test_vib_update_skips_older_and_replaces_with_newer_and_install_can_downgrade(sim):
     assert sim.install_driver(A100_HOST, "550.90.05").code == 0
     older = sim.upload(A100_HOST, sim.bundle("535.183.04"))
@@ -258,6 +275,15 @@ def test_unknown_commands_and_bad_arguments_fail_like_esxi(sim):
     assert (r.code, r.err) == (127, "sh: lspci: not found\n")
     usage = sim.run(A100_HOST, "esxcli software")
     assert usage.code == 0 and "Available Namespaces:" in usage.out and "vib" in usage.out
+
+
+def test_uptime_restarts_at_boot(sim):
+    before = int(sim.run(A100_HOST, "esxcli system stats uptime get").out)
+    sim.boot(A100_HOST)
+    after = int(sim.run(A100_HOST, "esxcli system stats uptime get").out)
+    assert before > after >= 0
+    xml = sim.run(A100_HOST, "esxcli --formatter=xml system stats uptime get").out
+    assert "<integer>" in xml
 
 
 def test_identity_commands(sim):
