@@ -69,7 +69,7 @@ def run_prepare(
 
     lock = threading.Lock()
     with Progress(
-        SpinnerColumn(),
+        SpinnerColumn(finished_text="[green]✓[/]"),
         TextColumn("[bold]{task.fields[host]:<14}"),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
@@ -79,11 +79,12 @@ def run_prepare(
         tasks: dict[str, int] = {}
 
         def on_event(host: str, message: str) -> None:
+            final = message == "done" or message.startswith(("failed", "skipped", "plan: nothing", "plan: failed"))
+            final = final or (dry_run and message.startswith("plan:"))
             with lock:
                 if host not in tasks:
-                    tasks[host] = progress.add_task(message, host=host)
-                else:
-                    progress.update(tasks[host], description=message)
+                    tasks[host] = progress.add_task(message, host=host, total=1)
+                progress.update(tasks[host], description=message, completed=1 if final else 0)
 
         report = prepare_stack(
             stack,
@@ -93,8 +94,6 @@ def run_prepare(
             only=hosts,
             on_event=on_event,
         )
-        for task in tasks.values():
-            progress.stop_task(task)
     console.print(summary_table(report))
     if report.stopped:
         console.print(f"[bold red]{report.stopped}[/]")

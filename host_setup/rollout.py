@@ -266,6 +266,7 @@ class Rollout:
             )
             report.error = {"step": "skipped", "message": why}
             report.step("skipped", StepState.SKIPPED, why)
+            self.on_event(plan.name, f"skipped: {why}")
         return RolloutReport(
             [reports[p.name] for p in plans],
             False,
