@@ -177,12 +177,24 @@ def main() -> int:
             rows = [
                 ("rollout wall time (measured)", wall, ""),
                 (f"ideal ceil({n}/{k}) x one host ({t1:.1f} s)", ideal, f"{wall / ideal:.3f}x  (target <= 1.15x)"),
-                (f"strict ideal ceil({n}/{k}) x (install {install:.1f} + reboot {reboot:g})", strict, f"{wall / strict:.3f}x"),
+                (
+                    f"strict ideal ceil({n}/{k}) x (install {install:.1f} + reboot {reboot:g})",
+                    strict,
+                    f"{wall / strict:.3f}x",
+                ),
                 (f"sequential {n} x one host", sequential, f"{sequential / wall:.1f}x slower than the rollout"),
             ]
             if sequential_measured:
-                rows.append(("sequential measured (max-unavailable 1)", sequential_measured, f"{sequential_measured / wall:.1f}x"))
-            print(f"\nhosts prepare: {n} lab hosts, max-unavailable {k}, reboot {reboot:g} s (peak in maintenance: {peak})")
+                rows.append(
+                    (
+                        "sequential measured (max-unavailable 1)",
+                        sequential_measured,
+                        f"{sequential_measured / wall:.1f}x",
+                    )
+                )
+            print(
+                f"\nhosts prepare: {n} lab hosts, max-unavailable {k}, reboot {reboot:g} s (peak in maintenance: {peak})"
+            )
             for label, seconds, note in rows:
                 print(f"  {label:<58} {seconds:8.1f} s   {note}")
             print(f"  target met: {figures['target_met']}")

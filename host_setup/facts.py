@@ -39,6 +39,7 @@ def gather(desired: Desired, runner: Runner, api: HostApi, *, bundle: bool = Tru
         in_maintenance=state.in_maintenance,
         marked=bool(state.in_maintenance and api.marker(desired.name)),
         connection_state=state.connection_state,
+        cluster=state.cluster,
         driver_installed=esxcli.nvidia_driver_from(value("driver"), driver.kind) if driver else None,
         smi=nvidia_smi.report_from(results["smi"]),
         graphics=esxcli.graphics_from(value("graphics")),

@@ -53,6 +53,7 @@ class HostFacts:
     in_maintenance: bool
     marked: bool  # gpufleet put it in maintenance (custom attribute gpufleet.maintenance)
     connection_state: str
+    cluster: str | None  # as vCenter shows it (None: a standalone host)
     driver_installed: str | None  # boot-bank NVIDIA driver version (component / VIB list)
     smi: SmiReport | None  # the running driver's view; None: nvidia-smi does not answer (driver not loaded)
     graphics: GraphicsHost

@@ -32,6 +32,11 @@ class HostPlan:
         return self.desired.name
 
     @property
+    def cluster(self) -> str:
+        """The cluster vCenter puts the host in (what the maintenance bound counts), else the spec's."""
+        return (self.facts.cluster if self.facts else None) or self.desired.cluster
+
+    @property
     def needs_work(self) -> bool:
         return self.error is None and self.facts is not None and needs_work(self.checks, self.reboot, self.facts)
 

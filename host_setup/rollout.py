@@ -191,7 +191,7 @@ class Rollout:
         return report
 
     def _new_report(self, plan: HostPlan) -> HostReport:
-        return HostReport(name=plan.name, cluster=plan.desired.cluster, in_maintenance=plan.in_maintenance)
+        return HostReport(name=plan.name, cluster=plan.cluster, in_maintenance=plan.in_maintenance)
 
     def _dry_run(self, plans: list[HostPlan]) -> RolloutReport:
         reports = []
@@ -214,7 +214,7 @@ class Rollout:
         failures = 0
         for plan in plans:
             if plan.in_maintenance:
-                gate.hold(plan.desired.cluster, plan.name)
+                gate.hold(plan.cluster, plan.name)
             if plan.error:
                 reports[plan.name].steps = plan.step_reports()
                 reports[plan.name].fail(plan.error["step"], plan.error["message"])
@@ -225,13 +225,13 @@ class Rollout:
         queue = sorted((p for p in plans if p.needs_work), key=lambda p: not p.in_maintenance)
         stopped = self._threshold(failures)
         running: dict[Future[HostReport], HostPlan] = {}
-        pool_size = max(1, min(len(queue), opts.max_unavailable * max(1, len({p.desired.cluster for p in queue}))))
+        pool_size = max(1, min(len(queue), opts.max_unavailable * max(1, len({p.cluster for p in queue}))))
         stager = ThreadPoolExecutor(max_workers=opts.stage_workers, thread_name_prefix="stage")
         with stager, ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="host") as pool:
             while queue or running:
                 if not stopped:
                     for plan in list(queue):
-                        cluster = plan.desired.cluster
+                        cluster = plan.cluster
                         if plan.in_maintenance or gate.has_room(cluster):
                             gate.hold(cluster, plan.name)
                             queue.remove(plan)
@@ -249,7 +249,7 @@ class Rollout:
                     plan = running.pop(future)
                     report = future.result()
                     if report.in_maintenance is False:
-                        gate.release(plan.desired.cluster, plan.name)
+                        gate.release(plan.cluster, plan.name)
                     if report.error:
                         failures += 1
                     self.on_event(plan.name, f"failed at {report.error['step']}" if report.error else "done")
@@ -261,8 +261,8 @@ class Rollout:
             report = reports[plan.name]
             report.steps = plan.step_reports()
             why = stopped or (
-                f"no maintenance slot: {', '.join(sorted(gate.inside[plan.desired.cluster]))} are in maintenance in "
-                f"{plan.desired.cluster} and max-unavailable is {opts.max_unavailable}"
+                f"no maintenance slot: {', '.join(sorted(gate.inside[plan.cluster]))} are in maintenance in "
+                f"{plan.cluster} and max-unavailable is {opts.max_unavailable}"
             )
             report.error = {"step": "skipped", "message": why}
             report.step("skipped", StepState.SKIPPED, why)

@@ -2,8 +2,10 @@
 settings on an existing inventory, without Pulumi (brownfield, break-glass, the demo).
 
 Exit codes: 0 done (or nothing to do), 1 a VM or setting failed / bad input, 2 a dry run found pending changes.
-``--json`` prints ``{"vms": [{"name", "changed", "changes", "error", "host", "powerCycled"}], "settings": [...],
-"dryRun"}``.
+``--json`` prints ``{"vms": [{"name", "changed", "changes", "error", "host", "powerCycled"}], "templates": [{"name",
+"exists", "changed", "changes", "skipped", "error", "host"}], "settings": [...], "dryRun"}``. Templates that exist in
+vCenter get their GPU settings converged (not with ``--vm``); ``skipped`` lists what is only reported (hardware
+version...) and does not count as pending.
 """
 
 from __future__ import annotations
@@ -20,6 +22,26 @@ from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.vms_apply import ApplyReport, apply_vms
+
+
+def _templates_table(report: ApplyReport) -> Table:
+    table = Table(title="templates" + (" (dry run)" if report.dry_run else ""))
+    table.add_column("template")
+    table.add_column("result")
+    table.add_column("changes")
+    table.add_column("not changed (reported only)")
+    for tpl in report.templates:
+        if tpl.error:
+            result, detail = "[red]error[/]", tpl.error
+        elif not tpl.exists:
+            result, detail = "[dim]not in vCenter[/]", "pulumi up creates it"
+        elif tpl.changed:
+            result = "[yellow]pending[/]" if report.dry_run else "[green]changed[/]"
+            detail = "\n".join(tpl.changes)
+        else:
+            result, detail = "in sync", ""
+        table.add_row(tpl.name, result, detail, "\n".join(s.describe() for s in tpl.skipped))
+    return table
 
 
 def _print_human(report: ApplyReport) -> None:
@@ -40,6 +62,8 @@ def _print_human(report: ApplyReport) -> None:
             detail = ""
         table.add_row(vm.name, vm.host or "", result, detail)
     console.print(table)
+    if report.templates:
+        console.print(_templates_table(report))
     for setting in report.settings:
         state = ("would set" if report.dry_run else "set") if setting.changed else "in sync"
         console.print(f"vCenter setting {setting.key}: {state} ({setting.before} -> {setting.after})")
@@ -56,7 +80,8 @@ def apply(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document")] = False,
     vm: Annotated[list[str] | None, typer.Option("--vm", help="Only this VM (repeatable)")] = None,
 ) -> None:
-    """Converge the VMs' GPU/RDMA devices and GPU settings to the stack (idempotent)."""
+    """Converge the VMs' GPU/RDMA devices and GPU settings, and the templates' GPU settings, to the stack
+    (idempotent)."""
     loaded = validated(load_stack(stack))
     with connect(resolve_vcenter(loaded.vcenter)) as si:
         report = apply_vms(si, loaded.fleet, dry_run=dry_run, names=vm or None)

@@ -18,7 +18,7 @@ from gpufleet.errors import GpufleetError, SpecError, SpecIssue
 from gpufleet.spec.models import Fleet, VmSpec
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.settings import VGPU_HOTMIGRATE, SettingChange, ensure_setting
-from gpufleet.vsphere.tasks import fault_message
+from gpufleet.vsphere.template_apply import TemplateReport, apply_templates, error_text
 from gpufleet.vsphere.vm_changes import ChangeSet, DesiredDevices, compute_change_set
 from gpufleet.vsphere.vm_desired import allow_power_cycle, desired_devices
 from gpufleet.vsphere.vm_devices import VmDeviceState, read_vm_devices
@@ -64,21 +64,23 @@ class ApplyReport:
     """The whole ``vms apply`` answer."""
 
     vms: list[VmReport]
+    templates: list[TemplateReport] = field(default_factory=list)
     settings: list[SettingChange] = field(default_factory=list)
     setting_errors: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
     def failed(self) -> bool:
-        return any(v.error for v in self.vms) or bool(self.setting_errors)
+        return any(v.error for v in [*self.vms, *self.templates]) or bool(self.setting_errors)
 
     @property
     def pending(self) -> bool:
-        return any(v.changed for v in self.vms) or any(s.changed for s in self.settings)
+        return any(v.changed for v in [*self.vms, *self.templates]) or any(s.changed for s in self.settings)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "vms": [v.to_json() for v in self.vms],
+            "templates": [t.to_json() for t in self.templates],
             "settings": [
                 {"key": s.key, "changed": s.changed, "before": s.before, "after": s.after} for s in self.settings
             ]
@@ -138,17 +140,12 @@ def converge_vm(
     return Converged(before, wanted, change_set, read_vm_devices(vm), power_cycled=outcome.power_cycled)
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, vmodl.MethodFault):
-        return f"vCenter: {fault_message(exc)} ({type(exc).__name__})"
-    return str(exc)
-
-
 def apply_vms(
     si: vim.ServiceInstance, fleet: Fleet, *, dry_run: bool = False, names: Sequence[str] | None = None
 ) -> ApplyReport:
-    """Converge every VM of ``fleet`` (or those in ``names``) and the vGPU vMotion setting when the rollout
-    sets it. Errors are per VM; nothing is retried."""
+    """Converge every VM of ``fleet`` (or those in ``names``), the GPU settings of its templates that exist in
+    vCenter and the vGPU vMotion setting when the rollout sets it (templates and setting: not with ``names``).
+    Errors are per VM / template; nothing is retried."""
     unknown = sorted(set(names or ()) - {v.name for v in fleet.vms})
     if unknown:
         raise SpecError([SpecIssue(n, "not a VM of the stack", tuple(v.name for v in fleet.vms)) for n in unknown])
@@ -157,7 +154,9 @@ def apply_vms(
         try:
             report.settings.append(ensure_setting(si, VGPU_HOTMIGRATE, fleet.rollout.vgpu_vmotion, dry_run=dry_run))
         except (GpufleetError, vmodl.MethodFault) as exc:
-            report.setting_errors.append(f"{VGPU_HOTMIGRATE}: {_error_text(exc)}")
+            report.setting_errors.append(f"{VGPU_HOTMIGRATE}: {error_text(exc)}")
+    if not names:
+        report.templates = apply_templates(si, fleet, dry_run=dry_run)
     for spec in fleet.vms:
         if names and spec.name not in names:
             continue
@@ -168,7 +167,7 @@ def apply_vms(
             entry.host = vm.runtime.host.name if vm.runtime.host else None
             done = converge_vm(si, vm, fleet, spec, dry_run=dry_run)
         except (GpufleetError, vmodl.MethodFault) as exc:
-            entry.error = _error_text(exc)
+            entry.error = error_text(exc)
             continue
         entry.changed = done.change_set.changed
         entry.changes = done.change_set.summaries()
