@@ -18,6 +18,11 @@ Where the values come from:
 - otherwise: the spec (``gpufleet:vcenter``, ``hosts[].ssh``, ``vms[].ssh``) plus environment variables for every
   ``SecretRef`` (the CLI never sees Pulumi secrets; ``pulumi up`` resolves those in ``components/``).
 
+The stack's other secrets (licence keys, the NVIDIA client token) resolve one way, ``resolve_stack_secret``: the
+reference's environment variable; for a lab stack whose variable is unset, the value the running lab generated
+under the same name (env.json ``"secrets"``, e.g. ``GPUFLEET_HOST_LICENSE``, ``GPUFLEET_NVIDIA_CLIENT_TOKEN``).
+``stack_environ`` is that same lookup as a mapping, for code that reads variables itself (the audit).
+
 Secrets are wrapped in ``Secret``: ``repr``/``str`` print ``***``; call ``reveal()`` only where the value is sent.
 """
 
@@ -175,6 +180,35 @@ def resolve_secret(ref: SecretRef | None, where: str, environ: Mapping[str, str]
             )
         ]
     )
+
+
+def stack_environ(stack: Stack, environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """The variables a stack's secret references are read from: the environment, plus, for a lab stack
+    (``vcenter.lab: true``), the running lab's generated secrets (env.json ``"secrets"``) for variables that are
+    unset. A set variable always wins. A lab stack needs the lab running (SpecError saying how to start it)."""
+    env = os.environ if environ is None else environ
+    if not stack.vcenter.lab:
+        return env
+    generated = read_lab_env(lab_dir(environ)).get("secrets") or {}
+    if not isinstance(generated, dict):
+        raise SpecError([SpecIssue("vcenter.lab", "the lab env file's `secrets` is not an object: restart the lab")])
+    merged = {str(k): str(v) for k, v in generated.items() if v}
+    merged.update({k: v for k, v in env.items() if v})
+    return merged
+
+
+def resolve_stack_secret(
+    stack: Stack, ref: SecretRef | None, where: str, environ: Mapping[str, str] | None = None
+) -> Secret | None:
+    """A secret reference of ``stack`` (None when not given): its environment variable, or, for a lab stack whose
+    variable is unset, the value the running lab generated under that name. SpecError naming ``where`` and the
+    variable when neither has it."""
+    if ref is None:
+        return None
+    env = os.environ if environ is None else environ
+    if not stack.vcenter.lab or not ref.env or env.get(ref.env):
+        return resolve_secret(ref, where, env)  # no lab fallback needed: do not require a running lab
+    return resolve_secret(ref, where, stack_environ(stack, environ))
 
 
 def _path_or_none(value: Any) -> Path | None:

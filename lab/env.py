@@ -4,7 +4,11 @@
 
     {"vcenter": {"url", "host", "port", "user", "password", "ca_file", "thumbprint"},
      "hosts":  [{"name", "address", "port", "user", "key_file", "known_hosts"}],
-     "guests": [{"name", "address", "port", "user", "key_file", "known_hosts"}]}
+     "guests": [{"name", "address", "port", "user", "key_file", "known_hosts"}],
+     "secrets": {"GPUFLEET_NVIDIA_CLIENT_TOKEN": ..., "GPUFLEET_HOST_LICENSE": ...}}
+
+``secrets`` are the lab's generated stand-ins for a stack's secret variables: gpufleet reads them for
+``vcenter.lab: true`` stacks whose variable is unset (gpufleet.connections.resolve_stack_secret).
 
 Host names are the vCenter HostSystem names (esxi-01.lab, ...); guest names are the VM names.
 """

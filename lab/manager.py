@@ -30,6 +30,7 @@ from lab.env import LabEnv, SshEndpoint, VcenterEndpoint, load_lab_env, write_la
 from lab.esxi import events
 from lab.esxi.bundle import build_depot
 from lab.esxi.state import HostStore, initial_state, prepare_host_fs
+from lab.licenses import lab_license_secrets
 from lab.paths import LabPaths
 
 VCENTER_USER = "administrator@vsphere.local"
@@ -394,6 +395,7 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
     t = mark("hosts_prepare", t)
 
     guests_env, guest_raw, lab_secrets = _prepare_guests(paths, topology, shape, units, known, say)
+    lab_secrets.update(lab_license_secrets())  # the host licence key lab stacks use (env.json "secrets", 0600)
     t = mark("guests_prepare", t)
 
     env = LabEnv(vcenter=vc, hosts=hosts_env, guests=guests_env)

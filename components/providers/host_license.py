@@ -13,7 +13,6 @@ The key is a secret input; ``licenseKey`` and ``previous`` are declared secret o
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pulumi import Input, ResourceOptions
@@ -22,12 +21,11 @@ from pyVmomi import vim
 
 from components.providers.base import GpufleetProvider, is_unknown
 from gpufleet.vsphere.inventory import find_by_name
-from gpufleet.vsphere.licenses import EVALUATION_KEY, assign_license, assigned_license, key_fingerprint
+from gpufleet.vsphere.licenses import EVALUATION_KEY, assign_license, assigned_license, is_license_key, key_fingerprint
 from gpufleet.vsphere.vms_apply import datacenter_of
 
 INPUT_KEYS = ("vcenter", "datacenter", "host", "licenseKey")
 SECRET_OUTPUTS = ["licenseKey", "previous"]
-KEY_FORMAT = re.compile(r"^[0-9A-Z]{5}(-[0-9A-Z]{5}){4}$")
 
 
 def _host(si: vim.ServiceInstance, props: dict[str, Any]) -> vim.HostSystem:
@@ -40,7 +38,7 @@ class HostLicenseAssignmentProvider(GpufleetProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = [CheckFailure(k, "required") for k in ("vcenter", "datacenter", "host") if not news.get(k)]
         key = news.get("licenseKey")
-        if not is_unknown(key) and (not isinstance(key, str) or not KEY_FORMAT.match(key)):
+        if not is_unknown(key) and not is_license_key(key):
             # Never echo the value: it is a secret.
             failures.append(
                 CheckFailure("licenseKey", "not a vSphere licence key (five groups of five letters/digits)")

@@ -69,6 +69,7 @@ def read_host(runner: Runner, target: HostTarget) -> HostSshState:
         in_maintenance=False,
         marked=False,
         connection_state="",
+        cluster=None,
         driver_installed=installed,
         smi=smi,
         graphics=esxcli.graphics_host(runner),

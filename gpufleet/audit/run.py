@@ -21,7 +21,7 @@ from gpufleet.audit.host_state import DEFAULT_PARALLEL, HostTarget, read_hosts
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.state import HostSshState, Unreachable, VcenterState
 from gpufleet.audit.vcenter_state import DEFAULT_PAGE_SIZE, read_vcenter_state
-from gpufleet.connections import Connections, resolve_connections
+from gpufleet.connections import Connections, resolve_connections, stack_environ
 from gpufleet.errors import ConnectError
 from gpufleet.spec.stack import Stack
 from gpufleet.vsphere.connect import connect
@@ -56,7 +56,7 @@ def audit_stack(
     env = os.environ if environ is None else environ
     started = datetime.now(UTC)
     conns = resolve_connections(stack, env)
-    desired = desired_state(stack.fleet, env)
+    desired = desired_state(stack.fleet, stack_environ(stack, env))  # a lab stack: the lab's generated licence key
     targets = host_targets(stack, conns) if read_ssh else {}
     timings: dict[str, float] = {}
     unreachable: list[Unreachable] = []

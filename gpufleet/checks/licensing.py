@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import posixpath
 import re
 import shlex
@@ -32,7 +31,7 @@ import paramiko
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from gpufleet.checks.guest_smi import GuestSmiReport, parse_guest_xml
-from gpufleet.connections import Secret, lab_dir, read_lab_env, resolve_secret
+from gpufleet.connections import Secret, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue, TaskError
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
@@ -302,8 +301,6 @@ def _wait_licensed(
 
 # ---------------------------------------------------------------- stack helpers (CLI)
 TOKEN_KEY = "licensing.nvidiaClientToken"
-LAB_TOKEN_ENV = "GPUFLEET_NVIDIA_CLIENT_TOKEN"  # the lab stack's SecretRef env (stacks/Pulumi.lab.yaml)
-LAB_TOKEN_FILE = "client_configuration_token.tok"  # lab/guest/units.py writes it (the product never imports lab)
 
 
 def licensing_targets(fleet: Fleet, only: list[str] | None = None) -> list[str]:
@@ -322,23 +319,11 @@ def licensing_targets(fleet: Fleet, only: list[str] | None = None) -> list[str]:
 
 def resolve_client_token(stack: Stack, environ: Mapping[str, str] | None = None) -> Secret:
     """The NLS client configuration token of ``licensing.nvidiaClientToken``: its environment variable, or, for
-    a lab stack (vcenter.lab: true) whose variable is unset, the token the running lab generated (env.json
-    "secrets", a 0600 file)."""
-    ref = stack.fleet.licensing.nvidia_client_token
-    if ref is None:
+    a lab stack (vcenter.lab: true) whose variable is unset, the token the running lab generated
+    (``gpufleet.connections.resolve_stack_secret``)."""
+    secret = resolve_stack_secret(stack, stack.fleet.licensing.nvidia_client_token, TOKEN_KEY, environ)
+    if secret is None:
         raise SpecError(
             [SpecIssue(TOKEN_KEY, "missing: the NLS client configuration token (a secret reference)")], stack.name
         )
-    env = os.environ if environ is None else environ
-    if stack.vcenter.lab and ref.env and not env.get(ref.env):
-        directory = lab_dir(environ)
-        lab_secrets = read_lab_env(directory).get("secrets") or {}
-        if lab_secrets.get(ref.env):
-            return Secret(str(lab_secrets[ref.env]))
-        # Until the lab's env.json carries "secrets": the token file `lab up` generated for its guests (0600).
-        token_file = directory / "guests" / LAB_TOKEN_FILE
-        if ref.env == LAB_TOKEN_ENV and token_file.is_file():
-            return Secret(token_file.read_text().strip())
-    secret = resolve_secret(ref, TOKEN_KEY, environ)
-    assert secret is not None
     return secret

@@ -1,13 +1,19 @@
 """``gpufleet verify STACK [--junit FILE] [--json] [--node NAME]``: the post-deploy checks (pytest-testinfra) for
-every host and VM of the stack; ``gpufleet license apply STACK [--vm NAME] [--json]``: NVIDIA guest licensing.
+every host and VM of the stack; ``gpufleet license apply STACK [--host NAME] [--vm NAME] [--dry-run] [--json]``:
+vSphere licence keys and NVIDIA guest licensing.
 
 verify exit codes: 0 every applicable check passed (skips are listed with their reason), 2 a check failed (the
 deployment differs from the spec), 1 bad input or a node could not be reached.
 ``--json`` prints ``{"stack", "summary": {"passed", "failed", "skipped", "error"}, "checks": [{"node", "check",
 "outcome", "message"}], "junit"}``.
 
-license apply exit codes: 0 every VM licensed, 1 a VM failed or bad input. ``--json`` prints
-``{"stack", "vms": [{"vm", "changed", "token_file", ..., "status", "error"}]}`` (never the token).
+license apply: first the vSphere licence keys (vCenter ``licensing.vcenterLicense``, each host ``hosts[].license``
+or ``licensing.hostLicense``; added to vCenter if missing, then assigned), then the NVIDIA guest token on every vGPU
+VM. ``--host``/``--vm`` limit it to those (then vCenter's key is left alone). A key that is not a licence key, or
+that vCenter refuses, fails before anything is assigned. Exit codes: 0 everything licensed, 1 a target failed or
+bad input, 2 a ``--dry-run`` found vSphere licences to assign (guests are not contacted in a dry run).
+``--json`` prints ``{"stack", "dryRun", "vsphere": [{"target", "changed", "error", "desired", "before"}],
+"guests": [{"vm", "changed", "token_file", ..., "status", "error"}]}`` (keys masked, never the token).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from rich.table import Table
 
 from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
 from gpufleet.errors import GpufleetError, SpecError, SpecIssue
+from gpufleet.spec.stack import Stack
 
 _STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
 
@@ -70,59 +77,115 @@ def verify(
         raise typer.Exit(ExitCode.NO)
 
 
+def _vsphere_rows(loaded: Stack, hosts: list[str] | None, include_vcenter: bool, dry_run: bool) -> list[dict]:
+    """The vSphere licence step (keys read and checked before vCenter is contacted)."""
+    from gpufleet.connections import resolve_vcenter
+    from gpufleet.vsphere.connect import connect
+    from gpufleet.vsphere.license_apply import apply_licenses, license_targets
+
+    targets = license_targets(loaded, hosts=hosts, include_vcenter=include_vcenter)
+    if not targets:
+        return []
+    with connect(resolve_vcenter(loaded.vcenter)) as si:
+        return [r.to_json() for r in apply_licenses(si, loaded.fleet.datacenter, targets, dry_run=dry_run)]
+
+
+def _print_license_tables(stack: Path, vsphere_rows: list[dict], guest_rows: list[dict], dry_run: bool) -> None:
+    suffix = " (dry run)" if dry_run else ""
+    if vsphere_rows:
+        table = Table(title=f"vSphere licences{suffix}")
+        for column in ("target", "result", "key", "before"):
+            table.add_column(column, overflow="fold")
+        for row in vsphere_rows:
+            if row["error"]:
+                result = "[red]error[/]"
+            elif row["changed"]:
+                result = "[yellow]pending[/]" if dry_run else "[green]assigned[/]"
+            else:
+                result = "in place"
+            table.add_row(row["target"], result, row["desired"], row["error"] or row["before"] or "(none)")
+        console.print(table)
+    else:
+        console.print("vSphere licences: the stack names none for these targets", highlight=False)
+    table = Table(title=f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}")
+    for column in ("VM", "result", "licence status", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in guest_rows:
+        if row["error"]:
+            table.add_row(row["vm"], "[red]error[/]", "", row["error"])
+        elif row.get("skipped"):
+            table.add_row(row["vm"], "[dim]skipped[/]", "", row["skipped"])
+        else:
+            what = "[green]changed[/]" if row["changed"] else "in place"
+            detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
+            table.add_row(row["vm"], what, row["status"], detail)
+    console.print(table)
+
+
 @handle_errors
 def license_apply(
     stack: Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")],
     vm: Annotated[list[str] | None, typer.Option("--vm", help="Only this VM (repeatable)")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Only this host's vSphere licence (repeatable)")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for Licensed, per VM")] = 120.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show the vSphere licences that would change, change nothing (exit 2 if any)"),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document")] = False,
 ) -> None:
-    """Place the NVIDIA client configuration token, set gridd.conf FeatureType, restart nvidia-gridd and wait
-    for Licensed, on every vGPU VM of the stack (idempotent; the token is never printed)."""
+    """Assign the stack's vSphere licence keys (vCenter and every host: added to vCenter if missing), then place
+    the NVIDIA client configuration token, set gridd.conf FeatureType, restart nvidia-gridd and wait for Licensed
+    on every vGPU VM. Idempotent; keys and token are never printed. With --host/--vm only those are handled."""
     from gpufleet.checks.licensing import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
     from gpufleet.spec.stack import load_stack
 
     loaded = load_stack(stack)
-    targets = licensing_targets(loaded.fleet, vm or None)
-    token = resolve_client_token(loaded)
-    _, guests = stack_ssh_settings(loaded)
+    selective = bool(vm or host)
+    # Every input (keys, token, SSH settings) is read and checked before anything changes.
+    targets = licensing_targets(loaded.fleet, vm or None) if (vm or not selective) else []
+    token = resolve_client_token(loaded) if targets and not dry_run else None
+    guests = stack_ssh_settings(loaded)[1] if targets else {}
     missing = [name for name in targets if name not in guests]
     if missing:
         raise SpecError(
             [SpecIssue(f"vms[{name}].ssh", "no SSH settings: cannot reach the guest to license it") for name in missing]
         )
-    rows: list[dict] = []
+    vsphere_rows: list[dict] = []
+    if host or not selective:
+        vsphere_rows = _vsphere_rows(loaded, host or None, include_vcenter=not selective, dry_run=dry_run)
+    guest_rows: list[dict] = []
     for name in targets:
+        if dry_run:
+            guest_rows.append(
+                {"vm": name, "changed": False, "status": "", "error": None, "skipped": "dry run: guests not contacted"}
+            )
+            continue
+        assert token is not None
         try:
             with GuestSshRunner(guests[name]) as runner:
                 result = apply_licensing(runner, token, loaded.fleet.licensing.feature_type, timeout=timeout)
-            rows.append({**result.to_json(), "error": None})
+            guest_rows.append({**result.to_json(), "error": None})
         except GpufleetError as exc:
-            rows.append({"vm": name, "changed": False, "status": "", "error": str(exc)})
+            guest_rows.append({"vm": name, "changed": False, "status": "", "error": str(exc)})
     if json_out:
-        print_json({"stack": str(stack), "vms": rows})
+        print_json({"stack": str(stack), "dryRun": dry_run, "vsphere": vsphere_rows, "guests": guest_rows})
     else:
-        table = Table(title=f"gpufleet license apply {stack}")
-        for column in ("VM", "result", "licence status", "detail"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            if row["error"]:
-                table.add_row(row["vm"], "[red]error[/]", "", row["error"])
-            else:
-                what = "[green]changed[/]" if row["changed"] else "in place"
-                detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
-                table.add_row(row["vm"], what, row["status"], detail)
-        console.print(table)
-    if any(row["error"] for row in rows):
+        _print_license_tables(stack, vsphere_rows, guest_rows, dry_run)
+    if any(row["error"] for row in vsphere_rows + guest_rows):
         if not json_out:
-            err_console.print("[red]licensing failed on at least one VM[/]")
+            err_console.print("[red]licensing failed on at least one target[/]")
         raise typer.Exit(ExitCode.ERROR)
+    if dry_run and any(row["changed"] for row in vsphere_rows):
+        raise typer.Exit(ExitCode.NO)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``gpufleet verify`` and ``gpufleet license apply``."""
     app.command("verify")(verify)
-    lic = typer.Typer(help="NVIDIA vGPU guest licensing.", no_args_is_help=True)
+    lic = typer.Typer(help="vSphere licence keys and NVIDIA vGPU guest licensing.", no_args_is_help=True)
     lic.command("apply")(license_apply)
     app.add_typer(lic, name="license")

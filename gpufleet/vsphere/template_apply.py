@@ -144,10 +144,7 @@ def placement(si: vim.ServiceInstance, vm: vim.VirtualMachine, fleet: Fleet) -> 
     """Where to mark the template as a VM: its own host when connected and out of maintenance, else another
     host of that cluster (the fleet's cluster when the template has no host); the cluster's root pool."""
     host = vm.runtime.host
-    if host is not None:
-        compute = host.parent
-    else:
-        compute = find_by_name(si, vim.ClusterComputeResource, fleet.cluster)
+    compute = host.parent if host is not None else find_by_name(si, vim.ClusterComputeResource, fleet.cluster)
     candidates = ([host] if host is not None else []) + [h for h in compute.host or [] if h != host]
     for candidate in candidates:
         if _usable(candidate):

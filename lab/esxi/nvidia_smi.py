@@ -30,6 +30,29 @@ def bus_id(pci_id: str) -> str:
     return f"{int(dom, 16):08X}:{bus.upper()}:{rest.upper()}"
 
 
+def _pci_parts(text: str) -> tuple[int, int, int, int] | None:
+    """``[domain:]bus:device.function`` (hex, any case, any domain width) -> numbers; None if not a bus id."""
+    parts = text.split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    if len(parts) != 3 or "." not in parts[2]:
+        return None
+    device, _, function = parts[2].partition(".")
+    try:
+        return int(parts[0], 16), int(parts[1], 16), int(device, 16), int(function, 16)
+    except ValueError:
+        return None
+
+
+def selects(raw: str, index: int, uuid: str, pci_id: str) -> bool:
+    """Does ``-i RAW`` name this GPU? As real nvidia-smi: its index, its UUID, or its PCI bus id in any case and
+    domain width (``0000:3b:00.0``, ``00000000:3B:00.0``, ``3b:00.0``)."""
+    if raw == str(index) or raw == uuid:
+        return True
+    wanted = _pci_parts(raw)
+    return wanted is not None and wanted == _pci_parts(pci_id)
+
+
 def gpu_uuid(host: str, pci_id: str) -> str:
     h = hashlib.sha256(f"{host}/{pci_id}".encode()).hexdigest()
     return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
@@ -538,7 +561,7 @@ def run(ctx: Ctx, argv: list[str]) -> Result:
         else:
             pos = next(i for i, a in enumerate(args) if a.startswith("--id="))
             raw = args.pop(pos).split("=", 1)[1]
-        match = [g for g in gpus if raw in (str(g.index), g.uuid, g.bus_id, g.bus_id[4:])]
+        match = [g for g in gpus if selects(raw, g.index, g.uuid, g.raw["pci_id"])]
         if not match:
             return Result(6, err="No devices were found\n")
         index = match[0].index
@@ -601,7 +624,7 @@ def _mig(ctx: Ctx, args: list[str], gpus: list[Gpu], index: int | None) -> Resul
         pos = args.index("-i")
         raw = args[pos + 1] if pos + 1 < len(args) else ""
         del args[pos : pos + 2]
-        gpus = [g for g in gpus if raw == str(g.index)]
+        gpus = [g for g in gpus if selects(raw, g.index, g.uuid, g.raw["pci_id"])]
         if not gpus:
             return Result(6, err="No devices were found\n")
     capable = [g for g in gpus if g.mig_capable]

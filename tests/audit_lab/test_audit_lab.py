@@ -1,8 +1,8 @@
 """``gpufleet audit`` on the embedded lab.
 
-The lab stack is deployed with the product's own engines (``gpufleet hosts prepare``, ``gpufleet vms apply``); the
-two things only ``pulumi up`` converges (the template's GPU settings, the host licences) are set here directly, the
-way ``GpuVmTemplate`` and ``HostLicenseAssignment`` would. Then: the audit is clean (exit 0, HTML and JUnit checked,
+The lab stack is deployed with the product's own engines (``gpufleet hosts prepare``, ``gpufleet vms apply``, which
+also converges the template's GPU settings); the one thing only ``pulumi up`` converges (the host licences) is set
+here directly, the way ``HostLicenseAssignment`` would. Then: the audit is clean (exit 0, HTML and JUnit checked,
 the HTML in headless Chromium); each kind of drift made behind gpufleet's back (pyVmomi reconfigure, the lab's
 vCenter admin endpoint, esxcli / nvidia-smi over SSH) is found and named, then undone; an unreachable host gives
 exit 1 and the rest is still reported.
@@ -34,7 +34,6 @@ from gpufleet.audit.findings import Finding
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.run import audit_stack
 from gpufleet.connections import resolve_connections
-from gpufleet.spec.derive import template_extra_config
 from gpufleet.spec.stack import Stack, load_stack
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
@@ -290,19 +289,12 @@ def deployed_lab(lab_env: Any, lab_host: Callable[[str], Any], monkeypatch: pyte
     assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
     applied = _cli("vms", "apply", str(STACK), "--json")
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    assert [(t["name"], t["error"]) for t in json.loads(applied.stdout)["templates"]] == [("tpl-ubuntu2204-gpu", None)]
     stack = load_stack(STACK)
     conns = resolve_connections(stack)
     with connect(conns.vcenter) as si:
         lab_ = Lab(stack=stack, si=si, admin=LabAdmin())
-        # What pulumi up's GpuVmTemplate sets on the template (a template is reconfigured as a VM, then marked
-        # again), and HostLicenseAssignment on the hosts.
-        tpl = stack.fleet.templates[0]
-        extra = [vim.option.OptionValue(key=k, value=v) for k, v in template_extra_config(stack.fleet, tpl).items()]
-        template = lab_.vm(tpl.name)
-        host = template.runtime.host
-        template.MarkAsVirtualMachine(pool=host.parent.resourcePool, host=host)
-        lab_.reconfigure(tpl.name, vim.vm.ConfigSpec(extraConfig=extra, memoryReservationLockedToMax=True))
-        template.MarkAsTemplate()
+        # What pulumi up's HostLicenseAssignment sets on the hosts.
         for name in HOSTS:
             assign_license(si, lab_.host(name), LAB_KEY)
         try:

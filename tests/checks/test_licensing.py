@@ -164,10 +164,10 @@ def test_client_token_comes_from_the_environment_or_the_running_lab(tmp_path: Pa
     )
     environ = {"GPUFLEET_LAB_DIR": str(lab)}
     assert licensing.resolve_client_token(_stack(True), environ).reveal() == "tok-lab"
-    (lab / "env.json").write_text(json.dumps({"vcenter": {"host": "x"}}))
-    (lab / "guests" / "client_configuration_token.tok").write_text("tok-file\n")
-    assert licensing.resolve_client_token(_stack(True), environ).reveal() == "tok-file"
     assert repr(licensing.resolve_client_token(_stack(True), environ)) == "Secret('***')"
+    (lab / "env.json").write_text(json.dumps({"vcenter": {"host": "x"}}))  # a lab without generated secrets
+    with pytest.raises(SpecError, match="GPUFLEET_NVIDIA_CLIENT_TOKEN is not set"):
+        licensing.resolve_client_token(_stack(True), environ)
 
 
 def test_licensing_targets_are_the_vgpu_vms_with_licensing_on() -> None:

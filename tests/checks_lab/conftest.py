@@ -84,14 +84,23 @@ def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> I
 
     with connect(resolve_vcenter(stack.vcenter)) as si:
 
-        def take(name: str, apply: bool = True) -> None:
-            vm_spec = next(v for v in stack.fleet.vms if v.name == name)
-            if vm_spec.host not in held_hosts:  # the per-host lock is not re-entrant
-                lab_host(vm_spec.host)
-                held_hosts.add(vm_spec.host)
+        def hold(host: str) -> None:
+            if host not in held_hosts:  # the per-host lock is not re-entrant
+                lab_host(host)
+                held_hosts.add(host)
                 # The host was reset (no driver): let vCenter offer its vGPU profiles, as a prepared host does
                 # (the lab's admin endpoint; host preparation itself is tested elsewhere).
-                LabAdmin().update_host(vm_spec.host, driverActive=True, graphicsType="sharedDirect")
+                LabAdmin().update_host(host, driverActive=True, graphicsType="sharedDirect")
+
+        def reserve(*names: str) -> None:
+            """Hold the hosts of these VMs up front, in sorted order: tests that take several hosts one by one
+            in different orders would otherwise deadlock each other on the per-host locks."""
+            for host in sorted({next(v.host for v in stack.fleet.vms if v.name == n) for n in names}):
+                hold(host)
+
+        def take(name: str, apply: bool = True) -> None:
+            vm_spec = next(v for v in stack.fleet.vms if v.name == name)
+            hold(vm_spec.host)
             reset_guest(lab_paths, name)
             vm = find_by_name(si, vim.VirtualMachine, name)
             before = _gpu_devices(vm)
@@ -101,6 +110,7 @@ def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> I
                 report = apply_vms(si, stack.fleet, names=[name])
                 assert not report.failed, report.to_json()
 
+        take.reserve = reserve  # type: ignore[attr-defined]
         yield take
         for name, before, power in reversed(saved):
             vm = find_by_name(si, vim.VirtualMachine, name)

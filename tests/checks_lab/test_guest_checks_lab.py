@@ -31,6 +31,7 @@ def _fails(check: Callable[..., None], *args: Any) -> str:
 
 
 def test_the_guest_sees_what_vcenter_attached(lab_guest: Callable[..., None], lab_nodes: Nodes) -> None:
+    lab_guest.reserve("vm-ts-01", "vm-mig-01")  # type: ignore[attr-defined]
     lab_guest("vm-ts-01", apply=False)
     node = lab_nodes()["vm-ts-01"]
     message = _fails(checks.test_nvidia_smi_sees_every_gpu_of_the_vm, node)
@@ -75,13 +76,13 @@ def test_licensing_over_ssh_is_idempotent_and_never_prints_the_token(
     token = json.loads(Path(lab_paths.env_file).read_text())["secrets"]["GPUFLEET_NVIDIA_CLIENT_TOKEN"]
     first = gpufleet_cli("license", "apply", "stacks/Pulumi.lab.yaml", "--vm", "vm-ts-01", "--json")
     assert first.returncode == 0, first.stderr + first.stdout
-    (result,) = json.loads(first.stdout)["vms"]
+    (result,) = json.loads(first.stdout)["guests"]
     assert result["changed"] and result["token_written"] and result["gridd_conf_changed"] and result["restarted"]
     assert result["status"].startswith("Licensed (Expiry: ") and result["products"] == ["NVIDIA Virtual Compute Server"]
     assert token not in first.stdout + first.stderr
 
     again = gpufleet_cli("license", "apply", "stacks/Pulumi.lab.yaml", "--vm", "vm-ts-01", "--json")
-    (result2,) = json.loads(again.stdout)["vms"]
+    (result2,) = json.loads(again.stdout)["guests"]
     assert again.returncode == 0 and not result2["changed"] and result2["token_file"] == result["token_file"]
 
     node = lab_nodes()["vm-ts-01"]
@@ -125,6 +126,7 @@ def test_host_keys_are_verified(lab_env: Any, lab_nodes: Nodes, tmp_path: Path) 
 def test_gpufleet_verify_passes_then_fails_with_exit_2(
     lab_guest: Callable[..., None], gpufleet_cli: Callable[..., subprocess.CompletedProcess], tmp_path: Path
 ) -> None:
+    lab_guest.reserve("vm-pt-01", "vm-mig-01")  # type: ignore[attr-defined]
     lab_guest("vm-pt-01")
     junit = tmp_path / "verify.xml"
     ok = gpufleet_cli("verify", "stacks/Pulumi.lab.yaml", "--node", "vm-pt-01", "--json", "--junit", str(junit))

@@ -31,6 +31,9 @@ from lab.topology import build_topology, write_topology
 
 USER = "administrator@lab.local"
 TEMPLATE = "tpl-ubuntu2204-gpu"
+# `vms apply` converges the stack's templates too (tpl-ubuntu2204-gpu in every test stack): VMs are cloned from an
+# untouched copy of it, so each test starts from the same VM whatever ran before.
+CLONE_SOURCE = "tpl-pristine"
 
 
 def _free_port() -> int:
@@ -78,8 +81,8 @@ class PrivateLab:
             view.Destroy()
 
     def clone_vm(self, si: vim.ServiceInstance, host: str, prefix: str = "e5") -> vim.VirtualMachine:
-        """A fresh powered-off VM on ``host``, cloned from the lab's GPU template (unique name)."""
-        template = self.find(si, vim.VirtualMachine, TEMPLATE)
+        """A fresh powered-off VM on ``host``, cloned from (a pristine copy of) the lab's GPU template (unique name)."""
+        template = self.find(si, vim.VirtualMachine, CLONE_SOURCE)
         target = self.find(si, vim.HostSystem, host)
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         where = vim.vm.RelocateSpec(host=target, pool=target.parent.resourcePool)
@@ -91,6 +94,17 @@ class PrivateLab:
         if vm.runtime.host != target:  # vcsim's clone keeps the template's host: move it where it was asked
             wait_for_task(vm.RelocateVM_Task(spec=where), what=f"relocate {name}", timeout=120)
         return vm
+
+    def clone_template(self, si: vim.ServiceInstance, name: str, source: str = TEMPLATE) -> vim.VirtualMachine:
+        """A template called ``name``, cloned from the template ``source`` on the same host."""
+        template = self.find(si, vim.VirtualMachine, source)
+        host = template.runtime.host
+        where = vim.vm.RelocateSpec(host=host, pool=host.parent.resourcePool)
+        spec = vim.vm.CloneSpec(location=where, powerOn=False, template=True)
+        wait_for_task(
+            template.CloneVM_Task(folder=template.parent, name=name, spec=spec), what=f"clone {name}", timeout=120
+        )
+        return self.find(si, vim.VirtualMachine, name)
 
     def destroy_vm(self, si: vim.ServiceInstance, name: str) -> None:
         vm = self.find(si, vim.VirtualMachine, name)
@@ -173,7 +187,10 @@ def private_lab(workdir: Path) -> Iterator[PrivateLab]:
         env_file = workdir / "env.json"
         env_file.write_text(json.dumps(env))
         env_file.chmod(0o600)
-        yield PrivateLab(workdir, port, password, tls.ca_cert, admin)
+        lab = PrivateLab(workdir, port, password, tls.ca_cert, admin)
+        with lab.session() as si:
+            lab.clone_template(si, CLONE_SOURCE)
+        yield lab
     finally:
         vcenter.stop_vcsim(proc.pid)
         proc.wait(timeout=15)
