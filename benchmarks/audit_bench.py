@@ -41,13 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from pyVmomi import SoapAdapter, vim  # noqa: E402
 
-from gpufleet.audit.vcenter_state import (  # noqa: E402
-    CLUSTER_PROPERTIES,
-    HOST_PROPERTIES,
-    VM_PROPERTIES,
-    read_vcenter_state,
-    view_filter_spec,
-)
+from gpufleet.audit.vcenter_state import PROPERTY_SETS, read_vcenter_state, view_filter_spec  # noqa: E402
 from gpufleet.connections import Secret, VcenterSettings  # noqa: E402
 from gpufleet.vsphere.connect import connect  # noqa: E402
 from gpufleet.vsphere.tasks import wait_for_task  # noqa: E402
@@ -144,18 +138,9 @@ def naive_read(content: Any) -> int:
 def raw_read(content: Any) -> int:
     """One RetrievePropertiesEx of the same properties over a ContainerView; nothing parsed."""
     dc = content.searchIndex.FindByInventoryPath(inventoryPath=DATACENTER)
-    view = content.viewManager.CreateContainerView(
-        dc, [vim.HostSystem, vim.VirtualMachine, vim.ClusterComputeResource], True
-    )
+    view = content.viewManager.CreateContainerView(dc, [kind for kind, _ in PROPERTY_SETS], True)
     try:
-        spec = view_filter_spec(
-            view,
-            [
-                (vim.HostSystem, HOST_PROPERTIES),
-                (vim.VirtualMachine, VM_PROPERTIES),
-                (vim.ClusterComputeResource, CLUSTER_PROPERTIES),
-            ],
-        )
+        spec = view_filter_spec(view, PROPERTY_SETS)
         result = content.propertyCollector.RetrievePropertiesEx([spec], vim.PropertyCollector.RetrieveOptions())
         return sum(1 for o in result.objects if o.obj._wsdlName != "ClusterComputeResource")
     finally:

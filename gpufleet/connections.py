@@ -227,7 +227,9 @@ def _ssh_from_lab(entry: Mapping[str, Any]) -> SshSettings:
     )
 
 
-def _ssh_from_spec(name: str, spec: SshSpec, where: str, environ: Mapping[str, str] | None) -> SshSettings:
+def ssh_from_spec(name: str, spec: SshSpec, where: str, environ: Mapping[str, str] | None = None) -> SshSettings:
+    """SshSettings from a spec's ``ssh:`` block (secrets from the environment); SpecError naming ``where`` when
+    keys or login are missing: host keys are always verified."""
     if not spec.host_key and not spec.known_hosts:
         raise SpecError([SpecIssue(f"{where}.ssh", "give hostKey (pinned) or knownHosts: host keys are verified")])
     if not spec.key_file and spec.password is None:
@@ -309,13 +311,13 @@ def resolve_connections(stack: Stack, environ: Mapping[str, str] | None = None) 
             issues.append(SpecIssue(f"hosts[{i}].ssh", f"missing: how to reach {host.name} over SSH"))
             continue
         try:
-            hosts[host.name] = _ssh_from_spec(host.name, host.ssh, f"hosts[{i}]", environ)
+            hosts[host.name] = ssh_from_spec(host.name, host.ssh, f"hosts[{i}]", environ)
         except SpecError as exc:
             issues.extend(exc.issues)
     for i, vm in enumerate(fleet.vms):
         if vm.ssh is not None:
             try:
-                guests[vm.name] = _ssh_from_spec(vm.name, vm.ssh, f"vms[{i}]", environ)
+                guests[vm.name] = ssh_from_spec(vm.name, vm.ssh, f"vms[{i}]", environ)
             except SpecError as exc:
                 issues.extend(exc.issues)
     if vcenter is None:

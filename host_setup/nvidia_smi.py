@@ -66,13 +66,15 @@ class SmiReport:
         return next((g for g in self.gpus if g.pci == pci), None)
 
 
-def _text(node: ET.Element | None, path: str) -> str:
+def xml_text(node: ET.Element | None, path: str) -> str:
+    """The stripped text of ``path`` under ``node``; "" when either is missing."""
     found = node.find(path) if node is not None else None
-    return (found.text or "").strip() if found is not None and found.text else ""
+    return (found.text or "").strip() if found is not None else ""
 
 
-def parse_query_xml(text: str) -> SmiReport:
-    """``nvidia-smi -q -x`` -> SmiReport."""
+def parse_smi_xml(text: str) -> ET.Element:
+    """The ``<nvidia_smi_log>`` root of ``nvidia-smi -q -x`` output (on an ESXi host or in a guest), with what a
+    shell printed around it dropped; SmiParseError quoting the start of the text when it is not well formed."""
     start = text.find("<?xml")
     body = text[start:] if start >= 0 else text
     end = body.rfind("</nvidia_smi_log>")
@@ -80,23 +82,28 @@ def parse_query_xml(text: str) -> SmiReport:
     # The DOCTYPE names a DTD file we neither have nor need.
     body = re.sub(r"<!DOCTYPE[^>]*>", "", body)
     try:
-        root = ET.fromstring(body.strip())
+        return ET.fromstring(body.strip())
     except ET.ParseError as exc:
         raise SmiParseError(f"nvidia-smi XML is not well formed: {exc}: {text[:300]!r}") from exc
+
+
+def parse_query_xml(text: str) -> SmiReport:
+    """``nvidia-smi -q -x`` -> SmiReport."""
+    root = parse_smi_xml(text)
     gpus = []
     for node in root.findall("gpu"):
-        pci = node.get("id") or _text(node, "pci/pci_bus_id")
+        pci = node.get("id") or xml_text(node, "pci/pci_bus_id")
         gpus.append(
             SmiGpu(
                 pci=normalise_pci(pci),
-                name=_text(node, "product_name"),
-                architecture=_text(node, "product_architecture"),
-                mig_current=_text(node, "mig_mode/current_mig") or "N/A",
-                mig_pending=_text(node, "mig_mode/pending_mig") or "N/A",
-                virtualization_mode=_text(node, "gpu_virtualization_mode/virtualization_mode"),
+                name=xml_text(node, "product_name"),
+                architecture=xml_text(node, "product_architecture"),
+                mig_current=xml_text(node, "mig_mode/current_mig") or "N/A",
+                mig_pending=xml_text(node, "mig_mode/pending_mig") or "N/A",
+                virtualization_mode=xml_text(node, "gpu_virtualization_mode/virtualization_mode"),
             )
         )
-    return SmiReport(driver_version=_text(root, "driver_version"), gpus=tuple(gpus))
+    return SmiReport(driver_version=xml_text(root, "driver_version"), gpus=tuple(gpus))
 
 
 def parse_query_csv(text: str) -> list[dict[str, str]]:
@@ -141,6 +148,40 @@ def report_from(result: CommandResult) -> SmiReport | None:
     if result.rc != 0 or "<nvidia_smi_log" not in result.output:
         return None
     return parse_query_xml(result.output)
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, instance id, placement."""
+
+    profile: str  # "3g.40gb"
+    start: int
+    size: int
+    gi_id: int | None = None
+
+
+# `nvidia-smi mig -lgi` rows: "|   0  MIG 3g.40gb          9        1          4:4     |"
+_LGI_ROW = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)\s*\|")
+
+
+def parse_lgi(output: str) -> dict[int, list[GpuInstance]]:
+    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id).
+    "No GPU instances found" -> {}."""
+    out: dict[int, list[GpuInstance]] = {}
+    for line in output.splitlines():
+        m = _LGI_ROW.match(line.strip())
+        if m:
+            gpu, profile, _pid, gi, start, size = m.groups()
+            out.setdefault(int(gpu), []).append(
+                GpuInstance(profile=profile, start=int(start), size=int(size), gi_id=int(gi))
+            )
+    return out
+
+
+def gpu_instances(runner: Runner, timeout: float = 60.0) -> dict[int, list[GpuInstance]]:
+    """The MIG GPU instances of every GPU (``nvidia-smi mig -lgi``); {} when the command fails."""
+    result = runner.run(["nvidia-smi", "mig", "-lgi"], timeout=timeout)
+    return parse_lgi(result.output) if result.rc == 0 else {}
 
 
 @dataclass(frozen=True)

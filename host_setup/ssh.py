@@ -136,6 +136,68 @@ class _RefuseUnknownKey(paramiko.RejectPolicy):
         )
 
 
+def verified_client(settings: SshSettings) -> paramiko.SSHClient:
+    """A paramiko client that trusts only the pinned host key or the known_hosts file and refuses any other key
+    (``HostKeyError`` naming the offered key); HostKeyError before any connection when neither is given."""
+    s = settings
+    client = paramiko.SSHClient()
+    if s.host_key:
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{_known_name(s.address, s.port)} {s.host_key}")
+        except (binascii.Error, paramiko.SSHException, ValueError) as exc:
+            raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key: {exc}") from exc
+        if entry is None or entry.key is None:
+            raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key")
+        for name in entry.hostnames:
+            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+    elif s.known_hosts:
+        try:
+            client.load_host_keys(str(s.known_hosts))
+        except OSError as exc:
+            raise HostKeyError(f"{s.name}: cannot read known_hosts {s.known_hosts}: {exc}") from exc
+    else:
+        raise HostKeyError(f"{s.name}: no pinned hostKey and no known_hosts file: host keys are always verified")
+    client.set_missing_host_key_policy(_RefuseUnknownKey(s))
+    return client
+
+
+def open_client(settings: SshSettings, timeout: float) -> paramiko.SSHClient:
+    """One connection attempt with a ``verified_client`` (key file or password; no agent, no ~/.ssh keys;
+    ``timeout`` on TCP, banner, auth and channel opening). An unknown or changed host key is ``HostKeyError``,
+    a refused login ``ConnectError``; other failures (OSError, paramiko.SSHException) are raised as they are,
+    for the caller to retry or report. The client is closed on any failure."""
+    s = settings
+    client = verified_client(s)
+    try:
+        client.connect(
+            s.address,
+            port=s.port,
+            username=s.user,
+            key_filename=str(s.key_file) if s.key_file else None,
+            password=s.password.reveal() if s.password else None,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"{s.name} ({s.address}:{s.port}) presented a CHANGED host key {fingerprint(exc.key)} "
+            f"(expected {fingerprint(exc.expected_key)}): refusing to connect. This can be an attack; if the host "
+            "was reinstalled on purpose, replace its entry in known_hosts or its pinned hostKey"
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise ConnectError(f"{s.name} ({s.address}:{s.port}) refused the login of {s.user!r}") from exc
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 def _is_retryable(exc: BaseException) -> bool:
     """Connection errors are retried; a refused host key or login is not (retrying cannot fix them)."""
     if isinstance(exc, HostKeyError | paramiko.AuthenticationException | paramiko.BadHostKeyException):
@@ -164,58 +226,8 @@ class SshRunner:
         self._client: paramiko.SSHClient | None = None
 
     # -- connection ---------------------------------------------------------------------------------------
-    def _new_client(self) -> paramiko.SSHClient:
-        s = self.settings
-        client = paramiko.SSHClient()
-        if s.host_key:
-            try:
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{_known_name(s.address, s.port)} {s.host_key}")
-            except (binascii.Error, paramiko.SSHException, ValueError) as exc:
-                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key: {exc}") from exc
-            if entry is None or entry.key is None:
-                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key")
-            for name in entry.hostnames:
-                client.get_host_keys().add(name, entry.key.get_name(), entry.key)
-        elif s.known_hosts:
-            try:
-                client.load_host_keys(str(s.known_hosts))
-            except OSError as exc:
-                raise HostKeyError(f"{s.name}: cannot read known_hosts {s.known_hosts}: {exc}") from exc
-        else:
-            raise HostKeyError(f"{s.name}: no pinned hostKey and no known_hosts file: host keys are always verified")
-        client.set_missing_host_key_policy(_RefuseUnknownKey(s))
-        return client
-
     def _connect_once(self) -> paramiko.SSHClient:
-        s = self.settings
-        client = self._new_client()
-        try:
-            client.connect(
-                s.address,
-                port=s.port,
-                username=s.user,
-                key_filename=str(s.key_file) if s.key_file else None,
-                password=s.password.reveal() if s.password else None,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"{s.name} ({s.address}:{s.port}) presented a CHANGED host key {fingerprint(exc.key)} "
-                f"(expected {fingerprint(exc.expected_key)}): refusing to connect. This can be an attack; if the host "
-                "was reinstalled on purpose, replace its entry in known_hosts or its pinned hostKey"
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise ConnectError(f"{s.name} ({s.address}:{s.port}) refused the login of {s.user!r}") from exc
-        except BaseException:
-            client.close()
-            raise
+        client = open_client(self.settings, self.connect_timeout)
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)
@@ -295,11 +307,13 @@ class SshRunner:
         return transport.open_session(timeout=self.connect_timeout)
 
     # -- commands -----------------------------------------------------------------------------------------
-    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
-        """Run one command (an argument list, quoted here); return its exit status and combined output."""
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+        """Run one command (an argument list, quoted here); return its exit status and combined output.
+        ``stdin``: bytes sent to the command's standard input, then end of file (a secret passed this way never
+        appears on a command line or in the log)."""
         if isinstance(argv, str):
             raise TypeError("pass the command as a list of arguments; they are quoted for the remote shell")
-        return self._exec(shlex.join(argv), timeout)
+        return self._exec(shlex.join(argv), timeout, stdin)
 
     def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None) -> list[CommandResult]:
         """Run read-only commands in one SSH exec (``a 2>&1 && echo MARK0 || echo MARK1; b ...``): one round
@@ -327,9 +341,9 @@ class SshRunner:
             rest = rest[rest.find("@@", at + len(mark)) + 3 :]
         return results
 
-    def _exec(self, command: str, timeout: float | None) -> CommandResult:
+    def _exec(self, command: str, timeout: float | None, stdin: bytes | None = None) -> CommandResult:
         limit = self.command_timeout if timeout is None else timeout
-        log.debug("%s: %s", self.name, command)
+        log.debug("%s: %s%s", self.name, command, "" if stdin is None else " (input on stdin)")
         try:
             channel = self._open_channel()
         except (OSError, EOFError, paramiko.SSHException):
@@ -345,6 +359,9 @@ class SshRunner:
         try:
             channel.set_combine_stderr(True)
             channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+                channel.shutdown_write()
             while True:
                 channel.settimeout(max(0.01, deadline - time.monotonic()))
                 try:
@@ -425,4 +442,6 @@ __all__ = [
     "Runner",
     "SshRunner",
     "fingerprint",
+    "open_client",
+    "verified_client",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.errors import GpufleetError
-from lab import sshd
+from lab import control, sshd
 from lab.env import LabEnv, SshEndpoint, VcenterEndpoint, load_lab_env, write_lab_env
 from lab.esxi import events
 from lab.esxi.bundle import build_depot
@@ -179,22 +179,10 @@ def lab_lock(paths: LabPaths) -> Iterator[None]:
 
 
 def supervisor_request(paths: LabPaths, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(str(paths.supervisor_socket))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        return control.request(paths.supervisor_socket, request, timeout)
     except OSError as exc:
         raise LabError(f"the lab supervisor at {paths.supervisor_socket} does not answer: {exc}") from exc
-    finally:
-        sock.close()
-    return json.loads(data or b"{}")
 
 
 def _port_open(address: str, port: int) -> bool:

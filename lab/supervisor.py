@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import sshd
+from lab import control, sshd
 from lab.esxi import events
 from lab.esxi.state import HostStore, apply_reboot, initial_state, reset_fs
 from lab.esxi.vcface import VcenterClient, VcenterUnavailable
@@ -290,13 +290,7 @@ class Supervisor:
         with conn:
             try:
                 conn.settimeout(10)
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                answer = self.handle(json.loads(data or b"{}"))
+                answer = self.handle(json.loads(control.read_line(conn) or b"{}"))
             except Exception as exc:  # noqa: BLE001
                 log.exception("request failed")
                 answer = {"ok": False, "error": str(exc)}

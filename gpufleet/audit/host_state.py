@@ -11,23 +11,20 @@ the others are still read.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gpufleet.audit.state import GpuInstance, GpuSshState, HostSshState, Unreachable
+from gpufleet.audit.state import GpuSshState, HostSshState, Unreachable
 from gpufleet.connections import SshSettings
 from gpufleet.errors import GpufleetError
 from host_setup import esxcli, mlxconfig, nvidia_smi
 from host_setup.model import ATS_KERNEL_SETTING, Desired, HostFacts
+from host_setup.nvidia_smi import GpuInstance
 from host_setup.ssh import Runner, SshRunner
 from host_setup.steps.reboot import reboot_reasons
 
 DEFAULT_PARALLEL = 8
-
-# `nvidia-smi mig -lgi` rows: "|   0  MIG 3g.40gb          9        1          4:4     |"
-_LGI_ROW = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)\s*\|")
 
 
 @dataclass(frozen=True)
@@ -38,20 +35,6 @@ class HostTarget:
     name: str
     ssh: SshSettings
     desired: Desired
-
-
-def parse_lgi(output: str) -> dict[int, list[GpuInstance]]:
-    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id).
-    "No GPU instances found" -> {}."""
-    out: dict[int, list[GpuInstance]] = {}
-    for line in output.splitlines():
-        m = _LGI_ROW.match(line.strip())
-        if m:
-            gpu, profile, _pid, gi, start, size = m.groups()
-            out.setdefault(int(gpu), []).append(
-                GpuInstance(profile=profile, start=int(start), size=int(size), gi_id=int(gi))
-            )
-    return out
 
 
 def read_host(runner: Runner, target: HostTarget) -> HostSshState:
@@ -90,8 +73,7 @@ def read_host(runner: Runner, target: HostTarget) -> HostSshState:
     if smi is not None:
         instances: dict[int, list[GpuInstance]] = {}
         if any(g.mig_current == "Enabled" for g in smi.gpus):
-            lgi = runner.run(["nvidia-smi", "mig", "-lgi"], timeout=60)
-            instances = parse_lgi(lgi.output) if lgi.rc == 0 else {}
+            instances = nvidia_smi.gpu_instances(runner)
         for index, g in enumerate(smi.gpus):
             gpus.append(
                 GpuSshState(

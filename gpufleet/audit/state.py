@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from gpufleet.vsphere.vm_devices import VmDeviceState
+from host_setup.nvidia_smi import GpuInstance  # re-exported: the audit's state of a MIG GPU instance
 
 NVIDIA_VENDOR_ID = 0x10DE
 MELLANOX_VENDOR_ID = 0x15B3
@@ -129,16 +130,6 @@ class VcenterState:
     vms: dict[str, VmVcState]
     round_trips: int = 0
     pages: int = 0
-
-
-@dataclass(frozen=True)
-class GpuInstance:
-    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, instance id, placement."""
-
-    profile: str  # "3g.40gb"
-    start: int
-    size: int
-    gi_id: int | None = None
 
 
 @dataclass(frozen=True)

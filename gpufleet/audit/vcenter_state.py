@@ -59,6 +59,12 @@ VM_PROPERTIES = (
     "config.extraConfig",
 )
 CLUSTER_PROPERTIES = ("name",)
+# Each object type the audit reads (through one ContainerView of the datacenter) with its properties.
+PROPERTY_SETS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (vim.HostSystem, HOST_PROPERTIES),
+    (vim.VirtualMachine, VM_PROPERTIES),
+    (vim.ClusterComputeResource, CLUSTER_PROPERTIES),
+)
 
 # extraConfig keys the GPU audit owns: every pciPassthru* and numa.* key, declared or not.
 EXTRA_CONFIG_PREFIXES = ("pciPassthru", "numa.")
@@ -305,17 +311,10 @@ def read_vcenter_state(
         raise ConnectError(f"datacenter {datacenter!r} (fleet.datacenter) not found in vCenter")
     counter.tick("CreateContainerView")
     view = content.viewManager.CreateContainerView(
-        container=dc, type=[vim.HostSystem, vim.VirtualMachine, vim.ClusterComputeResource], recursive=True
+        container=dc, type=[kind for kind, _ in PROPERTY_SETS], recursive=True
     )
     try:
-        spec = view_filter_spec(
-            view,
-            [
-                (vim.HostSystem, HOST_PROPERTIES),
-                (vim.VirtualMachine, VM_PROPERTIES),
-                (vim.ClusterComputeResource, CLUSTER_PROPERTIES),
-            ],
-        )
+        spec = view_filter_spec(view, PROPERTY_SETS)
         objects = list(retrieve_paged(content.propertyCollector, spec, page_size, counter))
     finally:
         counter.tick("DestroyView")

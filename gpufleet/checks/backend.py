@@ -1,14 +1,14 @@
 """testinfra hosts whose SSH host keys are verified, and the bridge from a testinfra host to host_setup's readers.
 
 testinfra's own paramiko backend sets ``WarningPolicy`` (an unknown host key is accepted with a warning) and
-never loads a known_hosts file. ``VerifiedParamikoBackend`` keeps testinfra's command execution but builds the
-client like gpufleet's SSH runner: ``RejectPolicy``, host keys from the pinned key or the known_hosts file of the
-stack / lab env (or ``UserKnownHostsFile`` of an ``--ssh-config``); ``StrictHostKeyChecking no`` is ignored.
+never loads a known_hosts file. ``VerifiedParamikoBackend`` keeps testinfra's command execution but opens the
+client with gpufleet's SSH runner code (``host_setup.ssh.open_client``: a ``RejectPolicy`` that names the refused
+key, host keys from the pinned key or the known_hosts file of the stack / lab env, or ``UserKnownHostsFile`` of an
+``--ssh-config``); ``StrictHostKeyChecking no`` is ignored.
 """
 
 from __future__ import annotations
 
-import binascii
 import functools
 import os
 import shlex
@@ -22,8 +22,8 @@ import testinfra.host
 from testinfra.backend.base import CommandResult as TestinfraResult
 
 from gpufleet.connections import Secret, SshSettings
-from gpufleet.errors import ConnectError, HostKeyError
-from host_setup.ssh import CommandResult
+from gpufleet.errors import ConnectError
+from host_setup.ssh import CommandResult, open_client
 
 try:  # paramiko is only needed for SSH nodes (the device run uses the local backend with no paramiko)
     import paramiko
@@ -100,17 +100,6 @@ class TestinfraRunner:
         pass
 
 
-def _known_name(address: str, port: int) -> str:
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-def _fingerprint(key: Any) -> str:
-    import base64
-    import hashlib
-
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
 class VerifiedParamikoBackend(ParamikoBackend):  # type: ignore[misc,valid-type]
     """testinfra's paramiko backend, with host keys verified (RejectPolicy + known_hosts / pinned key)."""
 
@@ -127,55 +116,12 @@ class VerifiedParamikoBackend(ParamikoBackend):  # type: ignore[misc,valid-type]
     @functools.cached_property
     def client(self) -> Any:
         s = self.settings
-        client = paramiko.SSHClient()
-        if s.host_key:
-            try:
-                key_line = f"{_known_name(s.address, s.port)} {s.host_key}"
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(key_line)
-            except (binascii.Error, paramiko.SSHException, ValueError) as exc:
-                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key: {exc}") from exc
-            if entry is None or entry.key is None:
-                raise HostKeyError(f"{s.name}: the pinned hostKey is not a valid public key")
-            for hostname in entry.hostnames:
-                client.get_host_keys().add(hostname, entry.key.get_name(), entry.key)
-        elif s.known_hosts:
-            try:
-                client.load_host_keys(str(s.known_hosts))
-            except OSError as exc:
-                raise HostKeyError(f"{s.name}: cannot read known_hosts {s.known_hosts}: {exc}") from exc
-        else:
-            raise HostKeyError(f"{s.name}: no pinned hostKey and no known_hosts file: host keys are always verified")
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(
-                s.address,
-                port=s.port,
-                username=s.user,
-                key_filename=str(s.key_file) if s.key_file else None,
-                password=s.password.reveal() if s.password else None,
-                timeout=self.timeout,
-                banner_timeout=self.timeout,
-                auth_timeout=self.timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"{s.name} ({s.address}:{s.port}) presented a CHANGED host key {_fingerprint(exc.key)}: refusing to connect"
-            ) from exc
+            return open_client(s, self.timeout)  # HostKeyError for an unknown or changed key
         except paramiko.SSHException as exc:
-            client.close()
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(
-                    f"{s.name} ({s.address}:{s.port}) offered a host key that is not in "
-                    f"{'the pinned hostKey' if s.host_key else s.known_hosts}: refusing to connect ({exc})"
-                ) from exc
             raise ConnectError(f"{s.name} ({s.address}:{s.port}): SSH failed: {exc}") from exc
         except OSError as exc:
-            client.close()
             raise ConnectError(f"{s.name} ({s.address}:{s.port}) is unreachable over SSH: {exc}") from exc
-        return client
 
 
 def ssh_host(settings: SshSettings, timeout: int = 10) -> testinfra.host.Host:

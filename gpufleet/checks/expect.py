@@ -6,17 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.catalog import lookup_gpu, lookup_profile
+from gpufleet.catalog.licensing import FEATURE_PRODUCTS, licensed_product
 from gpufleet.spec.models import Fleet, RdmaNicRequest, VmSpec
 from host_setup.model import Desired
-
-# gridd.conf FeatureType -> the product nvidia-smi names once licensed (1: chosen from the vGPU type's series).
-FEATURE_PRODUCTS = {2: "NVIDIA RTX Virtual Workstation", 4: "NVIDIA Virtual Compute Server"}
-SERIES_PRODUCTS = {
-    "C": "NVIDIA Virtual Compute Server",
-    "Q": "NVIDIA RTX Virtual Workstation",
-    "B": "NVIDIA Virtual PC",
-    "A": "NVIDIA Virtual Applications",
-}
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ class GuestExpect:
         """Licensed product names acceptable for this VM's vGPUs under its FeatureType."""
         if self.feature_type in FEATURE_PRODUCTS:
             return {FEATURE_PRODUCTS[self.feature_type]}
-        return {SERIES_PRODUCTS.get(v.series, SERIES_PRODUCTS["C"]) for v in self.vgpus}
+        return {licensed_product(v.series) for v in self.vgpus}
 
 
 def host_expect(fleet: Fleet, name: str) -> Desired:

@@ -1,7 +1,7 @@
 """Readers for what a Linux guest prints: nvidia-smi (``-q -x``, ``-q`` licence block, ``-L``, ``topo -m``), the
 vGPU licence status strings, ``lsmod``, ``/proc/driver/nvidia/version``, ``ibv_devices``, ``rdma link`` and
 ``docker info``. Pure functions over text; the host-side nvidia-smi reader is ``host_setup.nvidia_smi`` (the
-PCI normalisation and the parse error are shared with it).
+XML envelope, PCI normalisation and the parse error are shared with it).
 
 Licence status forms (shared/reference/guest_nvidia_smi_xml_and_license_strings.txt), all parsed:
 ``Licensed (Expiry: 2026-7-7 16:1:44 GMT)`` (not zero-padded), ``Unlicensed (Unrestricted)``,
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from host_setup.nvidia_smi import SmiParseError, normalise_pci
+from host_setup.nvidia_smi import SmiParseError, normalise_pci, parse_smi_xml, xml_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -119,11 +118,6 @@ class GuestSmiReport:
     gpus: tuple[GuestGpu, ...] = field(default_factory=tuple)
 
 
-def _text(node: ET.Element | None, path: str) -> str:
-    found = node.find(path) if node is not None else None
-    return (found.text or "").strip() if found is not None else ""
-
-
 def _mib(value: str) -> int | None:
     m = re.match(r"^\s*(\d+)\s*MiB", value)
     return int(m.group(1)) if m else None
@@ -131,36 +125,31 @@ def _mib(value: str) -> int | None:
 
 def parse_guest_xml(text: str) -> GuestSmiReport:
     """``nvidia-smi -q -x`` of a guest (vGPU or passthrough) -> GuestSmiReport."""
-    start = text.find("<?xml")
-    body = re.sub(r"<!DOCTYPE[^>]*>", "", text[start:] if start >= 0 else text)
-    try:
-        root = ET.fromstring(body.strip())
-    except ET.ParseError as exc:
-        raise SmiParseError(f"nvidia-smi XML is not well formed: {exc}: {text[:300]!r}") from exc
+    root = parse_smi_xml(text)
     gpus = []
     for node in root.findall("gpu"):
-        device_hex = _text(node, "pci/pci_device_id")
+        device_hex = xml_text(node, "pci/pci_device_id")
         device_id = int(device_hex[:4], 16) if re.fullmatch(r"[0-9A-Fa-f]{8}", device_hex) else None
         lic_node = node.find("vgpu_software_licensed_product")
-        status = _text(lic_node, "license_status") if lic_node is not None else ""
+        status = xml_text(lic_node, "license_status") if lic_node is not None else ""
         mig_node = node.find("mig_devices")
         gpus.append(
             GuestGpu(
-                pci=normalise_pci(node.get("id") or _text(node, "pci/pci_bus_id")),
-                product_name=_text(node, "product_name"),
-                product_brand=_text(node, "product_brand"),
-                architecture=_text(node, "product_architecture"),
-                virtualization_mode=_text(node, "gpu_virtualization_mode/virtualization_mode") or "None",
+                pci=normalise_pci(node.get("id") or xml_text(node, "pci/pci_bus_id")),
+                product_name=xml_text(node, "product_name"),
+                product_brand=xml_text(node, "product_brand"),
+                architecture=xml_text(node, "product_architecture"),
+                virtualization_mode=xml_text(node, "gpu_virtualization_mode/virtualization_mode") or "None",
                 device_id=device_id,
-                uuid=_text(node, "uuid"),
-                mig_current=_text(node, "mig_mode/current_mig") or "N/A",
+                uuid=xml_text(node, "uuid"),
+                mig_current=xml_text(node, "mig_mode/current_mig") or "N/A",
                 mig_devices=len(mig_node.findall("mig_device")) if mig_node is not None else 0,
-                framebuffer_mib=_mib(_text(node, "fb_memory_usage/total")),
-                licensed_product=_text(lic_node, "licensed_product_name") if lic_node is not None else None,
+                framebuffer_mib=_mib(xml_text(node, "fb_memory_usage/total")),
+                licensed_product=xml_text(lic_node, "licensed_product_name") if lic_node is not None else None,
                 license=parse_license_status(status) if status else None,
             )
         )
-    return GuestSmiReport(_text(root, "driver_version"), _text(root, "cuda_version"), tuple(gpus))
+    return GuestSmiReport(xml_text(root, "driver_version"), xml_text(root, "cuda_version"), tuple(gpus))
 
 
 # ---------------------------------------------------------------- nvidia-smi -L

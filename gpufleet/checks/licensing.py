@@ -27,15 +27,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import paramiko
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from gpufleet.catalog.licensing import FEATURE_PRODUCTS
 from gpufleet.checks.guest_smi import GuestSmiReport, parse_guest_xml
 from gpufleet.connections import Secret, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue, TaskError
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
-from host_setup.ssh import CommandResult, CommandTimeout, ConnectionLost, SshRunner
+from host_setup.ssh import CommandResult, SshRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,7 @@ TOKEN_DIR = "/etc/nvidia/ClientConfigToken"
 GRIDD_CONF = "/etc/nvidia/gridd.conf"
 GRIDD_TEMPLATE = "/etc/nvidia/gridd.conf.template"
 TOKEN_MODE = "744"  # NVIDIA: owner read/write/execute, group and others read
-FEATURE_TYPES = {
-    0: "unlicensed",
-    1: "NVIDIA vGPU (auto)",
-    2: "NVIDIA RTX Virtual Workstation",
-    4: "NVIDIA Virtual Compute Server",
-}
+FEATURE_TYPES = {0: "unlicensed", 1: "NVIDIA vGPU (auto)", **FEATURE_PRODUCTS}
 
 
 class LicensingError(TaskError):
@@ -66,39 +61,11 @@ class GuestRunner(Protocol):
 
 
 class GuestSshRunner(SshRunner):
-    """gpufleet's SSH runner (host keys verified) plus ``run_input``: a command whose stdin is ``data``, so a
-    secret reaches a guest file without appearing on a command line."""
+    """gpufleet's SSH runner (host keys verified) with ``GuestRunner.run_input`` over ``SshRunner.run(stdin=)``:
+    a secret reaches a guest file without appearing on a command line."""
 
     def run_input(self, argv: Sequence[str], data: bytes, *, timeout: float | None = None) -> CommandResult:
-        command = shlex.join(argv)
-        limit = self.command_timeout if timeout is None else timeout
-        log.debug("%s: %s (input on stdin)", self.name, command)
-        channel = self._open_channel()
-        deadline = time.monotonic() + limit
-        chunks: list[bytes] = []
-        try:
-            channel.set_combine_stderr(True)
-            channel.exec_command(command)
-            channel.sendall(data)
-            channel.shutdown_write()
-            while True:
-                channel.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    chunk = channel.recv(65536)
-                except TimeoutError as exc:
-                    raise CommandTimeout(
-                        f"{self.name}: `{command}` did not finish within {limit:.0f} s", fault=command
-                    ) from exc
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            rc = channel.recv_exit_status()
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self.close()
-            raise ConnectionLost(f"{self.name}: connection lost while running `{command}`: {exc}") from exc
-        finally:
-            channel.close()
-        return CommandResult(command=command, rc=rc, output=b"".join(chunks).decode("utf-8", errors="replace"))
+        return self.run(argv, timeout=timeout, stdin=data)
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,17 @@ connects on first use."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import testinfra.host
 
 from gpufleet.checks.backend import Sh, TestinfraRunner, local_host, run, settings_from_hostspec, ssh_host
 from gpufleet.checks.expect import GuestExpect, guest_expect, host_expect
-from gpufleet.connections import SshSettings, resolve_connections, resolve_secret
+from gpufleet.connections import SshSettings, resolve_connections, ssh_from_spec
 from gpufleet.errors import SpecError, SpecIssue
-from gpufleet.spec.models import Fleet, SshSpec
+from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack, load_stack
 from host_setup.model import Desired
 
@@ -73,25 +72,6 @@ class Node:
         return self.cached("uname-s", lambda: self.sh("uname", "-s").stdout.strip())
 
 
-def ssh_settings(name: str, spec: SshSpec, where: str, environ: Mapping[str, str] | None = None) -> SshSettings:
-    """SshSettings from a spec's ``ssh:`` block (secrets from the environment); SpecError when keys or login
-    are missing: host keys are always verified."""
-    if not spec.host_key and not spec.known_hosts:
-        raise SpecError([SpecIssue(f"{where}.ssh", "give hostKey (pinned) or knownHosts: host keys are verified")])
-    if not spec.key_file and spec.password is None:
-        raise SpecError([SpecIssue(f"{where}.ssh", "give keyFile or password (a secret reference) to log in")])
-    return SshSettings(
-        name=name,
-        address=spec.address,
-        port=spec.port,
-        user=spec.user,
-        key_file=Path(spec.key_file) if spec.key_file else None,
-        known_hosts=Path(spec.known_hosts) if spec.known_hosts else None,
-        host_key=spec.host_key,
-        password=resolve_secret(spec.password, f"{where}.ssh.password", environ),
-    )
-
-
 def stack_ssh_settings(stack: Stack) -> tuple[dict[str, SshSettings], dict[str, SshSettings]]:
     """SSH settings of the stack's hosts and guests. The checks need no vCenter, so a non-lab stack is read
     from its ssh: blocks only (no vCenter password needed)."""
@@ -104,13 +84,13 @@ def stack_ssh_settings(stack: Stack) -> tuple[dict[str, SshSettings], dict[str, 
     for i, host in enumerate(stack.fleet.hosts):
         if host.ssh is not None:
             try:
-                hosts[host.name] = ssh_settings(host.name, host.ssh, f"hosts[{i}]")
+                hosts[host.name] = ssh_from_spec(host.name, host.ssh, f"hosts[{i}]")
             except SpecError as exc:
                 issues.extend(exc.issues)
     for i, vm in enumerate(stack.fleet.vms):
         if vm.ssh is not None:
             try:
-                guests[vm.name] = ssh_settings(vm.name, vm.ssh, f"vms[{i}]")
+                guests[vm.name] = ssh_from_spec(vm.name, vm.ssh, f"vms[{i}]")
             except SpecError as exc:
                 issues.extend(exc.issues)
     if issues:

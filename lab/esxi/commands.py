@@ -7,13 +7,12 @@ Every command takes ``(ctx, argv, stdin)`` and returns a :class:`Result`; argv[0
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from lab import control
 from lab.esxi import events
 from lab.esxi.context import Ctx, Result
 from lab.esxi.state import ESXI_BUILD, ESXI_UPDATE, ESXI_VERSION, host_fs_path
@@ -142,20 +141,7 @@ def _hostsummary(ctx: Ctx, view: dict[str, Any]) -> str:
 
 
 def supervisor_request(ctx: Ctx, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(ctx.paths.supervisor_socket))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    return json.loads(data or b"{}")
+    return control.request(ctx.paths.supervisor_socket, request, timeout)
 
 
 @register("reboot", "/bin/reboot", "/sbin/reboot")

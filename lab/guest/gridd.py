@@ -13,10 +13,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gpufleet.catalog.licensing import FEATURE_PRODUCTS
+
 LICENSE_SERVER = "dls.lab.local"
 LICENSE_LIFETIME_S = 90 * 24 * 3600
-
-FEATURE_PRODUCTS = {2: "NVIDIA RTX Virtual Workstation", 4: "NVIDIA Virtual Compute Server"}
 
 
 def read_gridd_conf(root: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.catalog import get_gpu, lookup_profile
+from gpufleet.catalog.licensing import licensed_product
 
 # nvidia-smi product names of whole GPUs (passthrough view). The H100 SXM name is the real capture in
 # shared/reference/h100_baremetal; the others are the names NVIDIA's data-center driver prints for these boards.
@@ -29,13 +30,6 @@ SMI_FRAMEBUFFER_MIB: dict[str, int] = {
     "T4": 15360,
 }
 ARCHITECTURES = {"turing": "Turing", "ampere": "Ampere", "ada": "Ada Lovelace", "hopper": "Hopper"}
-
-LICENSED_PRODUCTS = {
-    "C": "NVIDIA Virtual Compute Server",
-    "Q": "NVIDIA RTX Virtual Workstation",
-    "B": "NVIDIA Virtual PC",
-    "A": "NVIDIA Virtual Applications",
-}
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ def vgpu_profile(vsphere_name: str) -> VgpuProfile:
 
 def licensed_product_for_series(series: str) -> str:
     """The vGPU software product a profile series licenses (as nvidia-smi names it)."""
-    return LICENSED_PRODUCTS.get(series, LICENSED_PRODUCTS["C"])
+    return licensed_product(series)
 
 
 def physical_gpu(model: str) -> tuple[str, str, int, int]:

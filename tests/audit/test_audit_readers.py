@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 from pyVmomi import vim, vmodl
 
-from gpufleet.audit.host_state import parse_lgi
 from gpufleet.audit.state import GpuInstance, LicenseState
 from gpufleet.audit.vcenter_state import _Counter, build_state, retrieve_paged
+from host_setup.nvidia_smi import parse_lgi
 
 PC = vmodl.query.PropertyCollector
 

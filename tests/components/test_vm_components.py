@@ -59,7 +59,7 @@ def test_template_builds_a_gpu_ready_vm_and_marks_it(mocks: GraphMocks):
         vm = mocks.named("tpl-vm").inputs
         assert vm["firmware"] == "efi" and vm["guestId"] == "ubuntu64Guest"
         assert vm["memoryReservationLockedToMax"] is True and vm["memoryReservation"] == 65536
-        assert vm["hardwareVersion"] == 19
+        assert vm["hardwareVersion"] == LAB.fleet.templates[0].hardware_version == 20
         # MMIO sized from the biggest GPU need among the template's VMs (derive): H100/A100-80GB need 256.
         assert vm["extraConfig"] == {
             "pciPassthru.use64bitMMIO": "TRUE",
