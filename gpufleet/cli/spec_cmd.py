@@ -43,13 +43,28 @@ def _print_issues(title: str, issues: list[SpecIssue]) -> None:
     console.print(table)
 
 
-def _load_and_check(stack: Path) -> tuple[Stack | None, list[SpecIssue]]:
-    """Shape issues (from loading) or hardware issues (from validate_fleet); never raises SpecError."""
+def _pinned_capacity_issues(loaded: Stack) -> list[SpecIssue]:
+    """VMs pinned to a host whose GPUs cannot hold them (e.g. two 4g.40gb on one A100): impossible whatever the
+    plan, so an invalid stack. Unpinned VMs that find no room are a capacity answer of `plan` (exit 2)."""
+    pinned = {vm.name for vm in loaded.fleet.vms if vm.host}
+    return [
+        SpecIssue(u.path, f"does not fit on its pinned host: {u.reason}")
+        for u in plan(loaded.fleet).unplaced
+        if u.vm in pinned
+    ]
+
+
+def _load_and_check(stack: Path, pinned_capacity: bool = False) -> tuple[Stack | None, list[SpecIssue]]:
+    """Shape issues (from loading), then hardware issues (validate_fleet), then, when asked, the capacity of
+    pinned hosts; never raises SpecError."""
     try:
         loaded = load_stack(stack)
     except SpecError as exc:
         return None, exc.issues
-    return loaded, validate_fleet(loaded.fleet)
+    issues = validate_fleet(loaded.fleet)
+    if not issues and pinned_capacity:
+        issues = _pinned_capacity_issues(loaded)
+    return loaded, issues
 
 
 def _summary(loaded: Stack) -> dict[str, int]:
@@ -69,7 +84,7 @@ def _plural(n: int, noun: str) -> str:
 @handle_errors
 def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
     """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid)."""
-    loaded, issues = _load_and_check(stack)
+    loaded, issues = _load_and_check(stack, pinned_capacity=True)
     if json_out:
         doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
         if loaded is not None:

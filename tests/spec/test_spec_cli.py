@@ -130,3 +130,22 @@ def test_plan_refuses_an_invalid_stack(tmp_path: Path) -> None:
     fleet["vms"][0]["host"] = "nowhere"
     code, doc, _ = run("plan", write_stack(tmp_path, fleet), "--json")
     assert code == 1 and doc["issues"][0]["path"] == "vms[0].host"
+
+
+def test_validate_rejects_vms_that_cannot_fit_on_their_pinned_host(tmp_path: Path) -> None:
+    fleet = base()
+    # esxi-a's MIG GPUs hold one 7g.80gb each: a third VM pinned there cannot fit whatever the plan.
+    big = [{"profile": "grid_a100d-7-80c"}]
+    fleet["vms"] = [{"name": f"vm-big-{i}", "template": "tpl", "host": "esxi-a", "vgpu": big} for i in range(3)]
+    stack = write_stack(tmp_path, fleet)
+    code, doc, _ = run("validate", stack, "--json")
+    assert code == 1 and doc["valid"] is False
+    assert [i["path"] for i in doc["issues"]] == ["vms[2]"]
+    assert "does not fit on its pinned host" in doc["issues"][0]["message"]
+    # plan answers the same stack with its placement and exit 2, not an input error.
+    code, doc, _ = run("plan", stack, "--json")
+    assert code == 2 and [u["vm"] for u in doc["unplaced"]] == ["vm-big-2"]
+    # Unpinned, the same VMs are a capacity question for plan only: validate accepts them.
+    for vm in fleet["vms"]:
+        del vm["host"]
+    assert run("validate", write_stack(tmp_path, fleet), "--json")[0] == 0
