@@ -20,7 +20,10 @@ step "5. Prepare the ESXi hosts (maintenance, NVIDIA driver, reboot, graphics, M
 $G hosts prepare "$STACK"
 step "6. Converge the VMs' GPU and RDMA devices (vGPU, MIG-backed vGPU, DirectPath, PVRDMA)"
 $G vms apply "$STACK"
-step "7. NVIDIA guest licensing (client configuration token, gridd.conf)"
+step "6b. Converged: dry runs of both find nothing left to do (exit 0; 2 would mean pending changes)"
+$G hosts prepare "$STACK" --dry-run
+$G vms apply "$STACK" --dry-run
+step "7. Licensing: vSphere keys on hosts, NVIDIA client configuration token and gridd.conf in guests"
 $G license apply "$STACK"
 step "8. Post-deploy checks (pytest-testinfra) on hosts and guests"
 $G verify "$STACK" --junit reports/verify.xml
