@@ -49,6 +49,9 @@ class VsphereHostApi:
         # Evacuations are serialised: two hosts planning their moves at once could both count on the same
         # free memory elsewhere, and a host entering maintenance must be out of the other's target list.
         self._evacuation = threading.Lock()
+        # VMs evacuated in this run, by name: (the first move, the host they came from). A VM moved again (its
+        # refuge entered maintenance too) keeps its first home; it goes back there when that host exits.
+        self._home: dict[str, tuple[hosts.Move, str]] = {}
 
     def host_names(self) -> list[str]:
         rows = collect(self.si, vim.HostSystem, ["name"])
@@ -76,10 +79,20 @@ class VsphereHostApi:
         host = self._host(name)
         with self._evacuation:
             moves = hosts.enter_maintenance(self.si, host, timeout=timeout, allow_vgpu_vmotion=allow_vgpu_vmotion)
+            for move in moves:
+                self._home.setdefault(move.vm_name, (move, name))
         return [f"{m.vm_name} -> {m.target_name}" for m in moves]
 
     def exit_maintenance(self, name: str, *, timeout: float) -> bool:
-        return hosts.exit_maintenance(self.si, self._host(name), timeout=timeout)
+        host = self._host(name)
+        exited = hosts.exit_maintenance(self.si, host, timeout=timeout)
+        with self._evacuation:
+            moves = [move for move, home in self._home.values() if home == name]
+            for move in moves:
+                del self._home[move.vm_name]
+            if moves and not hosts.host_state(self.si, host).in_maintenance:
+                hosts.return_moved_vms(host, moves, timeout=timeout)
+        return exited
 
     def wait_connected(self, name: str, *, timeout: float) -> None:
         hosts.wait_until_connected(self.si, self._host(name), timeout=timeout)

@@ -185,7 +185,9 @@ def build_topology(hosts: int = 4, vms_per_host: int = 0) -> Topology:
     guests: list[Guest] = []
     for idx, (name, host, persona) in enumerate(guest_vms):
         if hosts >= 4:
-            vms.append(Vm(name=name, host=host))
+            # Running, like a deployed fleet: `vms apply` power-cycles them (rollout.allowPowerCycle) and the
+            # guest persona answers SSH only while vCenter shows its VM poweredOn.
+            vms.append(Vm(name=name, host=host, power_state="poweredOn"))
             guests.append(Guest(name=name, address=_guest_address(idx), persona=persona))
     for h in host_list:
         for j in range(vms_per_host):

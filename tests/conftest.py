@@ -130,19 +130,49 @@ def lab_host(lab_env: Any, lab_paths: Any) -> Iterator[Callable[[str], Any]]:
     """``lab_host(name)`` -> the host's SshEndpoint, exclusively this test's and freshly reset (also afterwards)."""
     from lab import manager
 
-    held: list[tuple[str, contextlib.ExitStack]] = []
+    held: list[tuple[str, contextlib.ExitStack, list[str]]] = []
 
     def take(name: str) -> Any:
         endpoint = lab_env.host(name)
         stack = contextlib.ExitStack()
         stack.enter_context(_host_lock(name))
-        held.append((name, stack))
+        stopped: list[str] = []
+        held.append((name, stack, stopped))
         manager.reset_host(name, lab_paths)
+        stopped.extend(_set_power_of_vms_on(name, "poweredOff"))
         return endpoint
 
     yield take
-    for name, stack in reversed(held):
+    for name, stack, stopped in reversed(held):
         try:
             manager.reset_host(name, lab_paths)
+            _set_power_of_vms_on(name, "poweredOn", only=stopped)
         finally:
             stack.close()
+
+
+def _set_power_of_vms_on(host: str, power: str, only: list[str] | None = None) -> list[str]:
+    """Power the VMs registered on ``host`` (``only`` these, if given) off or on; returns those changed. A freshly
+    reset host runs no VMs (the lab's persona VMs start poweredOn): a test holding it can enter maintenance without
+    evacuating, and a guest test powers its VM on itself (tests/checks_lab's ``lab_guest``)."""
+    if only is not None and not only:
+        return []
+    from pyVmomi import vim
+
+    from gpufleet.connections import read_lab_env, vcenter_from_lab
+    from gpufleet.vsphere.connect import connect
+    from gpufleet.vsphere.inventory import collect
+    from gpufleet.vsphere.tasks import wait_for_task
+
+    changed: list[str] = []
+    with connect(vcenter_from_lab(read_lab_env(TEST_LAB_DIR))) as si:
+        for row in collect(si, vim.VirtualMachine, ["name", "runtime.host", "runtime.powerState", "config.template"]):
+            vm = row["obj"]
+            if row["config.template"] or str(row["runtime.powerState"]) == power:
+                continue
+            if (only is not None and row["name"] not in only) or (only is None and row["runtime.host"].name != host):
+                continue
+            task = vm.PowerOnVM_Task() if power == "poweredOn" else vm.PowerOffVM_Task()
+            wait_for_task(task, what=f"{power} {row['name']} (lab_host {host})", timeout=60)
+            changed.append(row["name"])
+    return changed

@@ -14,7 +14,7 @@ import testinfra.host
 from gpufleet.checks.backend import Sh, TestinfraRunner, local_host, run, settings_from_hostspec, ssh_host
 from gpufleet.checks.expect import GuestExpect, guest_expect, host_expect
 from gpufleet.connections import SshSettings, resolve_connections, ssh_from_spec
-from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.errors import ConnectError, SpecError, SpecIssue
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack, load_stack
 from host_setup.model import Desired
@@ -68,8 +68,17 @@ class Node:
         return self._runner
 
     def kernel(self) -> str:
-        """``uname -s``: Linux on guests, VMkernel on ESXi."""
-        return self.cached("uname-s", lambda: self.sh("uname", "-s").stdout.strip())
+        """``uname -s``: Linux on guests, VMkernel on ESXi. ConnectError when the node does not answer: exit 255 is
+        ssh's own failure (a refused or dropped connection, e.g. a powered-off VM), not uname's."""
+
+        def read() -> str:
+            sh = self.sh("uname", "-s")
+            if sh.rc == 255:
+                reason = sh.stderr.strip() or sh.stdout.strip() or "exit 255"
+                raise ConnectError(f"{self.name} is unreachable over SSH: {reason}")
+            return sh.stdout.strip()
+
+        return self.cached("uname-s", read)
 
 
 def stack_ssh_settings(stack: Stack) -> tuple[dict[str, SshSettings], dict[str, SshSettings]]:

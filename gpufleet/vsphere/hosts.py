@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from gpufleet.errors import GpufleetError, TaskError
 from gpufleet.vsphere.inventory import collect, collect_one, find_by_name
@@ -195,6 +195,27 @@ def enter_maintenance(
     task = host.EnterMaintenanceMode_Task(timeout=int(remaining), evacuatePoweredOffVms=False)
     wait_for_task(task, what=f"enter maintenance mode on {state.name}", timeout=remaining + 5)
     return moves
+
+
+def return_moved_vms(host: vim.HostSystem, moves: list[Move], *, timeout: float) -> list[str]:
+    """Move the VMs that ``enter_maintenance`` moved away from ``host`` back to it (the spec pins VMs to hosts,
+    and ``vms apply`` does not move them). A VM gone, powered off or already back is left alone. Returns the
+    names of the VMs moved back."""
+    deadline = time.monotonic() + timeout
+    returned: list[str] = []
+    for move in moves:
+        try:
+            runtime = move.vm.runtime
+        except vmodl.fault.ManagedObjectNotFound:
+            continue
+        if runtime.host == host or runtime.powerState != vim.VirtualMachine.PowerState.poweredOn:
+            continue
+        task = move.vm.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host, pool=None))
+        wait_for_task(
+            task, what=f"move {move.vm_name} back to {host.name}", timeout=max(1.0, deadline - time.monotonic())
+        )
+        returned.append(move.vm_name)
+    return returned
 
 
 def exit_maintenance(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float) -> bool:

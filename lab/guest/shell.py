@@ -171,6 +171,23 @@ def parse(line: str) -> list[tuple[str, list[SimpleCommand]]]:
     return result
 
 
+def _refused_while_off(state: dict) -> str | None:
+    """What ssh prints when the guest's VM is not running (vCenter shows it powered off or suspended), else None.
+    Only personas backed by vCenter (``gpu_source`` "vcenter") have a VM to ask; a VM vCenter does not know keeps
+    answering (with no devices), as before."""
+    if state.get("gpu_source") != "vcenter":
+        return None
+    from lab.guest.vcenter_devices import vm_power_state
+
+    power = vm_power_state(state["vm"])
+    if power is None or power == "poweredOn":
+        return None
+    # sshd sets SSH_CONNECTION to "client-ip client-port server-ip server-port".
+    conn = os.environ.get("SSH_CONNECTION", "").split()
+    address, port = (conn[2], conn[3]) if len(conn) == 4 else (state.get("name", "guest"), "22")
+    return f"ssh: connect to host {address} port {port}: Connection refused ({state['vm']} is {power} in vCenter)\n"
+
+
 def main() -> int:
     """Entry point of the forced command: run SSH_ORIGINAL_COMMAND against this guest's state."""
     from lab.guest.commands import Guest, run_line
@@ -184,6 +201,10 @@ def main() -> int:
         sys.stderr.write("This lab guest accepts commands only (no interactive shell).\n")
         return 1
     guest = Guest(Path(state_dir))
+    refused = _refused_while_off(guest.state)
+    if refused:
+        sys.stderr.write(refused)
+        return 255
     rc, out, err = run_line(guest, line, stdin=sys.stdin.buffer)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

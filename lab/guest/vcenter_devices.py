@@ -2,11 +2,13 @@
 persona's device lists: vGPU profiles, passthrough GPUs (by PCI device id), PVRDMA adapters and passthrough
 ConnectX functions. So ``gpufleet vms apply`` changes what the guest's nvidia-smi shows.
 
-The VM's power state is not modelled: a guest answers SSH whether or not vCenter shows its VM powered on.
+The guest shell also asks here whether the VM runs (``vm_power_state``): a persona answers SSH only while vCenter
+shows its VM poweredOn, like a real guest.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from gpufleet.catalog import gpu_by_pci_device_id
@@ -39,14 +41,27 @@ def devices_from_vm_view(view: Any) -> tuple[list[dict], list[dict]]:
     return gpus, rdma
 
 
-def vm_devices(vm: str) -> tuple[list[dict], list[dict], bool]:
-    """Devices of ``vm`` as vCenter shows them now; (.., .., False) when vCenter has no such VM."""
-    from lab.vcenter import LabAdmin  # the lab's vcsim client (engineer A); read per command, never cached
+@functools.cache
+def _vm_view(vm: str) -> dict | None:
+    """vcsim's view of ``vm`` (None: no such VM). Each SSH command is a fresh process, so this cache lives for one
+    command: its power check and its device lists read the same view, and the next command reads afresh."""
+    from lab.vcenter import LabAdmin  # the lab's vcsim client (engineer A)
 
     try:
-        view = LabAdmin().vm(vm)
+        return LabAdmin().vm(vm)
     except LookupError:
-        return [], [], False
+        return None
+
+
+def vm_power_state(vm: str) -> str | None:
+    """``runtime.powerState`` of ``vm`` as vCenter shows it now; None when vCenter has no such VM."""
+    view = _vm_view(vm)
+    return None if view is None else str(_get(view, "powerState") or "")
+
+
+def vm_devices(vm: str) -> tuple[list[dict], list[dict], bool]:
+    """Devices of ``vm`` as vCenter shows them now; (.., .., False) when vCenter has no such VM."""
+    view = _vm_view(vm)
     if view is None:
         return [], [], False
     gpus, rdma = devices_from_vm_view(view)

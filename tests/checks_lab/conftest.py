@@ -65,6 +65,13 @@ def _reconfigure(vm: Any, changes: list[tuple[str, Any]], what: str) -> None:
     wait_for_task(vm.ReconfigVM_Task(spec=spec), what=what, timeout=60)
 
 
+def _power_on(vm: Any) -> None:
+    from gpufleet.vsphere.tasks import wait_for_task
+
+    if vm.runtime.powerState != "poweredOn":
+        wait_for_task(vm.PowerOnVM_Task(), what=f"power on {vm.name}", timeout=60)
+
+
 @pytest.fixture
 def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> Iterator[Callable[..., None]]:
     """``lab_guest("vm-ts-01", apply=True)``: hold the VM's host, reset the guest persona, detach the VM's GPU and
@@ -109,6 +116,7 @@ def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> I
             if apply:
                 report = apply_vms(si, stack.fleet, names=[name])
                 assert not report.failed, report.to_json()
+            _power_on(vm)  # the guest persona answers only while its VM runs
 
         take.reserve = reserve  # type: ignore[attr-defined]
         yield take
@@ -118,10 +126,8 @@ def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> I
             for i, device in enumerate(before):
                 device.key = -(i + 1)
             _reconfigure(vm, [("add", d) for d in before], f"give {name} its devices back")
-            if power == "poweredOn" and vm.runtime.powerState != "poweredOn":
-                from gpufleet.vsphere.tasks import wait_for_task
-
-                wait_for_task(vm.PowerOnVM_Task(), what=f"power on {name}", timeout=60)
+            if power == "poweredOn":
+                _power_on(vm)
             reset_guest(lab_paths, name)
 
 

@@ -5,6 +5,7 @@ Private (one vcsim per test module) because these tests move VMs and put hosts i
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import socket
 import ssl
@@ -41,7 +42,10 @@ def vcenter_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcent
     work = tmp_path_factory.mktemp("hosts-vc")
     binary = vcenter.build_vcsim()
     tls = vcenter.make_lab_ca(work / "tls")
-    topology = write_topology(build_topology(), work / "topology.json")
+    # The lab's persona VMs start poweredOn; here they are off, so each test's evacuation sees only its own VMs.
+    lab = build_topology()
+    lab.vms = [dataclasses.replace(v, power_state="poweredOff") for v in lab.vms]
+    topology = write_topology(lab, work / "topology.json")
     password = secrets.token_urlsafe(16)
     port = _free_port()
     proc = vcenter.start_vcsim(binary, topology, tls, port, USER, password, work / "vcsim.log", timeout=90)
@@ -92,7 +96,8 @@ def test_unknown_host_lists_the_known_ones(si: vim.ServiceInstance) -> None:
 
 def test_task_failure_is_a_typed_task_error(si: vim.ServiceInstance) -> None:
     vm = find_by_name(si, vim.VirtualMachine, "vm-ts-01")
-    if vm.runtime.powerState != "poweredOn":
+    was_on = vm.runtime.powerState == "poweredOn"  # the lab's persona VMs start poweredOn
+    if not was_on:
         wait_for_task(vm.PowerOnVM_Task(), what="power on vm-ts-01", timeout=60)
     try:
         with pytest.raises(TaskError) as err:
@@ -101,7 +106,8 @@ def test_task_failure_is_a_typed_task_error(si: vim.ServiceInstance) -> None:
         assert "power on vm-ts-01 again failed" in str(err.value)
         assert isinstance(err.value.__cause__, vim.fault.InvalidPowerState)
     finally:
-        wait_for_task(vm.PowerOffVM_Task(), what="power off vm-ts-01", timeout=60)
+        if not was_on:
+            wait_for_task(vm.PowerOffVM_Task(), what="power off vm-ts-01", timeout=60)
 
 
 def _powered_on_vm(si: vim.ServiceInstance, host: str, name: str, memory_mb: int = 16384) -> vim.VirtualMachine:
@@ -145,6 +151,33 @@ def test_enter_maintenance_moves_powered_on_vms_then_exit(si: vim.ServiceInstanc
         assert hosts.exit_maintenance(si, host, timeout=120) is False
     finally:
         _cleanup(si, vm)
+
+
+def test_host_prepare_api_moves_evacuated_vms_back_on_exit(si: vim.ServiceInstance) -> None:
+    """The spec pins VMs to hosts and ``vms apply`` does not move them: host preparation puts back what it moved,
+    to the host they first left (here esxi-03 -> refuge -> refuge in maintenance too -> esxi-03)."""
+    from host_setup.vcenter import VsphereHostApi
+
+    api = VsphereHostApi(si)
+    vm = _powered_on_vm(si, "esxi-03.lab", "hs-home-1")
+    try:
+        [line] = api.enter_maintenance("esxi-03.lab", timeout=120, allow_vgpu_vmotion=False)
+        refuge = vm.runtime.host.name
+        assert line == f"hs-home-1 -> {refuge}" and refuge != "esxi-03.lab"
+        api.enter_maintenance(refuge, timeout=120, allow_vgpu_vmotion=False)  # moves it on again
+        assert vm.runtime.host.name not in ("esxi-03.lab", refuge)
+        assert api.exit_maintenance(refuge, timeout=120) is True
+        assert vm.runtime.host.name not in ("esxi-03.lab", refuge)  # its home is esxi-03, still in maintenance
+        assert api.exit_maintenance("esxi-03.lab", timeout=120) is True
+        assert vm.runtime.host.name == "esxi-03.lab" and vm.runtime.powerState == "poweredOn"
+    finally:
+        for name in ("esxi-03.lab", *(h.name for h in hosts_in_maintenance(si))):
+            hosts.exit_maintenance(si, hosts.find_host(si, name), timeout=60)
+        _cleanup(si, vm)
+
+
+def hosts_in_maintenance(si: vim.ServiceInstance) -> list[vim.HostSystem]:
+    return [h for h in (hosts.find_host(si, f"esxi-0{i}.lab") for i in range(1, 5)) if h.runtime.inMaintenanceMode]
 
 
 def test_refused_when_the_cluster_cannot_absorb_the_vms(si: vim.ServiceInstance) -> None:

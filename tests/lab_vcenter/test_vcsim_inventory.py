@@ -190,4 +190,8 @@ def test_vms_and_template_on_their_hosts(vcsim_lab: VcsimLab, si: vim.ServiceIns
         assert vm.config.template is v.template
         assert (vm.config.hardware.numCPU, vm.config.hardware.memoryMB) == (v.num_cpus, v.memory_mb)
         assert vm.config.firmware == "efi" and vm.config.version == "vmx-20"
-        assert vm.runtime.powerState == "poweredOff"
+        assert vm.runtime.powerState == ("poweredOff" if v.template else v.power_state)
+    # The persona VMs run, like a deployed fleet's, and report their guest persona's address.
+    for g in vcsim_lab.topology.guests:
+        assert vms[g.name].runtime.powerState == "poweredOn", g.name
+        assert vms[g.name].guest.ipAddress == g.address, g.name

@@ -140,6 +140,8 @@ def test_extra_config_replaces_and_deletes_keys(vcsim_lab: VcsimLab, si: vim.Ser
 
 def test_power_on_assigns_dynamic_device_and_guest_address(vcsim_lab: VcsimLab, si: vim.ServiceInstance) -> None:
     vm = find(si, vim.VirtualMachine, "vm-pt-01")
+    if vm.runtime.powerState == "poweredOn":  # the persona VMs start poweredOn: this test powers it on itself
+        WaitForTask(vm.PowerOffVM_Task())
     dynamic = Pci(
         key=-1,
         backing=Pci.DynamicBackingInfo(
@@ -158,6 +160,11 @@ def test_power_on_assigns_dynamic_device_and_guest_address(vcsim_lab: VcsimLab, 
     finally:
         WaitForTask(vm.PowerOffVM_Task())
     assert vcsim_lab.admin.vm("vm-pt-01")["passthrough"][0]["id"] == ""
+    assert vm.guest.ipAddress in (None, "")  # powered off: no guest address
+    [dev] = [d for d in vm.config.hardware.device if isinstance(d, Pci)]
+    WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(
+        operation="remove", device=dev)])))  # fmt: skip
+    WaitForTask(vm.PowerOnVM_Task())  # back as the lab starts it
 
 
 def test_licence_add_and_assign(vcsim_lab: VcsimLab, si: vim.ServiceInstance) -> None:

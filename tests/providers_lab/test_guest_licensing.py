@@ -49,7 +49,10 @@ def vgpu_guest(lab_env: Any, lab_host: Callable[[str], Any]) -> Iterator[None]:
         )
         wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])), what="add vGPU", timeout=60)
         added = [d for d in vm.config.hardware.device if isinstance(d, passthrough)]
+        # lab_host left the host's VMs powered off; the guest persona answers only while its VM runs.
+        wait_for_task(vm.PowerOnVM_Task(), what=f"power on {VM}", timeout=60)
         yield
+        wait_for_task(vm.PowerOffVM_Task(), what=f"power off {VM}", timeout=60)  # lab_host powers it on again
         remove = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in added]
         wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=remove)), what="remove vGPU", timeout=60)
     finally:
