@@ -33,7 +33,7 @@ class SliceBlock:
 class SliceMap:
     slices: int
     blocks: tuple[SliceBlock, ...]
-    source: str  # "spec (planned placement)", "host nvidia-smi", "projected from the VMs' vGPUs", "unknown"
+    source: str  # "spec (planned placement)", HOST_SOURCE, "projected from the VMs' vGPUs", "no GPU instances", ...
 
     @property
     def used(self) -> int:
@@ -105,6 +105,9 @@ class HostView:
     findings: list[Finding] = field(default_factory=list)
 
 
+HOST_SOURCE = "read from the host (nvidia-smi mig -lgi)"
+
+
 def _blocks(slots: tuple[MigSlot, ...], slices: int) -> tuple[SliceBlock, ...]:
     used: set[int] = set()
     blocks = []
@@ -121,7 +124,7 @@ def _actual_map(gpu: DesiredGpu, seen: GpuSshState | None, projected: tuple[MigS
         slots = tuple(
             MigSlot(i.profile, i.start, i.size, f"GI {i.gi_id}" if i.gi_id is not None else "") for i in seen.instances
         )
-        return SliceMap(slices, _blocks(slots, slices), "host nvidia-smi mig -lgi")
+        return SliceMap(slices, _blocks(slots, slices), HOST_SOURCE)
     if projected:
         why = " (VMs off: no GPU instances yet)" if vms_off else ""
         return SliceMap(slices, _blocks(projected, slices), "projected from the VMs' vGPUs" + why)

@@ -5,7 +5,8 @@ the real captures in shared/reference: the R550 default table (mig_a100_sxm4_80g
 ``-q`` / ``-q -x`` field names (h100_baremetal/, with the host's "Host VGPU" virtualization mode), ``--query-gpu``
 CSV (", " separated, units in the header), MIG mode changes (pending-enable warning on Ampere, as in
 esxi_host_mig_enable_a100_pcie_40gb.txt; immediate on Hopper, as in mig_h100_80gb_hbm3_lgip_lgipp_lgi_lci.txt),
-``mig -lgip`` / ``-lgipp`` tables.
+``mig -lgip`` / ``-lgipp`` tables, and ``mig -lgi``: the GPU instances of the host's running MIG-backed vGPU VMs
+(lab.esxi.mig_instances).
 """
 
 from __future__ import annotations
@@ -635,7 +636,13 @@ def _mig(ctx: Ctx, args: list[str], gpus: list[Gpu], index: int | None) -> Resul
     if args in (["-lgipp"], ["--list-gpu-instance-possible-placements"]):
         return Result(0, render_lgipp(capable))
     if args in (["-lgi"], ["--list-gpu-instances"]):
-        return Result(6, err="No GPU instances found: Not Found\n")
+        from lab.esxi.mig_instances import gpu_instances, render_lgi  # asks vCenter: only for -lgi
+
+        shown = {g.index for g in capable}  # placement is per host (all GPUs), -i only filters what is printed
+        found = [i for i in gpu_instances(ctx, ctx.store.read()["gpus"]) if i.gpu_index in shown]
+        if not found:
+            return Result(6, err="No GPU instances found: Not Found\n")
+        return Result(0, render_lgi(found))
     if args in (["-lci"], ["--list-compute-instances"]):
         return Result(6, err="No compute instances found: Not Found\n")
     return Result(2, err=INVALID_ARGS)

@@ -80,6 +80,10 @@ class VcenterClient:
     def vm(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/lab/vms/{quote(name)}")
 
+    def vms(self) -> list[dict[str, Any]]:
+        """Every VM (``/lab/vms/``), each as :meth:`vm` shows it."""
+        return self._request("GET", "/lab/vms/")["vms"]
+
 
 # vSphere API values <-> esxcli spellings
 GRAPHICS_TO_ESXCLI = {"shared": "Shared", "sharedDirect": "SharedPassthru"}

@@ -327,6 +327,16 @@ func (l *Lab) serveVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/lab/vms/")
+	if name == "" { // the list: every VM as vCenter shows it (the ESXi simulator reads its host's running vGPUs)
+		views := []vmView{}
+		for _, e := range simulator.Map.All("VirtualMachine") {
+			if vm, ok := e.(*simulator.VirtualMachine); ok {
+				simulator.Map.WithLock(vm, func() { views = append(views, l.vmView(vm)) })
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string][]vmView{"vms": views})
+		return
+	}
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm, ok := e.(*simulator.VirtualMachine)
 		if !ok {
