@@ -322,7 +322,9 @@ def _expect(drift: Drift, result: AuditResult) -> list[str]:
         if not f.hint or not f.message:
             problems.append(f"{drift.name}: {kind} has no hint or message")
     if result.exit_code != 2:
-        problems.append(f"{drift.name}: exit code {result.exit_code}, expected 2 (drift)")
+        problems.append(
+            f"{drift.name}: exit code {result.exit_code}, expected 2 (drift); unreachable: {result.unreachable}"
+        )
     return problems
 
 
