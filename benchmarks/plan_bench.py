@@ -22,28 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleets import benchmark_fleet  # noqa: E402
 
 from gpufleet.placement.bounds import lower_bounds  # noqa: E402
-from gpufleet.placement.planner import Plan, plan  # noqa: E402
+from gpufleet.placement.planner import pinned_fleet, plan  # noqa: E402
 from gpufleet.spec.models import Fleet  # noqa: E402
 from gpufleet.spec.validate import validate_fleet  # noqa: E402
-
-
-def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:
-    """The fleet with every placed VM pinned where the plan put it (unplaced VMs dropped)."""
-    doc = fleet.model_dump(by_alias=True, exclude_none=True)
-    vms = []
-    for vm in doc["vms"]:
-        placed = result.placements.get(vm["name"])
-        if placed is None:
-            continue
-        vm["host"] = placed.host
-        for device in placed.devices:
-            if device.kind == "vgpu":
-                vm["vgpu"][device.index]["gpu"] = device.gpu
-            elif "model" in vm["passthrough"][device.index]:
-                continue  # Dynamic DirectPath stays by model; the host pin is what matters
-        vms.append(vm)
-    doc["vms"] = vms
-    return Fleet.model_validate(doc)
 
 
 def timed(fn: Any, repeat: int) -> tuple[Any, float]:

@@ -417,3 +417,21 @@ def _device_slot(device: Device) -> tuple[str, int]:
 def plan(fleet: Fleet, strategy: Strategy = "best-fit") -> Plan:
     """Place every VM's GPU devices (see the module docstring). The fleet should pass ``validate_fleet``."""
     return Planner(fleet, strategy).run()
+
+
+def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:
+    """The fleet with every placed VM pinned where ``result`` put it (host, and GPU for each vGPU); unplaced VMs
+    are dropped. Dynamic DirectPath requests stay by model: the host pin is what matters for them."""
+    doc = fleet.model_dump(by_alias=True, exclude_none=True)
+    vms = []
+    for vm in doc["vms"]:
+        placed = result.placements.get(vm["name"])
+        if placed is None:
+            continue
+        vm["host"] = placed.host
+        for device in placed.devices:
+            if device.kind == "vgpu":
+                vm["vgpu"][device.index]["gpu"] = device.gpu
+        vms.append(vm)
+    doc["vms"] = vms
+    return Fleet.model_validate(doc)

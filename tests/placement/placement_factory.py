@@ -7,8 +7,6 @@ from typing import Any
 from hypothesis import strategies as st
 
 from gpufleet.catalog import get_gpu
-from gpufleet.placement.planner import Plan
-from gpufleet.spec.models import Fleet
 
 BOARDS = ["A100-80GB-PCIe", "H100-80GB-SXM", "L40S", "T4", "A30"]
 SLOTS = ["0000:1b:00.0", "0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0"]
@@ -93,18 +91,3 @@ def valid_fleets(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:
-    """The fleet with every placed VM pinned where the plan put it (unplaced VMs dropped)."""
-    doc = fleet.model_dump(by_alias=True, exclude_none=True)
-    vms = []
-    for vm in doc["vms"]:
-        placed = result.placements.get(vm["name"])
-        if placed is None:
-            continue
-        vm["host"] = placed.host
-        for device in placed.devices:
-            if device.kind == "vgpu":
-                vm["vgpu"][device.index]["gpu"] = device.gpu
-        vms.append(vm)
-    doc["vms"] = vms
-    return Fleet.model_validate(doc)

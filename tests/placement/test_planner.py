@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from placement_factory import DRIVER, TEMPLATES, pinned_fleet
+from placement_factory import DRIVER, TEMPLATES
 from plan_checker import check_plan
 
 from gpufleet.placement.bounds import lower_bound
 from gpufleet.placement.mig import fit
-from gpufleet.placement.planner import plan
+from gpufleet.placement.planner import pinned_fleet, plan
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validate_fleet

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
-from placement_factory import pinned_fleet, valid_fleets
+from placement_factory import valid_fleets
 from plan_checker import check_plan
 
-from gpufleet.placement.planner import plan
+from gpufleet.placement.planner import pinned_fleet, plan
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.validate import validate_fleet
 
