@@ -6,10 +6,14 @@ GPUFLEET := $(VENV)/bin/gpufleet
 STACK ?= stacks/Pulumi.lab.yaml
 JOBS ?= 2
 
-.PHONY: setup demo test test-unit test-lab lint bench lab-up lab-down clean
+.PHONY: setup engine demo demo-cli test test-unit test-e2e lint bench lab-up lab-down clean
 
 setup:
 	@scripts/setup.sh
+
+## The Pulumi CLI, its Python language host and the providers, built from their Go modules into .tools/bin (cached).
+engine:
+	@scripts/engine.sh
 
 ## The main job on the embedded lab: start the lab, validate and plan, prepare the hosts, apply the VMs' GPUs,
 ## verify, and audit (HTML report in reports/).

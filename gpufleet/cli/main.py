@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gpufleet.cli import audit_cmd, hosts_cmd, lab_cmd, spec_cmd, verify_cmd, vms_cmd
+from gpufleet.cli import audit_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
 
 app = typer.Typer(
     name="gpufleet",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, audit_cmd, verify_cmd):
+for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, audit_cmd, verify_cmd, pulumi_cmd):
     module.register(app)
 
 

@@ -1,0 +1,38 @@
+"""``gpufleet pulumi ARGS...``: the Pulumi CLI built from its Go modules, run hermetically (``gpufleet.engine``).
+
+Everything after ``pulumi`` goes to the real ``pulumi`` unchanged (``gpufleet pulumi up --stack lab --yes``), run in
+the engine's project dir (``gpufleet.engine.sync_workspace``: the repository's program and stack files, this
+machine's passphrase salt and secrets); its exit code is pulumi's. ``scripts/pulumi`` is the same command for
+people who type ``pulumi``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from gpufleet.cli.output import handle_errors
+from gpufleet.engine import engine_environ, pulumi_binary, state_dir, sync_workspace
+
+
+@handle_errors
+def pulumi_cmd(
+    ctx: typer.Context,
+    args: Annotated[list[str] | None, typer.Argument(help="Arguments for pulumi, e.g. up --stack lab")] = None,
+) -> None:
+    """Run the Pulumi CLI built by `make engine` (local file backend, generated passphrase, no downloads)."""
+    binary = pulumi_binary()
+    argv = [str(binary), *(args or []), *ctx.args]
+    env = engine_environ()
+    os.chdir(sync_workspace(state_dir(env)))
+    os.execve(binary, argv, env)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "pulumi",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )(pulumi_cmd)
