@@ -7,10 +7,9 @@ any problem reaches the user as one ``pulumi.RunError`` listing every issue, bef
 
 from __future__ import annotations
 
-import os
-
 import pulumi
 
+from gpufleet.connections import resolve_stack_secret
 from gpufleet.errors import SpecError
 from gpufleet.spec.models import SecretRef
 from gpufleet.spec.stack import FLEET_KEY, VCENTER_KEY, Stack, parse_stack
@@ -33,9 +32,10 @@ def stack_from_config(config: pulumi.Config | None = None, name: str | None = No
     return stack
 
 
-def secret_from_ref(ref: SecretRef | None, where: str) -> pulumi.Output[str] | None:
-    """A secret reference as a Pulumi secret: the Pulumi config key (``pulumi config set --secret``), else its
-    environment variable; None when no reference is given. A reference that resolves to nothing is a RunError."""
+def secret_from_ref(stack: Stack, ref: SecretRef | None, where: str) -> pulumi.Output[str] | None:
+    """A secret reference as a Pulumi secret: the Pulumi config key (``pulumi config set --secret``), else what the
+    CLI would read (``resolve_stack_secret``: its environment variable, or the running lab's generated value for a
+    lab stack); None when no reference is given. A reference that resolves to nothing is a RunError."""
     if ref is None:
         return None
     if ref.config:
@@ -43,8 +43,12 @@ def secret_from_ref(ref: SecretRef | None, where: str) -> pulumi.Output[str] | N
         value = pulumi.Config(namespace or None).get_secret(key)
         if value is not None:
             return value
-    if ref.env and os.environ.get(ref.env):
-        return pulumi.Output.secret(os.environ[ref.env])
+    try:
+        found = resolve_stack_secret(stack, ref, where) if ref.env else None
+    except SpecError:
+        found = None
+    if found is not None:
+        return pulumi.Output.secret(found.reveal())
     sources = " or ".join(
         s
         for s in (f"`pulumi config set --secret {ref.config}`" if ref.config else "", f"${ref.env}" if ref.env else "")

@@ -26,6 +26,7 @@ from components.licensing import Licensing, LicensingArgs
 from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
 from gpufleet.connections import resolve_vcenter
 from gpufleet.errors import GpufleetError
+from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 
 
@@ -80,12 +81,26 @@ def vsphere_provider(stack: Stack, name: str = "vsphere") -> vsphere.Provider:
         assert spec.host and spec.user
         user, server = spec.user, f"{spec.host}:{spec.port}"
         found = pulumi.Config("gpufleet").get_secret("vcenterPassword") or secret_from_ref(
-            spec.password, "vcenter.password"
+            stack, spec.password, "vcenter.password"
         )
         if found is None:
             raise pulumi.RunError("vcenter.password: set `pulumi config set --secret gpufleet:vcenterPassword ...`")
         password = found
     return vsphere.Provider(name, user=user, password=password, vsphere_server=server, allow_unverified_ssl=False)
+
+
+def rollout_lanes(fleet: Fleet) -> list[list[str]]:
+    """For each host (in spec order), the hosts it waits for: per cluster, ``rollout.maxUnavailable`` lanes, host
+    i after host i-k of its cluster. The engine runs independent resources in parallel, so this is what keeps at
+    most k hosts of a cluster being prepared (and in maintenance) at once under ``pulumi up``."""
+    k = max(1, fleet.rollout.max_unavailable)
+    seen: dict[str, list[str]] = {}
+    lanes = []
+    for host in fleet.hosts:
+        cluster = seen.setdefault(host.cluster or fleet.cluster, [])
+        lanes.append([cluster[-k]] if len(cluster) >= k else [])
+        cluster.append(host.name)
+    return lanes
 
 
 def is_brownfield(stack: Stack) -> bool:
@@ -99,11 +114,14 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
     brownfield = is_brownfield(stack)
     out = FleetResources()
     licensing = fleet.licensing
-    host_default = secret_from_ref(licensing.host_license, "licensing.hostLicense")
-    for host in fleet.hosts:
-        key = secret_from_ref(host.license, f"hosts[{host.name}].license") or host_default
+    host_default = secret_from_ref(stack, licensing.host_license, "licensing.hostLicense")
+    for host, after in zip(fleet.hosts, rollout_lanes(fleet), strict=True):
+        key = secret_from_ref(stack, host.license, f"hosts[{host.name}].license") or host_default
+        lane = pulumi.ResourceOptions(depends_on=[out.hosts[name] for name in after])
         out.hosts[host.name] = GpuHost(
-            host.name, GpuHostArgs(spec=host, fleet=fleet, vcenter=vcenter, license_key=key), opts
+            host.name,
+            GpuHostArgs(spec=host, fleet=fleet, vcenter=vcenter, license_key=key),
+            pulumi.ResourceOptions.merge(opts, lane),
         )
     provider: vsphere.Provider | None = None
     refs: VsphereRefs | None = None
@@ -133,18 +151,21 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
         out.mobility = VgpuMobility(
             "vgpu-mobility", VgpuMobilityArgs(vcenter=vcenter, enabled=fleet.rollout.vgpu_vmotion), opts
         )
-    token = secret_from_ref(licensing.nvidia_client_token, "licensing.nvidiaClientToken")
-    vcenter_key = secret_from_ref(licensing.vcenter_license, "licensing.vcenterLicense")
+    token = secret_from_ref(stack, licensing.nvidia_client_token, "licensing.nvidiaClientToken")
+    vcenter_key = secret_from_ref(stack, licensing.vcenter_license, "licensing.vcenterLicense")
     guests = [vm for vm in fleet.vms if vm.vgpu and vm.nvidia_licensing] if token is not None else []
-    if token is not None or vcenter_key is not None or (host_default is not None and not brownfield):
-        if provider is None and (vcenter_key is not None or host_default is not None):
+    # Brownfield: each GpuHost's HostLicenseAssignment adds its key to vCenter as it assigns it, so no
+    # pulumi-vsphere License (nor its provider) is needed for the host key.
+    host_key = host_default if not brownfield else None
+    if token is not None or vcenter_key is not None or host_key is not None:
+        if provider is None and (vcenter_key is not None or host_key is not None):
             provider = vsphere_provider(stack)
         out.licensing = Licensing(
             "licensing",
             LicensingArgs(
                 vcenter=vcenter,
                 vcenter_license=vcenter_key,
-                host_license=host_default,
+                host_license=host_key,
                 nvidia_client_token=token,
                 feature_type=licensing.feature_type,
                 guests=guests,

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client chromium)
+APT_PACKAGES=(openssh-server openssh-client chromium)
 PYTHON=${PYTHON:-python3}
 
 missing=()
@@ -37,3 +37,6 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(go version 2>/dev/null | cut -d' ' -f3))"
+
+# The Pulumi engine (CLI, Python language host, providers) from its Go modules: first time only, cached in .tools/.
+scripts/engine.sh
