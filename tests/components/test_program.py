@@ -69,14 +69,14 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
             assert rpc.is_rpc_secret(guest.inputs["token"])  # the token stays a Pulumi secret
         for lic in mocks.of_type(":HostLicenseAssignment"):
             assert rpc.is_rpc_secret(lic.inputs["licenseKey"])
-        licenses = mocks.of_type("index/license:License")
-        assert licenses and all(rpc.is_rpc_secret(r.inputs["licenseKey"]) for r in licenses)
+        assert len(mocks.of_type(":HostLicenseAssignment")) == 4  # each adds the key to vCenter as it assigns it
+        # Brownfield: no pulumi-vsphere resource at all, so no vsphere provider is needed for the lab.
+        assert not mocks.of_type("index/license:License")
+        assert not mocks.of_type("pulumi:providers:vsphere")
         # The real providers' check accepts every dynamic resource the program built.
         assert {n: f for n, f in mocks.check_failures.items() if f} == {}
         mig = mocks.named("vm-mig-01-gpu").inputs
         assert mig["vm"]["vgpu"] == [{"profile": "grid_a100d-3-40c"}] and mig["host"]["name"] == "esxi-01.lab"
-        provider = mocks.of_type("pulumi:providers:vsphere")[0].inputs
-        assert provider["allowUnverifiedSsl"] == "false" and rpc.is_rpc_secret(provider["password"])
 
     return done.apply(check)
 
@@ -97,6 +97,10 @@ def test_dev_stack_is_greenfield_templates_and_clones(mocks: GraphMocks):
         assert mocks.of_type(":VmTemplateMark")
         assert all(r.inputs["ownPvrdma"] is False for r in mocks.of_type(":VmGpuDevices"))
         assert {n: f for n, f in mocks.check_failures.items() if f} == {}
+        licenses = mocks.of_type("index/license:License")  # greenfield: the host key added by pulumi-vsphere
+        assert licenses and all(rpc.is_rpc_secret(r.inputs["licenseKey"]) for r in licenses)
+        provider = mocks.of_type("pulumi:providers:vsphere")[0].inputs
+        assert provider["allowUnverifiedSsl"] == "false" and rpc.is_rpc_secret(provider["password"])
 
     return done.apply(check)
 
@@ -113,3 +117,26 @@ def test_invalid_fleet_is_one_run_error_listing_every_issue(mocks: GraphMocks) -
         stack_from_config(name="lab")
     message = str(err.value)
     assert "vms[0].vgpu[0].profile" in message and "vms[1].host" in message
+
+
+def test_rollout_lanes_keep_max_unavailable_hosts_per_cluster_in_parallel() -> None:
+    from components.fleet import rollout_lanes
+    from gpufleet.spec.models import Fleet
+
+    def host(name: str, cluster: str | None = None) -> dict:
+        return {"name": name, "gpus": [], **({"cluster": cluster} if cluster else {})}
+
+    fleet = Fleet.model_validate(
+        {
+            "version": "v1",
+            "datacenter": "DC",
+            "cluster": "A",
+            "rollout": {"maxUnavailable": 2},
+            "hosts": [host("a1"), host("a2"), host("b1", "B"), host("a3"), host("a4"), host("b2", "B"), host("a5")],
+        }
+    )
+    # Per cluster, host i waits for host i-2: a3 after a1, a4 after a2, a5 after a3; B's own lanes.
+    assert rollout_lanes(fleet) == [[], [], [], ["a1"], ["a2"], [], ["a3"]]
+    assert rollout_lanes(fleet.model_copy(update={"rollout": fleet.rollout.model_copy(update={"max_unavailable": 1})})) == [
+        [], ["a1"], [], ["a2"], ["a3"], ["b1"], ["a4"]
+    ]
