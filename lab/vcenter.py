@@ -1,8 +1,9 @@
 """The lab's vCenter: build the Go vcsim main (lab/vcsim), give it a lab CA, start/stop it, and talk to its
 ``/lab/`` admin endpoints.
 
-- :func:`build_vcsim` compiles ``lab/vcsim/*.go`` against Debian's govmomi (GOPATH mode) once and caches the binary
-  under ``$GPUFLEET_LAB_CACHE`` (default ``~/.cache/gpufleet``), keyed by the sources and the Go toolchain.
+- :func:`build_vcsim` compiles the Go module ``lab/vcsim`` (govmomi pinned in its go.mod/go.sum, fetched through the Go
+  module proxy into the module cache) once and caches the binary under ``$GPUFLEET_LAB_CACHE`` (default
+  ``~/.cache/gpufleet``), keyed by go.mod, go.sum, the sources and ``go version``.
 - :func:`make_lab_ca` writes a lab CA and a server certificate for 127.0.0.1/localhost signed by it.
 - :func:`start_vcsim` / :func:`stop_vcsim` run the simulator in its own session; start returns once ``/lab/health``
   answers over TLS verified against the lab CA.
@@ -17,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -34,8 +36,7 @@ from typing import Any
 from gpufleet.errors import ConnectError, GpufleetError, TlsVerificationError
 
 VCSIM_SOURCES = Path(__file__).resolve().parent / "vcsim"
-GOPATH = Path("/usr/share/gocode")
-GOVMOMI_SIMULATOR = GOPATH / "src/github.com/vmware/govmomi/simulator"
+GO_MIN_VERSION = (1, 26)  # lab/vcsim/go.mod: go 1.26.0
 CACHE_ENV = "GPUFLEET_LAB_CACHE"
 PASSWORD_ENV = "GPUFLEET_VCSIM_PASSWORD"  # how start_vcsim hands the password over (not on the command line)
 BUILD_TIMEOUT_S = 600
@@ -63,46 +64,64 @@ def default_cache_dir() -> Path:
 
 
 def _go_env(cache: Path | None = None) -> dict[str, str]:
+    """Module mode, whatever the caller's Go settings: the go.mod/go.sum in lab/vcsim decide the dependencies
+    (read-only: a build never edits them), no go.work above it applies, the local toolchain only (never one
+    downloaded for the go line of go.mod), no cgo, no VCS stamping."""
     env = dict(os.environ)
-    env.update(GO111MODULE="off", GOPATH=str(GOPATH), GOFLAGS="", CGO_ENABLED="0")
+    env.update(
+        GO111MODULE="on",
+        GOWORK="off",
+        GOTOOLCHAIN="local",
+        GOFLAGS="-mod=readonly -buildvcs=false",
+        CGO_ENABLED="0",
+    )
     if cache is not None and not any(env.get(k) for k in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):
         env["GOCACHE"] = str(cache / "go-build")  # go needs a build cache directory
+    if cache is not None and not any(env.get(k) for k in ("GOMODCACHE", "GOPATH", "HOME")):
+        env["GOMODCACHE"] = str(cache / "go-mod")  # ... and a module cache
     return env
 
 
-def _check_toolchain() -> str:
-    """The `go` binary; a clear error naming the apt packages when the toolchain or govmomi is missing."""
-    go = shutil.which("go")
-    missing = []
-    if go is None:
-        missing.append("golang-go")
-    if not GOVMOMI_SIMULATOR.is_dir():
-        missing.append("golang-github-vmware-govmomi-dev")
-    if missing:
-        raise VcsimError(
-            "cannot build the lab vCenter (vcsim): missing "
-            + ", ".join(missing)
-            + f"; install with: apt-get install -y {' '.join(missing)}"
-        )
-    assert go is not None
-    return go
+def _go_version(go: str) -> str:
+    """``go version`` as the toolchain prints it, e.g. ``go version go1.26.8 linux/amd64``."""
+    try:
+        proc = subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, env=_go_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VcsimError(f"cannot build the lab vCenter (vcsim): `{go} version` failed: {exc}") from exc
+    return proc.stdout.strip()
 
 
-def _source_key(go: str) -> str:
-    digest = hashlib.sha256()
-    for src in sorted(VCSIM_SOURCES.glob("*.go")):
-        digest.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
-    version = subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, env=_go_env())
-    digest.update(version.stdout.encode())
-    # The govmomi sources come with the Debian package: its version is part of the key too.
-    pkg = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "golang-github-vmware-govmomi-dev"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+def _need_go(found: str) -> VcsimError:
+    wanted = ".".join(map(str, GO_MIN_VERSION))
+    return VcsimError(
+        f"cannot build the lab vCenter (vcsim): {found}; Go >= {wanted} must be on PATH "
+        f"(the Go module {VCSIM_SOURCES} needs it; its modules come through the Go module proxy)"
     )
-    digest.update(pkg.stdout.encode())
+
+
+def _check_toolchain() -> tuple[str, str]:
+    """The `go` binary and its ``go version``; a clear error when there is none or it is older than go.mod needs."""
+    go = shutil.which("go")
+    if go is None:
+        raise _need_go("no `go` on PATH")
+    version = _go_version(go)
+    match = re.search(r"\bgo(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < GO_MIN_VERSION:
+        raise _need_go(f"{go} is {version or 'not a Go toolchain (no version)'}")
+    return go, version
+
+
+def _source_key(version: str) -> str:
+    """go.mod, go.sum (the pinned govmomi), every *.go and the toolchain's ``go version``."""
+    digest = hashlib.sha256()
+    sources = [VCSIM_SOURCES / "go.mod", VCSIM_SOURCES / "go.sum", *sorted(VCSIM_SOURCES.glob("*.go"))]
+    for src in sources:
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise VcsimError(f"cannot build the lab vCenter (vcsim): {src}: {exc.strerror}") from exc
+        digest.update(src.name.encode() + b"\0" + data + b"\0")
+    digest.update(version.encode())
     return digest.hexdigest()[:20]
 
 
@@ -120,9 +139,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 def build_vcsim(cache_dir: Path | None = None) -> Path:
     """Path of the built vcsim binary, compiling it only when no cached build matches the sources and toolchain."""
-    go = _check_toolchain()
+    go, version = _check_toolchain()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    binary = cache / f"vcsim-{_source_key(go)}"
+    binary = cache / f"vcsim-{_source_key(version)}"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
     with _locked(cache / "vcsim-build.lock"):

@@ -70,7 +70,7 @@ type hostView struct {
 func (l *Lab) hostView(lh *labHost) hostView {
 	hs := lh.host()
 	var v hostView
-	simulator.Map.WithLock(hs, func() {
+	l.newCtx().WithLock(hs, func() {
 		v = hostView{
 			Name:              lh.topo.Name,
 			InMaintenanceMode: hs.Runtime.InMaintenanceMode,
@@ -185,22 +185,22 @@ func (l *Lab) hostNames() []string {
 func (l *Lab) applyHostUpdate(lh *labHost, u hostUpdate) {
 	hs := lh.host()
 	var st *graphicsState
-	simulator.Map.WithLock(hs, func() {
+	ctx := l.newCtx()
+	ctx.WithLock(hs, func() {
 		var changes []types.PropertyChange
 		if u.inMaintenanceMode != nil {
-			hs.Runtime.InMaintenanceMode = *u.inMaintenanceMode
 			changes = append(changes,
-				types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: hs.Runtime.InMaintenanceMode},
-				types.PropertyChange{Name: "summary.runtime.inMaintenanceMode", Val: hs.Runtime.InMaintenanceMode})
+				types.PropertyChange{Name: "runtime.inMaintenanceMode", Val: *u.inMaintenanceMode},
+				types.PropertyChange{Name: "summary.runtime.inMaintenanceMode", Val: *u.inMaintenanceMode})
 		}
 		if u.connectionState != nil {
-			hs.Runtime.ConnectionState = types.HostSystemConnectionState(*u.connectionState)
+			state := types.HostSystemConnectionState(*u.connectionState)
 			changes = append(changes,
-				types.PropertyChange{Name: "runtime.connectionState", Val: hs.Runtime.ConnectionState},
-				types.PropertyChange{Name: "summary.runtime.connectionState", Val: hs.Runtime.ConnectionState})
+				types.PropertyChange{Name: "runtime.connectionState", Val: state},
+				types.PropertyChange{Name: "summary.runtime.connectionState", Val: state})
 		}
 		if len(changes) > 0 {
-			simulator.Map.Update(hs, changes)
+			ctx.Update(hs, changes)
 		}
 		if u.driverActive != nil {
 			lh.mu.Lock()
@@ -215,15 +215,15 @@ func (l *Lab) applyHostUpdate(lh *labHost, u hostUpdate) {
 			if u.assignmentPolicy != nil {
 				c.SharedPassthruAssignmentPolicy = *u.assignmentPolicy
 			}
-			s := lh.setGraphicsConfig(hs, c) // also re-applies the driver state
+			s := lh.setGraphicsConfig(ctx, hs, c) // also re-applies the driver state
 			st = &s
 		} else if u.driverActive != nil {
-			s := lh.applyGraphics(hs, true)
+			s := lh.applyGraphics(ctx, hs)
 			st = &s
 		}
 	})
 	if st != nil { // outside the host lock: lock order is graphics manager -> host
-		simulator.Map.WithLock(lh.gm, func() { lh.gm.set(*st, true) })
+		ctx.WithLock(lh.gm, func() { lh.gm.set(ctx, *st) })
 	}
 }
 
@@ -329,21 +329,23 @@ func (l *Lab) serveVM(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/lab/vms/")
 	if name == "" { // the list: every VM as vCenter shows it (the ESXi simulator reads its host's running vGPUs)
 		views := []vmView{}
-		for _, e := range simulator.Map.All("VirtualMachine") {
+		ctx := l.newCtx()
+		for _, e := range l.m.All("VirtualMachine") {
 			if vm, ok := e.(*simulator.VirtualMachine); ok {
-				simulator.Map.WithLock(vm, func() { views = append(views, l.vmView(vm)) })
+				ctx.WithLock(vm, func() { views = append(views, l.vmView(vm)) })
 			}
 		}
 		writeJSON(w, http.StatusOK, map[string][]vmView{"vms": views})
 		return
 	}
-	for _, e := range simulator.Map.All("VirtualMachine") {
+	ctx := l.newCtx()
+	for _, e := range l.m.All("VirtualMachine") {
 		vm, ok := e.(*simulator.VirtualMachine)
 		if !ok {
 			continue
 		}
 		var view *vmView
-		simulator.Map.WithLock(vm, func() {
+		ctx.WithLock(vm, func() {
 			if vm.Name == name {
 				v := l.vmView(vm)
 				view = &v

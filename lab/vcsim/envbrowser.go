@@ -1,8 +1,10 @@
 package main
 
-// EnvironmentBrowser.QueryConfigTarget with the GPU parts vcsim 0.24 leaves out: the vGPU profiles a host
+// EnvironmentBrowser.QueryConfigTarget with the GPU parts vcsim leaves out: the vGPU profiles a host
 // offers (sharedGpuPassthroughTypes) and its passthrough-capable PCI devices (pciPassthrough,
-// dynamicPassthrough).
+// dynamicPassthrough). vcsim's own answer (CPUs, datastores, networks) is kept and added to. Its
+// EnvironmentBrowser.QueryConfigTargetResponse field can only replace the whole answer with a fixed one;
+// the GPU parts change with each host's driver and passthrough state and with the host asked about.
 
 import (
 	"github.com/vmware/govmomi/simulator"
@@ -11,10 +13,9 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// envBrowser wraps a compute resource's EnvironmentBrowser (embedded by value: the property
-// collector digs the mo type out of the first field).
+// envBrowser answers QueryConfigTarget for the cluster's EnvironmentBrowser (see Lab.override).
 type envBrowser struct {
-	simulator.EnvironmentBrowser
+	*simulator.EnvironmentBrowser
 	lab   *Lab
 	hosts []types.ManagedObjectReference // hosts of the owning compute resource
 }

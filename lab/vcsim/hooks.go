@@ -1,13 +1,15 @@
 package main
 
-// Post-task fixes for what vcsim 0.24 gets wrong, applied through the registry's handler mechanism
-// (Registry.AddHandler): a handler sees every property change, including a task turning "success".
-// The task runs inside the SOAP call that holds the VM's lock, so clients never observe the
-// unfixed state.
+// Post-task fixes for what vcsim gets wrong or lacks, applied through the registry's handler mechanism
+// (Registry.AddHandler). vcsim runs each task's Execute on a goroutine that holds the lock of the task's
+// entity (the VM for reconfigure, clone and power operations); the hook wraps Execute when the task is
+// registered, so the fix runs inside that lock and before the task reads "success": a client never
+// observes the unfixed state.
 //
-//   - extraConfig: vcsim appends every key on reconfigure; vSphere replaces a key's value and
-//     removes a key set to "" (reconfigVm, createVm, cloneVm).
-//   - clone: vcsim drops the source's extraConfig, firmware and hardware version.
+//   - extraConfig: vSphere removes a key set to "" and never stores an empty value; vcsim stores a new
+//     key given as "" (reconfigVm, createVm; cloneVm through its createVm).
+//   - clone: vcsim drops the source's extraConfig, firmware and boot options, and the clone spec's
+//     extraConfig, numCPUs and memoryMB (captured from the request by Lab.route).
 //   - power on: Dynamic DirectPath devices get an assignedId (a free matching device on the host);
 //     a VM that has a lab guest persona reports the persona's address as guest.ipAddress.
 
@@ -27,59 +29,101 @@ func (h *taskHook) Reference() types.ManagedObjectReference {
 	return types.ManagedObjectReference{Type: "LabTaskHook", Value: "lab-task-hook"}
 }
 
-func (h *taskHook) PutObject(mo.Reference)                    {}
-func (h *taskHook) RemoveObject(types.ManagedObjectReference) {}
+func (h *taskHook) UpdateObject(*simulator.Context, mo.Reference, []types.PropertyChange) {}
+func (h *taskHook) RemoveObject(*simulator.Context, types.ManagedObjectReference)         {}
 
-func (h *taskHook) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
-	task, ok := obj.(*mo.Task)
-	if !ok || !succeeded(changes) || task.Info.Entity == nil {
+// PutObject sees every new registry object; Task.Run registers a task before its goroutine calls Execute.
+func (h *taskHook) PutObject(_ *simulator.Context, obj mo.Reference) {
+	task, ok := obj.(*simulator.Task)
+	if !ok || task.Info.Entity == nil {
 		return
 	}
+	if name := wsdlTaskName(task.Info.Name, task.Info.Entity.Type); name != task.Info.Name {
+		h.lab.newCtx().WithLock(task, func() { task.Info.Name = name })
+	}
+	var fix func(entity types.ManagedObjectReference, result types.AnyType)
 	switch task.Info.DescriptionId {
 	case "VirtualMachine.reconfigVm":
-		if vm := lookupVM(*task.Info.Entity); vm != nil {
-			normalizeExtraConfig(vm)
-		}
+		fix = h.afterReconfigure
 	case "Folder.createVm":
-		if ref, ok := task.Info.Result.(types.ManagedObjectReference); ok {
-			if vm := lookupVM(ref); vm != nil {
-				normalizeExtraConfig(vm)
-			}
-		}
+		fix = h.afterCreate
 	case "VirtualMachine.cloneVm":
-		ref, ok := task.Info.Result.(types.ManagedObjectReference)
-		src, dst := lookupVM(*task.Info.Entity), (*simulator.VirtualMachine)(nil)
-		if ok {
-			dst = lookupVM(ref)
-		}
-		if src != nil && dst != nil {
-			completeClone(src, dst)
-		}
+		fix = h.afterClone
 	case "VirtualMachine.powerOn":
-		if vm := lookupVM(*task.Info.Entity); vm != nil {
-			h.lab.onPowerOn(vm)
-		}
+		fix = h.afterPowerOn
 	case "VirtualMachine.powerOff":
-		if vm := lookupVM(*task.Info.Entity); vm != nil {
-			h.lab.onPowerOff(vm)
+		fix = h.afterPowerOff
+	default:
+		return
+	}
+	entity, run := *task.Info.Entity, task.Execute
+	task.Execute = func(t *simulator.Task) (types.AnyType, types.BaseMethodFault) {
+		res, fault := run(t)
+		if fault == nil {
+			fix(entity, res)
 		}
+		return res, fault
 	}
 }
 
-func succeeded(changes []types.PropertyChange) bool {
-	for _, c := range changes {
-		if c.Name == "info.state" {
-			if s, ok := c.Val.(types.TaskInfoState); ok && s == types.TaskInfoStateSuccess {
-				return true
-			}
+// wsdlTaskName is the method a task runs, as vCenter names it in TaskInfo.name ("CloneVM_Task"); vcsim
+// names it after its own runner ("CloneVm", "PowerOn"), which pyVmomi cannot resolve: pyVim's WaitForTask
+// then fails on the first update that shows the task running (vcsim runs tasks on their own goroutine).
+func wsdlTaskName(name, entityType string) string {
+	known := types.TypeFunc()
+	candidates := []string{name, name + "_Task", strings.Replace(name, "Vm", "VM", 1) + "_Task"}
+	if entityType == "VirtualMachine" {
+		candidates = append(candidates, name+"VM_Task")
+	}
+	for _, c := range candidates {
+		if _, ok := known(c); ok && strings.HasSuffix(c, "_Task") {
+			return c
 		}
 	}
-	return false
+	return name
 }
 
-func lookupVM(ref types.ManagedObjectReference) *simulator.VirtualMachine {
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
-	return vm
+// The entity VM is locked by the task; a VM a task created is locked here.
+
+func (h *taskHook) afterReconfigure(entity types.ManagedObjectReference, _ types.AnyType) {
+	if vm := h.lab.lookupVM(entity); vm != nil {
+		normalizeExtraConfig(h.lab.newCtx(), vm)
+	}
+}
+
+func (h *taskHook) afterCreate(_ types.ManagedObjectReference, res types.AnyType) {
+	ref, ok := res.(types.ManagedObjectReference)
+	if !ok {
+		return
+	}
+	if vm := h.lab.lookupVM(ref); vm != nil {
+		ctx := h.lab.newCtx()
+		ctx.WithLock(vm, func() { normalizeExtraConfig(ctx, vm) })
+	}
+}
+
+func (h *taskHook) afterClone(entity types.ManagedObjectReference, res types.AnyType) {
+	ref, ok := res.(types.ManagedObjectReference)
+	src := h.lab.lookupVM(entity)
+	if !ok || src == nil {
+		return
+	}
+	if dst := h.lab.lookupVM(ref); dst != nil {
+		ctx := h.lab.newCtx()
+		ctx.WithLock(dst, func() { completeClone(ctx, src, dst, h.lab.takeClone(entity, dst)) })
+	}
+}
+
+func (h *taskHook) afterPowerOn(entity types.ManagedObjectReference, _ types.AnyType) {
+	if vm := h.lab.lookupVM(entity); vm != nil {
+		h.lab.onPowerOn(h.lab.newCtx(), vm)
+	}
+}
+
+func (h *taskHook) afterPowerOff(entity types.ManagedObjectReference, _ types.AnyType) {
+	if vm := h.lab.lookupVM(entity); vm != nil {
+		h.lab.onPowerOff(h.lab.newCtx(), vm)
+	}
 }
 
 // mergeExtraConfig keeps the first position of each key with its last value and drops keys whose
@@ -106,7 +150,7 @@ func mergeExtraConfig(opts []types.BaseOptionValue) []types.BaseOptionValue {
 	return out
 }
 
-func normalizeExtraConfig(vm *simulator.VirtualMachine) {
+func normalizeExtraConfig(ctx *simulator.Context, vm *simulator.VirtualMachine) {
 	merged := mergeExtraConfig(vm.Config.ExtraConfig)
 	if len(merged) == len(vm.Config.ExtraConfig) {
 		same := true
@@ -117,24 +161,43 @@ func normalizeExtraConfig(vm *simulator.VirtualMachine) {
 			return
 		}
 	}
-	vm.Config.ExtraConfig = merged
-	simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.extraConfig", Val: merged}})
+	ctx.Update(vm, []types.PropertyChange{{Name: "config.extraConfig", Val: merged}})
 }
 
-func completeClone(src, dst *simulator.VirtualMachine) {
+// completeClone gives the clone the source's extraConfig and, over it, the clone spec's; the source's
+// firmware and boot options; the spec's CPUs and memory when it sets them (vcsim copies the source's
+// hardware version, CPUs and memory itself, and drops the clone spec's config).
+func completeClone(ctx *simulator.Context, src, dst *simulator.VirtualMachine, spec *types.VirtualMachineConfigSpec) {
 	opts := append(append([]types.BaseOptionValue{}, src.Config.ExtraConfig...), dst.Config.ExtraConfig...)
-	dst.Config.ExtraConfig = mergeExtraConfig(opts)
-	dst.Config.Firmware = src.Config.Firmware
-	dst.Config.Version = src.Config.Version
-	if src.Config.BootOptions != nil {
-		boot := *src.Config.BootOptions
-		dst.Config.BootOptions = &boot
+	firmware, boot := src.Config.Firmware, src.Config.BootOptions
+	if spec != nil {
+		opts = append(opts, spec.ExtraConfig...)
+		if spec.Firmware != "" {
+			firmware = spec.Firmware
+		}
+		if spec.BootOptions != nil {
+			boot = spec.BootOptions
+		}
 	}
-	simulator.Map.Update(dst, []types.PropertyChange{
-		{Name: "config.extraConfig", Val: dst.Config.ExtraConfig},
-		{Name: "config.firmware", Val: dst.Config.Firmware},
-		{Name: "config.version", Val: dst.Config.Version},
-	})
+	changes := []types.PropertyChange{
+		{Name: "config.extraConfig", Val: mergeExtraConfig(opts)},
+		{Name: "config.firmware", Val: firmware},
+	}
+	if boot != nil {
+		b := *boot
+		changes = append(changes, types.PropertyChange{Name: "config.bootOptions", Val: &b})
+	}
+	if spec != nil && spec.NumCPUs > 0 {
+		changes = append(changes,
+			types.PropertyChange{Name: "config.hardware.numCPU", Val: spec.NumCPUs},
+			types.PropertyChange{Name: "summary.config.numCpu", Val: spec.NumCPUs})
+	}
+	if spec != nil && spec.MemoryMB > 0 {
+		changes = append(changes,
+			types.PropertyChange{Name: "config.hardware.memoryMB", Val: int32(spec.MemoryMB)},
+			types.PropertyChange{Name: "summary.config.memorySizeMB", Val: int32(spec.MemoryMB)})
+	}
+	ctx.Update(dst, changes)
 }
 
 func assignKey(host types.ManagedObjectReference, pciID string) string {
@@ -143,20 +206,20 @@ func assignKey(host types.ManagedObjectReference, pciID string) string {
 
 // onPowerOn assigns Dynamic DirectPath devices and publishes the guest persona's address.
 // Runs with the VM's lock held; other VMs' assignments are tracked in lab.assigned, not read from them.
-func (l *Lab) onPowerOn(vm *simulator.VirtualMachine) {
+func (l *Lab) onPowerOn(ctx *simulator.Context, vm *simulator.VirtualMachine) {
 	if vm.Runtime.Host == nil {
 		return
 	}
 	lh := l.hostByRef[*vm.Runtime.Host]
 	if lh != nil {
-		l.assignDevices(vm, lh)
+		l.assignDevices(ctx, vm, lh)
 	}
 	if g, ok := l.guests[vm.Name]; ok {
-		l.setGuestInfo(vm, g.Address, g.Name, true)
+		l.setGuestInfo(ctx, vm, g.Address, g.Name, true)
 	}
 }
 
-func (l *Lab) onPowerOff(vm *simulator.VirtualMachine) {
+func (l *Lab) onPowerOff(ctx *simulator.Context, vm *simulator.VirtualMachine) {
 	l.assignMu.Lock()
 	for k, owner := range l.assigned {
 		if owner == vm.Self.Value {
@@ -174,17 +237,17 @@ func (l *Lab) onPowerOff(vm *simulator.VirtualMachine) {
 		}
 	}
 	if changed {
-		simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
+		ctx.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
 	}
 	if _, ok := l.guests[vm.Name]; ok {
-		l.setGuestInfo(vm, "", "", false)
+		l.setGuestInfo(ctx, vm, "", "", false)
 	}
 }
 
-func (l *Lab) assignDevices(vm *simulator.VirtualMachine, lh *labHost) {
+func (l *Lab) assignDevices(ctx *simulator.Context, vm *simulator.VirtualMachine, lh *labHost) {
 	hs := lh.host()
 	var devices []types.HostPciDevice
-	simulator.Map.WithLock(hs, func() { devices = lh.activePassthru(hs) })
+	ctx.WithLock(hs, func() { devices = lh.activePassthru(hs) })
 
 	l.assignMu.Lock()
 	defer l.assignMu.Unlock()
@@ -221,7 +284,7 @@ func (l *Lab) assignDevices(vm *simulator.VirtualMachine, lh *labHost) {
 		}
 	}
 	if changed {
-		simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
+		ctx.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
 	}
 }
 
@@ -234,7 +297,7 @@ func allowed(list []types.VirtualPCIPassthroughAllowedDevice, dev types.HostPciD
 	return false
 }
 
-func (l *Lab) setGuestInfo(vm *simulator.VirtualMachine, ip, hostName string, running bool) {
+func (l *Lab) setGuestInfo(ctx *simulator.Context, vm *simulator.VirtualMachine, ip, hostName string, running bool) {
 	tools := types.VirtualMachineToolsStatusToolsNotRunning
 	runStatus := string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
 	state := "notRunning"
@@ -254,7 +317,7 @@ func (l *Lab) setGuestInfo(vm *simulator.VirtualMachine, ip, hostName string, ru
 		vm.Summary.Guest.ToolsStatus = tools
 		vm.Summary.Guest.ToolsRunningStatus = runStatus
 	}
-	simulator.Map.Update(vm, []types.PropertyChange{
+	ctx.Update(vm, []types.PropertyChange{
 		{Name: "guest.ipAddress", Val: ip},
 		{Name: "guest.hostName", Val: hostName},
 		{Name: "guest.toolsStatus", Val: tools},

@@ -1,7 +1,8 @@
 package main
 
 // Per-host GPU/NIC state: PCI devices, passthrough info, graphics info/config and the vGPU profiles the
-// host offers, plus the two host managers vcsim lacks (HostGraphicsManager, HostPciPassthruSystem).
+// host offers, plus the two host managers vcsim lacks (HostGraphicsManager, HostPciPassthruSystem:
+// vcsim's ESXi template names their morefs but implements neither).
 
 import (
 	"fmt"
@@ -24,6 +25,7 @@ const (
 // labHost is the lab's view of one HostSystem. Fields that mirror vSphere properties live on the
 // HostSystem itself; driverActive is lab-only state (set by the ESXi simulator through /lab/).
 type labHost struct {
+	m    *simulator.Registry
 	topo Host
 	ref  types.ManagedObjectReference
 	gm   *graphicsManager
@@ -34,7 +36,7 @@ type labHost struct {
 }
 
 func (h *labHost) host() *simulator.HostSystem {
-	return simulator.Map.Get(h.ref).(*simulator.HostSystem)
+	return h.m.Get(h.ref).(*simulator.HostSystem)
 }
 
 func (h *labHost) isDriverActive() bool {
@@ -135,18 +137,18 @@ func (h *labHost) seed(hs *simulator.HostSystem) {
 
 	h.gm = &graphicsManager{lab: h}
 	h.gm.Self = types.ManagedObjectReference{Type: "HostGraphicsManager", Value: "graphicsManager-" + h.ref.Value}
-	simulator.Map.Put(h.gm)
+	h.m.Put(h.gm)
 	gmRef := h.gm.Self
 	hs.ConfigManager.GraphicsManager = &gmRef
 
 	h.pts = &pciPassthruSystem{lab: h}
 	h.pts.Self = types.ManagedObjectReference{Type: "HostPciPassthruSystem", Value: "pciPassthruSystem-" + h.ref.Value}
 	h.pts.PciPassthruInfo = passthru
-	simulator.Map.Put(h.pts)
+	h.m.Put(h.pts)
 	ptsRef := h.pts.Self
 	hs.ConfigManager.PciPassthruSystem = &ptsRef
 
-	h.gm.set(h.applyGraphics(hs, false), false)
+	h.gm.set(nil, h.applyGraphics(nil, hs))
 }
 
 // graphicsState is what the graphics manager shows; copied to it under its own lock.
@@ -158,10 +160,11 @@ type graphicsState struct {
 }
 
 // applyGraphics recomputes graphicsInfo and the offered vGPU types from the driver state and
-// graphicsConfig, writes them to the host config (notifying property collector listeners when notify
-// is set) and returns what the graphics manager must show. Callers hold the host's lock; they pass the
-// result to graphicsManager.set without it (lock order is graphics manager -> host, never the reverse).
-func (h *labHost) applyGraphics(hs *simulator.HostSystem, notify bool) graphicsState {
+// graphicsConfig, writes them to the host config (through ctx, notifying property collector listeners;
+// directly when ctx is nil, before serving) and returns what the graphics manager must show. Callers hold
+// the host's lock; they pass the result to graphicsManager.set without it (lock order is graphics
+// manager -> host, never the reverse).
+func (h *labHost) applyGraphics(ctx *simulator.Context, hs *simulator.HostSystem) graphicsState {
 	active := h.isDriverActive()
 	cfg := hs.Config.GraphicsConfig
 	perDevice := map[string]string{}
@@ -196,11 +199,12 @@ func (h *labHost) applyGraphics(hs *simulator.HostSystem, notify bool) graphicsS
 			})
 		}
 	}
-	hs.Config.GraphicsInfo = info
-	hs.Config.SharedPassthruGpuTypes = gpuTypes
-	hs.Config.SharedGpuCapabilities = caps
-	if notify {
-		simulator.Map.Update(hs, []types.PropertyChange{
+	if ctx == nil {
+		hs.Config.GraphicsInfo = info
+		hs.Config.SharedPassthruGpuTypes = gpuTypes
+		hs.Config.SharedGpuCapabilities = caps
+	} else {
+		ctx.Update(hs, []types.PropertyChange{
 			{Name: "config.graphicsInfo", Val: info},
 			{Name: "config.graphicsConfig", Val: cfg},
 			{Name: "config.sharedPassthruGpuTypes", Val: gpuTypes},
@@ -210,15 +214,17 @@ func (h *labHost) applyGraphics(hs *simulator.HostSystem, notify bool) graphicsS
 	return graphicsState{info: info, cfg: *cfg, gpuTypes: gpuTypes, caps: caps}
 }
 
-// set shows st on the graphics manager. Callers hold the manager's lock (or run before serving).
-func (m *graphicsManager) set(st graphicsState, notify bool) {
+// set shows st on the graphics manager, through ctx (nil: directly, before serving). Callers hold the
+// manager's lock.
+func (m *graphicsManager) set(ctx *simulator.Context, st graphicsState) {
 	cfg := st.cfg
-	m.GraphicsInfo = st.info
-	m.GraphicsConfig = &cfg
-	m.SharedPassthruGpuTypes = st.gpuTypes
-	m.SharedGpuCapabilities = st.caps
-	if notify {
-		simulator.Map.Update(m, []types.PropertyChange{
+	if ctx == nil {
+		m.GraphicsInfo = st.info
+		m.GraphicsConfig = &cfg
+		m.SharedPassthruGpuTypes = st.gpuTypes
+		m.SharedGpuCapabilities = st.caps
+	} else {
+		ctx.Update(m, []types.PropertyChange{
 			{Name: "graphicsInfo", Val: st.info},
 			{Name: "graphicsConfig", Val: &cfg},
 			{Name: "sharedPassthruGpuTypes", Val: st.gpuTypes},
@@ -258,7 +264,7 @@ func (h *labHost) validateGraphicsConfig(c *types.HostGraphicsConfig) types.Base
 }
 
 // setGraphicsConfig applies a validated config (empty fields keep their value). Callers hold the host lock.
-func (h *labHost) setGraphicsConfig(hs *simulator.HostSystem, c types.HostGraphicsConfig) graphicsState {
+func (h *labHost) setGraphicsConfig(ctx *simulator.Context, hs *simulator.HostSystem, c types.HostGraphicsConfig) graphicsState {
 	cur := *hs.Config.GraphicsConfig
 	if c.HostDefaultGraphicsType != "" {
 		cur.HostDefaultGraphicsType = c.HostDefaultGraphicsType
@@ -270,16 +276,16 @@ func (h *labHost) setGraphicsConfig(hs *simulator.HostSystem, c types.HostGraphi
 		cur.DeviceType = c.DeviceType
 	}
 	hs.Config.GraphicsConfig = &cur
-	return h.applyGraphics(hs, true)
+	return h.applyGraphics(ctx, hs)
 }
 
-// graphicsManager is the host's HostGraphicsManager (vcsim 0.24 has none).
+// graphicsManager is the host's HostGraphicsManager (vcsim has none).
 type graphicsManager struct {
 	mo.HostGraphicsManager
 	lab *labHost
 }
 
-func (m *graphicsManager) UpdateGraphicsConfig(req *types.UpdateGraphicsConfig) soap.HasFault {
+func (m *graphicsManager) UpdateGraphicsConfig(ctx *simulator.Context, req *types.UpdateGraphicsConfig) soap.HasFault {
 	body := &methods.UpdateGraphicsConfigBody{}
 	if fault := m.lab.validateGraphicsConfig(&req.Config); fault != nil {
 		body.Fault_ = simulator.Fault("invalid graphics configuration", fault)
@@ -287,17 +293,17 @@ func (m *graphicsManager) UpdateGraphicsConfig(req *types.UpdateGraphicsConfig) 
 	}
 	hs := m.lab.host()
 	var st graphicsState
-	simulator.Map.WithLock(hs, func() { st = m.lab.setGraphicsConfig(hs, req.Config) })
-	m.set(st, true) // the SOAP call holds this manager's lock
+	ctx.WithLock(hs, func() { st = m.lab.setGraphicsConfig(ctx, hs, req.Config) })
+	m.set(ctx, st) // the SOAP call holds this manager's lock
 	body.Res = &types.UpdateGraphicsConfigResponse{}
 	return body
 }
 
-func (m *graphicsManager) RefreshGraphicsManager(req *types.RefreshGraphicsManager) soap.HasFault {
+func (m *graphicsManager) RefreshGraphicsManager(ctx *simulator.Context, req *types.RefreshGraphicsManager) soap.HasFault {
 	hs := m.lab.host()
 	var st graphicsState
-	simulator.Map.WithLock(hs, func() { st = m.lab.applyGraphics(hs, true) })
-	m.set(st, true)
+	ctx.WithLock(hs, func() { st = m.lab.applyGraphics(ctx, hs) })
+	m.set(ctx, st)
 	return &methods.RefreshGraphicsManagerBody{Res: &types.RefreshGraphicsManagerResponse{}}
 }
 
@@ -310,7 +316,7 @@ func (m *graphicsManager) IsSharedGraphicsActive(req *types.IsSharedGraphicsActi
 	return &methods.IsSharedGraphicsActiveBody{Res: &types.IsSharedGraphicsActiveResponse{Returnval: active}}
 }
 
-// pciPassthruSystem is the host's HostPciPassthruSystem (vcsim 0.24 has none).
+// pciPassthruSystem is the host's HostPciPassthruSystem (vcsim has none).
 type pciPassthruSystem struct {
 	mo.HostPciPassthruSystem
 	lab *labHost
@@ -321,11 +327,11 @@ func (p *pciPassthruSystem) Refresh(req *types.Refresh) soap.HasFault {
 }
 
 // UpdatePassthruConfig toggles passthrough per device; the lab applies it at once (as with applyNow).
-func (p *pciPassthruSystem) UpdatePassthruConfig(req *types.UpdatePassthruConfig) soap.HasFault {
+func (p *pciPassthruSystem) UpdatePassthruConfig(ctx *simulator.Context, req *types.UpdatePassthruConfig) soap.HasFault {
 	body := &methods.UpdatePassthruConfigBody{}
 	hs := p.lab.host()
 	var fault types.BaseMethodFault
-	simulator.Map.WithLock(hs, func() {
+	ctx.WithLock(hs, func() {
 		next := make([]types.BaseHostPciPassthruInfo, len(hs.Config.PciPassthruInfo))
 		for i, info := range hs.Config.PciPassthruInfo {
 			c := *info.GetHostPciPassthruInfo()
@@ -347,10 +353,8 @@ func (p *pciPassthruSystem) UpdatePassthruConfig(req *types.UpdatePassthruConfig
 				return
 			}
 		}
-		hs.Config.PciPassthruInfo = next
-		p.PciPassthruInfo = next
-		simulator.Map.Update(hs, []types.PropertyChange{{Name: "config.pciPassthruInfo", Val: next}})
-		simulator.Map.Update(p, []types.PropertyChange{{Name: "pciPassthruInfo", Val: next}})
+		ctx.Update(hs, []types.PropertyChange{{Name: "config.pciPassthruInfo", Val: next}})
+		ctx.Update(p, []types.PropertyChange{{Name: "pciPassthruInfo", Val: next}})
 	})
 	if fault != nil {
 		body.Fault_ = simulator.Fault("unknown PCI device id", fault)

@@ -26,6 +26,7 @@ const (
 
 // Lab holds the lab-only state next to the vcsim registry.
 type Lab struct {
+	m              *simulator.Registry // the model's registry (vim25 objects)
 	topo           *Topology
 	hosts          map[string]*labHost
 	hostByRef      map[types.ManagedObjectReference]*labHost
@@ -35,25 +36,70 @@ type Lab struct {
 
 	assignMu sync.Mutex
 	assigned map[string]string // host/pci id -> VM moref value (Dynamic DirectPath assignments)
+
+	overrides map[types.ManagedObjectReference]mo.Reference // see override
+
+	cloneMu sync.Mutex
+	clones  map[cloneKey]*types.VirtualMachineConfigSpec // clone specs of CloneVM_Task calls not yet done
 }
 
-// taskResult reads a finished task from the registry: vcsim runs tasks synchronously, so waiting
-// through the property collector (thousands of times for a big lab) is not needed.
-func taskResult(task *object.Task, err error) (types.AnyType, error) {
+// cloneKey names a clone before it exists: source VM, destination folder, name (unique in the folder).
+type cloneKey struct {
+	src, folder types.ManagedObjectReference
+	name        string
+}
+
+// newCtx is a locking context of its own for work outside a SOAP call (the /lab/ endpoints, the task
+// fixes): vcsim's object locks are shared by everything that runs on behalf of one *simulator.Context.
+func (l *Lab) newCtx() *simulator.Context {
+	return &simulator.Context{Context: context.Background(), Map: l.m}
+}
+
+// takeClone is the clone spec config of the CloneVM_Task call that made dst from src (nil: none given).
+func (l *Lab) takeClone(src types.ManagedObjectReference, dst *simulator.VirtualMachine) *types.VirtualMachineConfigSpec {
+	if dst.Parent == nil {
+		return nil
+	}
+	key := cloneKey{src: src, folder: *dst.Parent, name: dst.Name}
+	l.cloneMu.Lock()
+	defer l.cloneMu.Unlock()
+	spec := l.clones[key]
+	delete(l.clones, key)
+	return spec
+}
+
+func (l *Lab) lookupVM(ref types.ManagedObjectReference) *simulator.VirtualMachine {
+	vm, _ := l.m.Get(ref).(*simulator.VirtualMachine)
+	return vm
+}
+
+// taskResult waits for a task of the in-process client and reads its outcome from the registry.
+// vcsim runs tasks on their own goroutine; polling the task object (microseconds apart at first) is far
+// cheaper than waiting through the property collector, thousands of times for a big lab.
+func (l *Lab) taskResult(task *object.Task, err error) (types.AnyType, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, ok := simulator.Map.Get(task.Reference()).(*simulator.Task)
+	t, ok := l.m.Get(task.Reference()).(*simulator.Task)
 	if !ok {
 		return nil, fmt.Errorf("task %s not found", task.Reference())
 	}
-	if t.Info.State != types.TaskInfoStateSuccess {
-		if t.Info.Error != nil {
-			return nil, fmt.Errorf("%s: %T", t.Info.DescriptionId, t.Info.Error.Fault)
+	ctx := l.newCtx()
+	var info types.TaskInfo
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		ctx.WithLock(t, func() { info = t.Info })
+		if info.State == types.TaskInfoStateSuccess || info.State == types.TaskInfoStateError {
+			break
 		}
-		return nil, fmt.Errorf("%s: state %s", t.Info.DescriptionId, t.Info.State)
+		time.Sleep(pause)
 	}
-	return t.Info.Result, nil
+	if info.State != types.TaskInfoStateSuccess {
+		if info.Error != nil {
+			return nil, fmt.Errorf("%s: %T", info.DescriptionId, info.Error.Fault)
+		}
+		return nil, fmt.Errorf("%s: state %s", info.DescriptionId, info.State)
+	}
+	return info.Result, nil
 }
 
 func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir string) (*Lab, error) {
@@ -63,13 +109,17 @@ func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir
 	if err != nil {
 		return nil, err
 	}
+	m := model.Map()
 	lab := &Lab{
+		m:            m,
 		topo:         topo,
 		hosts:        map[string]*labHost{},
 		hostByRef:    map[types.ManagedObjectReference]*labHost{},
 		guests:       map[string]Guest{},
 		instanceUUID: c.ServiceContent.About.InstanceUuid,
 		assigned:     map[string]string{},
+		overrides:    map[types.ManagedObjectReference]mo.Reference{},
+		clones:       map[cloneKey]*types.VirtualMachineConfigSpec{},
 	}
 	for _, g := range topo.Guests {
 		lab.guests[g.Name] = g
@@ -90,12 +140,12 @@ func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir
 
 	hostObjs := map[string]*object.HostSystem{}
 	for _, h := range topo.Hosts {
-		res, err := taskResult(cluster.AddHost(ctx, types.HostConnectSpec{HostName: h.Name, Force: true}, true, nil, nil))
+		res, err := lab.taskResult(cluster.AddHost(ctx, types.HostConnectSpec{HostName: h.Name, Force: true}, true, nil, nil))
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", h.Name, err)
 		}
 		ref := res.(types.ManagedObjectReference)
-		lh := &labHost{topo: h, ref: ref, driverActive: h.hasDriver()}
+		lh := &labHost{m: m, topo: h, ref: ref, driverActive: h.hasDriver()}
 		lab.hosts[h.Name] = lh
 		lab.hostByRef[ref] = lh
 		hostObjs[h.Name] = object.NewHostSystem(c, ref)
@@ -105,15 +155,17 @@ func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir
 	// One datastore shared by all hosts (the same directory mounted on each), as vcsim's own model does.
 	var dsRef types.ManagedObjectReference
 	for _, h := range topo.Hosts {
-		hs := simulator.Map.Get(hostObjs[h.Name].Reference()).(*simulator.HostSystem)
+		hs := m.Get(hostObjs[h.Name].Reference()).(*simulator.HostSystem)
 		dss := object.NewHostDatastoreSystem(c, *hs.ConfigManager.DatastoreSystem)
 		ds, err := dss.CreateLocalDatastore(ctx, topo.Datastore, dsDir)
 		if err != nil {
 			return nil, fmt.Errorf("datastore %s on %s: %w", topo.Datastore, h.Name, err)
 		}
-		dsRef = ds.Reference()
+		if dsRef.Value == "" { // vcsim answers the later mounts of the same datastore with an empty moref
+			dsRef = ds.Reference()
+		}
 	}
-	ds := simulator.Map.Get(dsRef).(*simulator.Datastore)
+	ds := m.Get(dsRef).(*simulator.Datastore)
 	ds.Summary.Capacity = labDatastoreCapacity
 	ds.Summary.FreeSpace = labDatastoreCapacity
 	info := ds.Info.GetDatastoreInfo()
@@ -123,44 +175,45 @@ func buildLab(ctx context.Context, model *simulator.Model, topo *Topology, dsDir
 
 	for _, h := range topo.Hosts {
 		lh := lab.hosts[h.Name]
-		lh.seed(simulator.Map.Get(lh.ref).(*simulator.HostSystem))
+		lh.seed(m.Get(lh.ref).(*simulator.HostSystem))
 	}
-	simulator.Map.AddHandler(&taskHook{lab: lab})
+	m.AddHandler(&taskHook{lab: lab})
 	phase.mark("datastore+gpu config")
 
-	dcObj := simulator.Map.Get(dc.Reference()).(*simulator.Datacenter)
+	dcObj := m.Get(dc.Reference()).(*simulator.Datacenter)
 	netRef := dcObj.Network[0] // "VM Network", created with every datacenter
-	netName := simulator.Map.Get(netRef).(mo.Entity).Entity().Name
+	netName := m.Get(netRef).(mo.Entity).Entity().Name
 
-	clusterObj := simulator.Map.Get(cluster.Reference()).(*simulator.ClusterComputeResource)
+	clusterObj := m.Get(cluster.Reference()).(*simulator.ClusterComputeResource)
 	pool := object.NewResourcePool(c, *clusterObj.ResourcePool)
 	for _, v := range topo.Vms {
-		if err := createVM(ctx, c, folders.VmFolder, pool, hostObjs[v.Host], topo.Datastore, dsRef, netRef, netName, v); err != nil {
+		if err := lab.createVM(ctx, c, folders.VmFolder, pool, hostObjs[v.Host], topo.Datastore, dsRef, netRef, netName, v); err != nil {
 			return nil, fmt.Errorf("vm %s: %w", v.Name, err)
 		}
 	}
 
 	phase.mark("vms")
-	// Wrap the cluster's EnvironmentBrowser (VMs in the cluster share it) for QueryConfigTarget.
-	eb := simulator.Map.Get(*clusterObj.EnvironmentBrowser).(*simulator.EnvironmentBrowser)
-	simulator.Map.Put(&envBrowser{EnvironmentBrowser: *eb, lab: lab, hosts: append([]types.ManagedObjectReference{}, clusterObj.Host...)})
+	// The cluster's EnvironmentBrowser (VMs in the cluster share it) answers QueryConfigTarget with the GPUs.
+	eb := m.Get(*clusterObj.EnvironmentBrowser).(*simulator.EnvironmentBrowser)
+	lab.override(&envBrowser{EnvironmentBrowser: eb, lab: lab, hosts: append([]types.ManagedObjectReference{}, clusterObj.Host...)})
 
 	lmRef := *c.ServiceContent.LicenseManager
-	lm := simulator.Map.Get(lmRef).(*simulator.LicenseManager)
-	simulator.Map.Put(&licenseManager{LicenseManager: *lm})
+	lm := m.Get(lmRef).(*simulator.LicenseManager)
+	lab.override(&licenseManager{LicenseManager: lm})
 	lab.licenseManager = lmRef
 	lam := &licenseAssignmentManager{lab: lab, assigned: map[string]assignment{}}
 	lam.Self = *lm.LicenseAssignmentManager
-	simulator.Map.Put(lam)
+	lab.override(lam)
+	m.Handler = lab.route
 
 	// vCenter advanced settings the product manages (vpxd default: vGPU vMotion off).
-	om := simulator.Map.OptionManager()
+	om := m.OptionManager()
 	om.Setting = append(om.Setting, &types.OptionValue{Key: "vgpu.hotmigrate.enabled", Value: false})
 
 	return lab, nil
 }
 
-func createVM(ctx context.Context, c *vim25.Client, folder *object.Folder, pool *object.ResourcePool,
+func (l *Lab) createVM(ctx context.Context, c *vim25.Client, folder *object.Folder, pool *object.ResourcePool,
 	host *object.HostSystem, dsName string, dsRef, netRef types.ManagedObjectReference, netName string, v VM) error {
 	guestID := v.GuestID
 	if guestID == "" {
@@ -200,7 +253,7 @@ func createVM(ctx context.Context, c *vim25.Client, folder *object.Folder, pool 
 		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", dsName)},
 		DeviceChange: change,
 	}
-	res, err := taskResult(folder.CreateVM(ctx, spec, pool, host))
+	res, err := l.taskResult(folder.CreateVM(ctx, spec, pool, host))
 	if err != nil {
 		return err
 	}
@@ -209,9 +262,40 @@ func createVM(ctx context.Context, c *vim25.Client, folder *object.Folder, pool 
 		return vm.MarkAsTemplate(ctx)
 	}
 	if v.PowerState == "poweredOn" {
-		_, err = taskResult(vm.PowerOn(ctx))
+		_, err = l.taskResult(vm.PowerOn(ctx))
 	}
 	return err
+}
+
+// override makes obj answer for its managed object: the SOAP calls on its moref reach obj, which embeds
+// or replaces vcsim's object (methods obj does not define are vcsim's own). The registry keeps vcsim's
+// object, since vcsim's code type-asserts it (e.g. *simulator.EnvironmentBrowser when a host joins the
+// cluster or a VM's hardware is upgraded); obj shares its lock, as vcsim locks by moref.
+func (l *Lab) override(obj mo.Reference) {
+	l.overrides[obj.Reference()] = obj
+}
+
+// route is the registry's Handler, asked for the object of every SOAP call (it sees the request first).
+// vcsim prefers what the caller's session resolves the moref to (Session.Get: the session's own
+// registry, else the shared one) over the Handler's answer, so the lab object is also put into the
+// session's registry.
+func (l *Lab) route(ctx *simulator.Context, method *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if req, ok := method.Body.(*types.CloneVM_Task); ok {
+		// vcsim's CloneVM_Task drops the clone spec's config (extraConfig, numCPUs, memoryMB: it sets
+		// them on a copy of the spec it then does not use); the clone hook applies it. The latest call
+		// for a source, folder and name wins (a failed clone's entry is replaced by the next one's).
+		l.cloneMu.Lock()
+		l.clones[cloneKey{src: req.This, folder: req.Folder, name: req.Name}] = req.Spec.Config
+		l.cloneMu.Unlock()
+	}
+	obj, ok := l.overrides[method.This]
+	if !ok {
+		return nil, nil
+	}
+	if s := ctx.Session; s != nil && s.Registry != nil && s.Registry.Get(method.This) == nil {
+		s.Registry.Put(obj)
+	}
+	return obj, nil
 }
 
 // phaseTimer logs how long each part of the inventory build took (startup must stay in seconds).

@@ -1,7 +1,11 @@
 package main
 
-// Licensing: vcsim 0.24 stores added keys without their info and has no UpdateAssignedLicense; its
-// QueryAssignedLicenses always answers the evaluation license. These wrappers keep real assignments.
+// Licensing as vCenter does it, answered in place of vcsim's LicenseManager.AddLicense and
+// LicenseAssignmentManager (see Lab.override). vcsim accepts any string as a key and stores it without
+// edition or capacity; its UpdateAssignedLicense answers an unknown entity with neither a result nor a
+// fault and an unknown key with InvalidArgument, and it lists clusters and names vCenter "vcsim". vCenter
+// rejects a malformed key (InvalidLicense), faults an unknown entity (LicenseEntityNotFound) or a key not
+// added (InvalidLicense), and licenses vCenter and hosts: what the product and its tests rely on.
 
 import (
 	"regexp"
@@ -18,11 +22,12 @@ import (
 // vSphere license keys: five groups of five characters.
 var licenseKeyFormat = regexp.MustCompile(`^[0-9A-Z]{5}(-[0-9A-Z]{5}){4}$`)
 
+// licenseManager shares vcsim's LicenseManager object (its licenses property is the one clients read).
 type licenseManager struct {
-	simulator.LicenseManager
+	*simulator.LicenseManager
 }
 
-func (m *licenseManager) AddLicense(req *types.AddLicense) soap.HasFault {
+func (m *licenseManager) AddLicense(ctx *simulator.Context, req *types.AddLicense) soap.HasFault {
 	if !licenseKeyFormat.MatchString(req.LicenseKey) {
 		return &methods.AddLicenseBody{Fault_: simulator.Fault("invalid license key format",
 			&types.InvalidLicense{LicenseContent: req.LicenseKey})}
@@ -39,12 +44,12 @@ func (m *licenseManager) AddLicense(req *types.AddLicense) soap.HasFault {
 	info.Total = 1024
 	info.CostUnit = "cpuPackage"
 	info.Labels = req.Labels
-	m.Licenses = append(m.Licenses, info)
-	simulator.Map.Update(m, []types.PropertyChange{{Name: "licenses", Val: m.Licenses}})
+	licenses := append(append([]types.LicenseManagerLicenseInfo{}, m.Licenses...), info)
+	ctx.Update(m.LicenseManager, []types.PropertyChange{{Name: "licenses", Val: licenses}})
 	return &methods.AddLicenseBody{Res: &types.AddLicenseResponse{Returnval: info}}
 }
 
-func (m *licenseManager) find(key string) (types.LicenseManagerLicenseInfo, bool) {
+func findLicense(m *simulator.LicenseManager, key string) (types.LicenseManagerLicenseInfo, bool) {
 	for _, l := range m.Licenses {
 		if l.LicenseKey == key {
 			return l, true
@@ -65,8 +70,8 @@ type licenseAssignmentManager struct {
 	assigned map[string]assignment // entity id (host moref value or vCenter instance uuid) -> license
 }
 
-func (m *licenseAssignmentManager) licenses() *licenseManager {
-	return simulator.Map.Get(m.lab.licenseManager).(*licenseManager)
+func (m *licenseAssignmentManager) licenses() *simulator.LicenseManager {
+	return m.lab.m.Get(m.lab.licenseManager).(*simulator.LicenseManager)
 }
 
 // entities lists every entity that carries a license: the vCenter itself and each host.
@@ -78,7 +83,7 @@ func (m *licenseAssignmentManager) entities() map[string]string {
 	return out
 }
 
-func (m *licenseAssignmentManager) UpdateAssignedLicense(req *types.UpdateAssignedLicense) soap.HasFault {
+func (m *licenseAssignmentManager) UpdateAssignedLicense(ctx *simulator.Context, req *types.UpdateAssignedLicense) soap.HasFault {
 	body := &methods.UpdateAssignedLicenseBody{}
 	name, ok := m.entities()[req.Entity]
 	if !ok {
@@ -87,7 +92,7 @@ func (m *licenseAssignmentManager) UpdateAssignedLicense(req *types.UpdateAssign
 	}
 	lm := m.licenses()
 	var info types.LicenseManagerLicenseInfo
-	simulator.Map.WithLock(lm, func() { info, ok = lm.find(req.LicenseKey) })
+	ctx.WithLock(lm, func() { info, ok = findLicense(lm, req.LicenseKey) })
 	if !ok {
 		body.Fault_ = simulator.Fault("license key not added to LicenseManager",
 			&types.InvalidLicense{LicenseContent: req.LicenseKey})
@@ -103,14 +108,14 @@ func (m *licenseAssignmentManager) UpdateAssignedLicense(req *types.UpdateAssign
 	return body
 }
 
-func (m *licenseAssignmentManager) RemoveAssignedLicense(req *types.RemoveAssignedLicense) soap.HasFault {
+func (m *licenseAssignmentManager) RemoveAssignedLicense(ctx *simulator.Context, req *types.RemoveAssignedLicense) soap.HasFault {
 	m.mu.Lock()
 	delete(m.assigned, req.EntityId)
 	m.mu.Unlock()
 	return &methods.RemoveAssignedLicenseBody{Res: &types.RemoveAssignedLicenseResponse{}}
 }
 
-func (m *licenseAssignmentManager) QueryAssignedLicenses(req *types.QueryAssignedLicenses) soap.HasFault {
+func (m *licenseAssignmentManager) QueryAssignedLicenses(ctx *simulator.Context, req *types.QueryAssignedLicenses) soap.HasFault {
 	body := &methods.QueryAssignedLicensesBody{Res: &types.QueryAssignedLicensesResponse{}}
 	entities := m.entities()
 	ids := make([]string, 0, len(entities))
@@ -128,13 +133,13 @@ func (m *licenseAssignmentManager) QueryAssignedLicenses(req *types.QueryAssigne
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// Lock order: assignment manager (held by the SOAP call) -> license manager.
-	simulator.Map.WithLock(lm, func() {
+	ctx.WithLock(lm, func() {
 		for _, id := range ids {
 			a := assignment{key: simulator.EvalLicense.LicenseKey, displayName: entities[id]}
 			if got, ok := m.assigned[id]; ok {
 				a = got
 			}
-			info, ok := lm.find(a.key)
+			info, ok := findLicense(lm, a.key)
 			if !ok {
 				info = simulator.EvalLicense
 			}

@@ -94,7 +94,7 @@ func run(o options) error {
 	model := simulator.VPX()
 	model.Datacenter, model.Portgroup, model.Host, model.Cluster = 0, 0, 0, 0
 	model.ClusterHost, model.Datastore, model.Machine, model.Autostart = 0, 0, 0, false
-	// vcsim 0.24 presents vCenter 6.5; clients then negotiate the 6.5 API, which has no vGPU capabilities,
+	// vcsim presents vCenter 6.5 (still in v0.52); clients then negotiate the 6.5 API, which has no vGPU capabilities,
 	// Dynamic DirectPath or PVRDMA protocols. The lab's vCenter is 8.0 U2 (vGPU 17 / NVAIE 5 support it).
 	about := &model.ServiceContent.About
 	about.Version, about.Build, about.ApiVersion = "8.0.2", "22385739", "8.0.2.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -25,11 +26,36 @@ def test_build_is_cached() -> None:
     assert os.access(second, os.X_OK)
 
 
-def test_missing_toolchain_names_the_apt_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_go_says_what_is_needed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(vcenter.shutil, "which", lambda name: None)
-    monkeypatch.setattr(vcenter, "GOVMOMI_SIMULATOR", tmp_path / "absent")
-    with pytest.raises(vcenter.VcsimError, match="golang-go, golang-github-vmware-govmomi-dev"):
+    with pytest.raises(vcenter.VcsimError, match=r"no `go` on PATH; Go >= 1\.26 must be on PATH"):
         vcenter.build_vcsim(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing built, nothing cached
+
+
+def test_too_old_go_is_refused_before_building(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(vcenter, "_go_version", lambda go: "go version go1.22.2 linux/amd64")
+    with pytest.raises(vcenter.VcsimError, match=r"is go version go1\.22\.2 linux/amd64; Go >= 1\.26 must be on PATH"):
+        vcenter.build_vcsim(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_key_covers_the_module_files_and_the_toolchain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sources = tmp_path / "vcsim"
+    shutil.copytree(vcenter.VCSIM_SOURCES, sources)
+    monkeypatch.setattr(vcenter, "VCSIM_SOURCES", sources)
+    _, version = vcenter._check_toolchain()
+    base = vcenter._source_key(version)
+    assert vcenter._source_key(version) == base
+    assert vcenter._source_key(version + " patched") != base
+    for name in ("go.mod", "go.sum", "main.go"):
+        original = (sources / name).read_bytes()
+        (sources / name).write_bytes(original + b"\n")
+        assert vcenter._source_key(version) != base, name
+        (sources / name).write_bytes(original)
+    (sources / "go.sum").unlink()
+    with pytest.raises(vcenter.VcsimError, match="go.sum"):
+        vcenter._source_key(version)
 
 
 def test_lab_ca_files_and_reuse(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_extra_config_replaces_and_deletes_keys(vcsim_lab: VcsimLab, si: vim.Ser
     WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=_opts(pciPassthru__allowP2P="true", a__b="1"))))
     WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=_opts(a__b="2", pciPassthru__allowP2P=""))))
     keys = [o.key for o in vm.config.extraConfig]
-    assert len(keys) == len(set(keys)), keys  # vcsim 0.24 would append a duplicate
+    assert len(keys) == len(set(keys)), keys  # vSphere replaces a key's value (no duplicate)
     extra = {o.key: o.value for o in vm.config.extraConfig}
     assert extra["a.b"] == "2" and "pciPassthru.allowP2P" not in extra
     assert vcsim_lab.admin.vm("vm-ts-01")["extraConfig"]["a.b"] == "2"
@@ -149,7 +149,10 @@ def test_power_on_assigns_dynamic_device_and_guest_address(vcsim_lab: VcsimLab, 
         ),
     )
     WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=_add(dynamic))))
-    WaitForTask(vm.PowerOnVM_Task())
+    task = vm.PowerOnVM_Task()
+    WaitForTask(task)
+    # vCenter names a task's method as the SOAP API does (pyVim's WaitForTask resolves it while the task runs)
+    assert task.info.name.info.wsdlName == "PowerOnVM_Task"
     try:
         [dev] = [d for d in vm.config.hardware.device if isinstance(d, Pci)]
         assert dev.backing.assignedId == "0000:3b:00.0"  # the first H100 on esxi-02
@@ -213,20 +216,31 @@ def test_unknown_setting_name_is_a_fault(si: vim.ServiceInstance) -> None:
 def test_clone_keeps_source_extra_config(vcsim_lab: VcsimLab, si: vim.ServiceInstance) -> None:
     src = find(si, vim.VirtualMachine, "vm-mig-01")
     WaitForTask(src.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=_opts(numa__nodeAffinity="0"))))
-    spec = vim.vm.CloneSpec(
-        location=vim.vm.RelocateSpec(), config=vim.vm.ConfigSpec(extraConfig=_opts(pciPassthru__allowP2P="true"))
-    )
+    config = vim.vm.ConfigSpec(extraConfig=_opts(pciPassthru__allowP2P="true"), numCPUs=6, memoryMB=24576)
+    spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), config=config)
     WaitForTask(src.CloneVM_Task(folder=src.parent, name="vm-mig-01-clone", spec=spec), si=si)
     clone = find(si, vim.VirtualMachine, "vm-mig-01-clone")
     try:
         extra = {o.key: o.value for o in clone.config.extraConfig}
         assert extra["numa.nodeAffinity"] == "0" and extra["pciPassthru.allowP2P"] == "true"
-        assert clone.config.firmware == "efi"
+        assert clone.config.firmware == "efi" and clone.config.version == src.config.version == "vmx-20"
+        assert (clone.config.hardware.numCPU, clone.config.hardware.memoryMB) == (6, 24576)  # the clone spec's
+        assert (clone.summary.config.numCpu, clone.summary.config.memorySizeMB) == (6, 24576)
         assert vcsim_lab.admin.vm("vm-mig-01-clone")["extraConfig"]["numa.nodeAffinity"] == "0"
     finally:
         WaitForTask(clone.Destroy_Task())
     with pytest.raises(vmodl.fault.ManagedObjectNotFound):
         _ = clone.name
+    # without CPUs/memory in the clone spec, the clone has the source's
+    bare = vim.vm.CloneSpec(location=vim.vm.RelocateSpec())
+    WaitForTask(src.CloneVM_Task(folder=src.parent, name="vm-mig-01-clone2", spec=bare))
+    clone = find(si, vim.VirtualMachine, "vm-mig-01-clone2")
+    try:
+        hw = (clone.config.hardware.numCPU, clone.config.hardware.memoryMB)
+        assert hw == (src.config.hardware.numCPU, src.config.hardware.memoryMB) == (8, 65536)
+        assert {o.key: o.value for o in clone.config.extraConfig}["numa.nodeAffinity"] == "0"
+    finally:
+        WaitForTask(clone.Destroy_Task())
 
 
 def test_lab_admin_without_arguments_reads_the_lab_env_file(
