@@ -16,8 +16,8 @@ properties of every host and VM:
 
 SOAP round trips are counted at pyVmomi's ``SoapStubAdapter.InvokeMethod`` (every request on the wire, property
 fetches included). Targets (issue 6): audit >= 20x fewer round trips than naive; audit wall time <= 1.5x raw.
-Note: govmomi 0.24's vcsim answers every retrieval in one page (it ignores maxObjects and never returns a token),
-so the paging loop runs one page here; a real vCenter pages (the loop is unit-tested with tokens).
+The lab's vcsim (govmomi v0.52) pages retrievals as a real vCenter does (maxObjects, ContinueRetrievePropertiesEx
+tokens), so the audit's paging loop runs here as it does against vCenter.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def _pid_alive(pid: int) -> bool:
 def _missing_tools() -> list[str]:
     missing = [tool for tool in ("/usr/sbin/sshd", "/usr/bin/ssh-keygen") if not Path(tool).exists()]
     if shutil.which("go") is None:
-        missing.append("go (golang-go)")
+        missing.append("go (Go >= 1.26 on PATH, for the Go module lab/vcsim)")
     return missing
 
 
@@ -78,7 +78,7 @@ def lab_env(lab_paths: Any) -> Iterator[Any]:
     missing = _missing_tools()
     if missing:
         pytest.skip(
-            f"the embedded lab needs {', '.join(missing)} (apt-get install -y openssh-server golang-go golang-github-vmware-govmomi-dev)"
+            f"the embedded lab needs {', '.join(missing)} (sshd and ssh-keygen: apt-get install -y openssh-server)"
         )
     from lab import manager
 

@@ -39,7 +39,7 @@ def licensing_document(lab: PrivateLab) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def lic_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLab]:
     if shutil.which("go") is None:
-        pytest.skip("the lab vCenter needs go (apt-get install -y golang-go golang-github-vmware-govmomi-dev)")
+        pytest.skip("the lab vCenter needs Go >= 1.26 on PATH (it builds the Go module lab/vcsim)")
     with private_lab(tmp_path_factory.mktemp("lic-lab")) as lab:
         env_file = lab.dir / "env.json"
         doc = json.loads(env_file.read_text())
