@@ -19,6 +19,7 @@ from components.providers.host_license import HostLicenseAssignment
 from components.providers.host_step import HostAts, HostDriver, HostGraphics, HostMigMode
 from gpufleet.spec.derive import host_needs_vgpu_driver
 from gpufleet.spec.models import Fleet, HostSpec, VcenterSpec
+from host_setup.model import Desired
 
 TYPE = "gpufleet:vsphere:GpuHost"
 
@@ -60,6 +61,7 @@ class GpuHost(pulumi.ComponentResource):
                 mode="json", by_alias=True, exclude_none=True
             ),
             "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "mayPowerOff": sorted(Desired.of(fleet, spec).may_power_off),
         }
         previous: list[pulumi.Resource] = []
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from gpufleet.spec import derive
 from gpufleet.spec.models import DriverSpec, Fleet, HostSpec
+from gpufleet.vsphere.vm_desired import allow_power_cycle
 from host_setup.esxcli import GraphicsHost, KernelSetting
 from host_setup.mlxconfig import NicAts
 from host_setup.nvidia_smi import SmiReport
@@ -30,6 +31,8 @@ class Desired:
     mig: dict[str, bool]  # PCI address -> MIG mode wanted
     gpu_models: dict[str, str]  # PCI address -> board
     ats_nics: tuple[str, ...]  # ConnectX PCI addresses that need ATS_ENABLED (and then atsSupport on the host)
+    # The fleet's VMs gpufleet may power off when they cannot move off a host entering maintenance (allowPowerCycle)
+    may_power_off: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, fleet: Fleet, host: HostSpec) -> Desired:
@@ -43,6 +46,7 @@ class Desired:
             mig=derive.host_mig_modes(host),
             gpu_models={gpu.pci: gpu.model for gpu in host.gpus},
             ats_nics=tuple(nic.pci for nic in host.nics if nic.ats),
+            may_power_off=frozenset(vm.name for vm in fleet.vms if allow_power_cycle(fleet, vm)),
         )
 
 

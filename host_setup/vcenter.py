@@ -24,8 +24,10 @@ class HostApi(Protocol):
         """Every host vCenter shows in maintenance mode (ours or not: all count against the bound)."""
         ...
 
-    def enter_maintenance(self, name: str, *, timeout: float, allow_vgpu_vmotion: bool) -> list[str]:
-        """Evacuate (or refuse) and enter maintenance; returns 'vm -> host' lines for the VMs moved."""
+    def enter_maintenance(
+        self, name: str, *, timeout: float, allow_vgpu_vmotion: bool, may_power_off: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Evacuate (or refuse) and enter maintenance; returns 'vm -> host' / 'vm powered off' lines."""
         ...
 
     def exit_maintenance(self, name: str, *, timeout: float) -> bool: ...
@@ -39,6 +41,13 @@ class HostApi(Protocol):
     def set_marker(self, name: str, value: str) -> None: ...
 
 
+# Evacuations are serialised in the process (the CLI's rollout threads, a Pulumi dynamic provider serving several
+# host steps at once): two hosts planning their moves at once could both count on the same free memory elsewhere,
+# and a host entering maintenance must be out of the other's target list. Where each VM goes back to is noted in
+# vCenter (``gpufleet.home``, gpufleet.vsphere.hosts), not here, so any process taking a host out returns them.
+_EVACUATION = threading.Lock()
+
+
 class VsphereHostApi:
     """HostApi over a pyvmomi ServiceInstance (share one across the rollout's threads)."""
 
@@ -46,12 +55,6 @@ class VsphereHostApi:
         self.si = si
         self._hosts: dict[str, vim.HostSystem] = {}
         self._lock = threading.Lock()
-        # Evacuations are serialised: two hosts planning their moves at once could both count on the same
-        # free memory elsewhere, and a host entering maintenance must be out of the other's target list.
-        self._evacuation = threading.Lock()
-        # VMs evacuated in this run, by name: (the first move, the host they came from). A VM moved again (its
-        # refuge entered maintenance too) keeps its first home; it goes back there when that host exits.
-        self._home: dict[str, tuple[hosts.Move, str]] = {}
 
     def host_names(self) -> list[str]:
         rows = collect(self.si, vim.HostSystem, ["name"])
@@ -75,23 +78,22 @@ class VsphereHostApi:
     def in_maintenance(self) -> list[HostState]:
         return [s for s in hosts.all_host_states(self.si) if s.in_maintenance]
 
-    def enter_maintenance(self, name: str, *, timeout: float, allow_vgpu_vmotion: bool) -> list[str]:
+    def enter_maintenance(
+        self, name: str, *, timeout: float, allow_vgpu_vmotion: bool, may_power_off: frozenset[str] = frozenset()
+    ) -> list[str]:
         host = self._host(name)
-        with self._evacuation:
-            moves = hosts.enter_maintenance(self.si, host, timeout=timeout, allow_vgpu_vmotion=allow_vgpu_vmotion)
-            for move in moves:
-                self._home.setdefault(move.vm_name, (move, name))
-        return [f"{m.vm_name} -> {m.target_name}" for m in moves]
+        with _EVACUATION:
+            moves = hosts.enter_maintenance(
+                self.si, host, timeout=timeout, allow_vgpu_vmotion=allow_vgpu_vmotion, may_power_off=may_power_off
+            )
+        return [m.describe() for m in moves]
 
     def exit_maintenance(self, name: str, *, timeout: float) -> bool:
         host = self._host(name)
         exited = hosts.exit_maintenance(self.si, host, timeout=timeout)
-        with self._evacuation:
-            moves = [move for move, home in self._home.values() if home == name]
-            for move in moves:
-                del self._home[move.vm_name]
-            if moves and not hosts.host_state(self.si, host).in_maintenance:
-                hosts.return_moved_vms(host, moves, timeout=timeout)
+        with _EVACUATION:
+            if not hosts.host_state(self.si, host).in_maintenance:
+                hosts.return_home(self.si, host, timeout=timeout)
         return exited
 
     def wait_connected(self, name: str, *, timeout: float) -> None:

@@ -16,13 +16,15 @@ Each resource runs one ``host_setup.steps`` step with the same check/apply/asser
   reboot, not a cleanup): the step owns no object to remove.
 
 Inputs: ``vcenter``, ``cluster``, ``host`` (the HostSpec, camelCase, its driver resolved), ``rollout`` (the
-fleet's RolloutPolicy: timeouts, vGPU vMotion during evacuation).
+fleet's RolloutPolicy: timeouts, vGPU vMotion during evacuation), ``mayPowerOff`` (the fleet's VMs whose
+``allowPowerCycle`` lets evacuation power them off when they cannot move).
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import closing
+from dataclasses import replace
 from typing import Any
 
 from pulumi import Input, ResourceOptions
@@ -41,7 +43,7 @@ from host_setup.steps.graphics import restart_xorg
 from host_setup.steps.reboot import reboot_and_wait, reboot_reasons
 from host_setup.vcenter import VsphereHostApi
 
-INPUT_KEYS = ("vcenter", "cluster", "host", "rollout")
+INPUT_KEYS = ("vcenter", "cluster", "host", "rollout", "mayPowerOff")
 STEP_NAMES = tuple(step.name for step in STEPS)  # driver, graphics, mig, ats
 
 
@@ -78,7 +80,7 @@ class HostStepProvider(GpufleetProvider):
 
     def _converge(self, props: dict[str, Any]) -> dict[str, Any]:
         fleet = fleet_of(props)
-        desired = Desired.of(fleet, fleet.hosts[0])
+        desired = replace(Desired.of(fleet, fleet.hosts[0]), may_power_off=frozenset(props.get("mayPowerOff") or ()))
         conns = self.connections(props["vcenter"], fleet)
         step = _step(self.step)
         name = desired.name

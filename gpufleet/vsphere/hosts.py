@@ -14,7 +14,13 @@ Evacuation is done here, VM by VM, rather than left to DRS: a cluster without fu
 - a VM with a vGPU moves only when vGPU vMotion is allowed (``rollout.vgpuVmotion``) and the target host offers
   its vGPU profile;
 - memory is the binding constraint (GPU VMs reserve all their memory): each VM goes to the connected host outside
-  maintenance with the most free memory (host memory minus the memory of its powered-on VMs).
+  maintenance with the most free memory (host memory minus the memory of its powered-on VMs);
+- a VM that cannot move is powered off instead when the caller names it in ``may_power_off`` (the spec's
+  ``allowPowerCycle`` for that VM), and powered on again when its host leaves maintenance.
+
+What evacuation did is noted on each VM in vCenter before it is done (``gpufleet.home``: moved away from that host;
+``gpufleet.stopped``: powered off for that host), so whichever process takes the host out of maintenance - the
+CLI's rollout, a Pulumi host step, a rerun after a crash - puts the VMs back (``return_home``).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from gpufleet.errors import GpufleetError, TaskError
+from gpufleet.vsphere import fields
 from gpufleet.vsphere.inventory import collect, collect_one, find_by_name
 from gpufleet.vsphere.tasks import wait_for_task
 
@@ -47,13 +54,17 @@ class HostState:
 
 @dataclass(frozen=True)
 class Move:
-    """One VM to relocate before maintenance."""
+    """One VM to relocate (``target``) or, when it cannot move and may be powered off, to stop (``target`` None)
+    before maintenance."""
 
     vm: vim.VirtualMachine
     vm_name: str
-    target: vim.HostSystem
-    target_name: str
+    target: vim.HostSystem | None
+    target_name: str | None
     memory_mb: int
+
+    def describe(self) -> str:
+        return f"{self.vm_name} -> {self.target_name}" if self.target is not None else f"{self.vm_name} powered off"
 
 
 def find_host(si: vim.ServiceInstance, name: str) -> vim.HostSystem:
@@ -112,9 +123,15 @@ def _gpu_kind(devices: list[Any] | None) -> tuple[str, str | None]:
     return "none", None
 
 
-def evacuation_plan(si: vim.ServiceInstance, host: vim.HostSystem, allow_vgpu_vmotion: bool = False) -> list[Move]:
-    """Where each powered-on VM of ``host`` would go. Raises ``EvacuationRefused`` listing every VM that cannot
-    move (and why) before anything is changed."""
+def evacuation_plan(
+    si: vim.ServiceInstance,
+    host: vim.HostSystem,
+    allow_vgpu_vmotion: bool = False,
+    may_power_off: frozenset[str] = frozenset(),
+) -> list[Move]:
+    """Where each powered-on VM of ``host`` would go (or that it is powered off, if it cannot move and is named in
+    ``may_power_off``). Raises ``EvacuationRefused`` listing every VM that cannot move (and why) before anything
+    is changed."""
     hosts = collect(si, vim.HostSystem, _HOST_PROPS)
     me = next((h for h in hosts if h["obj"] == host), None)
     if me is None:
@@ -145,77 +162,107 @@ def evacuation_plan(si: vim.ServiceInstance, host: vim.HostSystem, allow_vgpu_vm
     moves: list[Move] = []
     for vm in sorted(to_move, key=lambda v: -(v["config.hardware.memoryMB"] or 0)):
         need = vm["config.hardware.memoryMB"] or 0
-        kind, profile = _gpu_kind(vm["config.hardware.device"])
-        if kind == "passthrough":
-            problems.append(f"{vm['name']} has a DirectPath I/O GPU and cannot move while powered on (power it off)")
-            continue
-        candidates = targets
-        if kind == "vgpu":
-            if not allow_vgpu_vmotion:
-                problems.append(f"{vm['name']} has vGPU {profile} and vGPU vMotion is off (rollout.vgpuVmotion)")
-                continue
-            candidates = [h for h in targets if profile in (h["config.sharedPassthruGpuTypes"] or [])]
-        fitting = [h for h in candidates if free_mb[h["obj"]] >= need]
-        if not fitting:
-            where = "no other connected host of the cluster outside maintenance"
-            if candidates:
-                best = max(free_mb[h["obj"]] for h in candidates)
-                where = f"at most {best} MB free on the other hosts"
-            problems.append(f"{vm['name']} needs {need} MB ({where})")
-            continue
-        target = max(fitting, key=lambda h: free_mb[h["obj"]])
-        free_mb[target["obj"]] -= need
-        moves.append(Move(vm["obj"], vm["name"], target["obj"], target["name"], need))
+        problem, target = _refuge(vm, targets, free_mb, allow_vgpu_vmotion)
+        if target is not None:
+            free_mb[target["obj"]] -= need
+            moves.append(Move(vm["obj"], vm["name"], target["obj"], target["name"], need))
+        elif vm["name"] in may_power_off:
+            moves.append(Move(vm["obj"], vm["name"], None, None, need))
+        else:
+            problems.append(problem)
     if problems:
         raise EvacuationRefused(
             f"{me['name']}: the cluster cannot absorb its powered-on VMs, not entering maintenance: "
             + "; ".join(problems)
+            + " (or allow gpufleet to power them off: allowPowerCycle)"
         )
     return moves
 
 
+def _refuge(
+    vm: dict[str, Any], targets: list[dict[str, Any]], free_mb: dict[Any, int], allow_vgpu_vmotion: bool
+) -> tuple[str, dict[str, Any] | None]:
+    """Where one powered-on VM can go: ("", host row), or (why it cannot move, None)."""
+    need = vm["config.hardware.memoryMB"] or 0
+    kind, profile = _gpu_kind(vm["config.hardware.device"])
+    if kind == "passthrough":
+        return f"{vm['name']} has a DirectPath I/O GPU and cannot move while powered on", None
+    candidates = targets
+    if kind == "vgpu":
+        if not allow_vgpu_vmotion:
+            return f"{vm['name']} has vGPU {profile} and vGPU vMotion is off (rollout.vgpuVmotion)", None
+        candidates = [h for h in targets if profile in (h["config.sharedPassthruGpuTypes"] or [])]
+        if not candidates:
+            return f"{vm['name']} has vGPU {profile} and no other host outside maintenance offers it", None
+    fitting = [h for h in candidates if free_mb[h["obj"]] >= need]
+    if not fitting:
+        where = "no other connected host of the cluster outside maintenance"
+        if candidates:
+            where = f"at most {max(free_mb[h['obj']] for h in candidates)} MB free on the other hosts"
+        return f"{vm['name']} needs {need} MB ({where})", None
+    return "", max(fitting, key=lambda h: free_mb[h["obj"]])
+
+
 def enter_maintenance(
-    si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float, allow_vgpu_vmotion: bool = False
+    si: vim.ServiceInstance,
+    host: vim.HostSystem,
+    *,
+    timeout: float,
+    allow_vgpu_vmotion: bool = False,
+    may_power_off: frozenset[str] = frozenset(),
 ) -> list[Move]:
-    """Move the host's powered-on VMs away (after checking they all fit) and enter maintenance mode.
-    Returns the moves made; nothing is done when the host is already in maintenance mode."""
+    """Move the host's powered-on VMs away (after checking they all fit; powering off those that cannot move and
+    are named in ``may_power_off``) and enter maintenance mode. Each VM is noted first (``gpufleet.home`` = this
+    host, kept if it has one already: moved again, it still goes back to its first home; ``gpufleet.stopped`` for
+    a VM powered off). Returns the moves made; nothing is done when the host is already in maintenance mode."""
     state = host_state(si, host)
     if state.in_maintenance:
         return []
     deadline = time.monotonic() + timeout
-    moves = evacuation_plan(si, host, allow_vgpu_vmotion)
+    moves = evacuation_plan(si, host, allow_vgpu_vmotion, may_power_off)
     for move in moves:
+        left = max(1.0, deadline - time.monotonic())
+        if move.target is None:
+            fields.set_field(si, move.vm, fields.STOPPED_FIELD, state.name)
+            wait_for_task(move.vm.PowerOffVM_Task(), what=f"power off {move.vm_name} on {state.name}", timeout=left)
+            continue
+        if not fields.get_field(si, move.vm, fields.HOME_FIELD):
+            fields.set_field(si, move.vm, fields.HOME_FIELD, state.name)
         task = move.vm.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=move.target, pool=None))
-        wait_for_task(
-            task,
-            what=f"move {move.vm_name} from {state.name} to {move.target_name}",
-            timeout=max(1.0, deadline - time.monotonic()),
-        )
+        wait_for_task(task, what=f"move {move.vm_name} from {state.name} to {move.target_name}", timeout=left)
     remaining = max(1.0, deadline - time.monotonic())
     task = host.EnterMaintenanceMode_Task(timeout=int(remaining), evacuatePoweredOffVms=False)
     wait_for_task(task, what=f"enter maintenance mode on {state.name}", timeout=remaining + 5)
     return moves
 
 
-def return_moved_vms(host: vim.HostSystem, moves: list[Move], *, timeout: float) -> list[str]:
-    """Move the VMs that ``enter_maintenance`` moved away from ``host`` back to it (the spec pins VMs to hosts,
-    and ``vms apply`` does not move them). A VM gone, powered off or already back is left alone. Returns the
-    names of the VMs moved back."""
+def return_home(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float) -> list[str]:
+    """Put back what evacuating ``host`` did: move the VMs whose ``gpufleet.home`` is ``host`` back to it (the
+    spec pins VMs to hosts, and ``vms apply`` does not move them) and power on those gpufleet powered off for it
+    (``gpufleet.stopped``), clearing the notes. A VM powered off since, or already back, only loses its note.
+    Returns what was done, one line per VM."""
     deadline = time.monotonic() + timeout
-    returned: list[str] = []
-    for move in moves:
-        try:
-            runtime = move.vm.runtime
-        except vmodl.fault.ManagedObjectNotFound:
-            continue
-        if runtime.host == host or runtime.powerState != vim.VirtualMachine.PowerState.poweredOn:
-            continue
-        task = move.vm.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host, pool=None))
-        wait_for_task(
-            task, what=f"move {move.vm_name} back to {host.name}", timeout=max(1.0, deadline - time.monotonic())
-        )
-        returned.append(move.vm_name)
-    return returned
+    name = host_state(si, host).name
+    rows = collect(si, vim.VirtualMachine, ["name", "customValue", "runtime.host", "runtime.powerState"])
+    homes = fields.field_values(si, rows, fields.HOME_FIELD, vim.VirtualMachine)
+    stopped = fields.field_values(si, rows, fields.STOPPED_FIELD, vim.VirtualMachine)
+    done: list[str] = []
+    on = vim.VirtualMachine.PowerState.poweredOn
+    for index in sorted(set(homes) | set(stopped)):
+        row = rows[index]
+        left = max(1.0, deadline - time.monotonic())
+        if homes.get(index) == name:
+            if row["runtime.host"] != host and row["runtime.powerState"] == on:
+                task = row["obj"].RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host, pool=None))
+                wait_for_task(task, what=f"move {row['name']} back to {name}", timeout=left)
+                done.append(f"{row['name']} back from {row['runtime.host'].name}")
+            fields.set_field(si, row["obj"], fields.HOME_FIELD, "")
+        if stopped.get(index) == name:
+            if row["runtime.powerState"] != on:
+                wait_for_task(row["obj"].PowerOnVM_Task(), what=f"power on {row['name']} on {name}", timeout=left)
+                done.append(f"{row['name']} powered on")
+            fields.set_field(si, row["obj"], fields.STOPPED_FIELD, "")
+    return done
 
 
 def exit_maintenance(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float) -> bool:

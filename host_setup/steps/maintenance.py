@@ -27,6 +27,7 @@ def enter(ctx: StepContext, facts: HostFacts) -> str:
             name,
             timeout=float(ctx.policy.maintenance_timeout_seconds),
             allow_vgpu_vmotion=bool(ctx.policy.vgpu_vmotion),
+            may_power_off=ctx.desired.may_power_off,
         )
     except BaseException:
         ctx.api.set_marker(name, "")

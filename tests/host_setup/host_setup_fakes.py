@@ -347,7 +347,9 @@ class FakeApi:
     def in_maintenance(self) -> list[HostState]:
         return [self.state(n) for n in self.clusters if self.maintenance.get(n)]
 
-    def enter_maintenance(self, name: str, *, timeout: float, allow_vgpu_vmotion: bool) -> list[str]:
+    def enter_maintenance(
+        self, name: str, *, timeout: float, allow_vgpu_vmotion: bool, may_power_off: frozenset[str] = frozenset()
+    ) -> list[str]:
         self.calls.append(f"enter {name}")
         if name in self.refuse:
             raise EvacuationRefused(f"{name}: the cluster cannot absorb its powered-on VMs: vm-big needs 65536 MB")

@@ -221,10 +221,41 @@ def test_vgpu_vm_moves_only_with_vgpu_vmotion(si: vim.ServiceInstance) -> None:
         with pytest.raises(hosts.EvacuationRefused, match="hs-vgpu-1 has vGPU nvidia_l40s-24c and vGPU vMotion is off"):
             hosts.evacuation_plan(si, host, allow_vgpu_vmotion=False)
         # With vGPU vMotion, only a host offering the profile can take it: in the lab only esxi-03 has L40S.
-        with pytest.raises(hosts.EvacuationRefused, match="hs-vgpu-1 needs"):
+        with pytest.raises(hosts.EvacuationRefused, match="hs-vgpu-1 has vGPU nvidia_l40s-24c and no other host"):
             hosts.evacuation_plan(si, host, allow_vgpu_vmotion=True)
+        # Allowed to power it off (allowPowerCycle): it is stopped for the maintenance and started after.
+        [move] = hosts.evacuation_plan(si, host, allow_vgpu_vmotion=True, may_power_off=frozenset({"hs-vgpu-1"}))
+        assert move.target is None and move.describe() == "hs-vgpu-1 powered off"
     finally:
         _cleanup(si, vm)
+
+
+def test_a_vm_that_cannot_move_is_powered_off_when_allowed_and_on_again_by_any_api(si: vim.ServiceInstance) -> None:
+    """What evacuation did is noted in vCenter: another VsphereHostApi (another process, a rerun) that takes the
+    host out of maintenance powers the VM on again and moves the moved one back."""
+    from host_setup.vcenter import VsphereHostApi
+
+    stuck = _powered_on_vm(si, "esxi-03.lab", "hs-stop-1", memory_mb=4 * 1024 * 1024)  # fits nowhere else
+    mover = _powered_on_vm(si, "esxi-03.lab", "hs-move-1")
+    try:
+        with pytest.raises(hosts.EvacuationRefused, match="hs-stop-1 needs 4194304 MB"):
+            VsphereHostApi(si).enter_maintenance("esxi-03.lab", timeout=120, allow_vgpu_vmotion=False)
+        lines = VsphereHostApi(si).enter_maintenance(
+            "esxi-03.lab", timeout=120, allow_vgpu_vmotion=False, may_power_off=frozenset({"hs-stop-1"})
+        )
+        assert "hs-stop-1 powered off" in lines and any(line.startswith("hs-move-1 -> ") for line in lines)
+        assert stuck.runtime.powerState == "poweredOff" and mover.runtime.host.name != "esxi-03.lab"
+        assert fields.get_field(si, stuck, fields.STOPPED_FIELD) == "esxi-03.lab"
+        assert fields.get_field(si, mover, fields.HOME_FIELD) == "esxi-03.lab"
+        assert VsphereHostApi(si).exit_maintenance("esxi-03.lab", timeout=120) is True  # a fresh API: no memory
+        assert stuck.runtime.powerState == "poweredOn" and stuck.runtime.host.name == "esxi-03.lab"
+        assert mover.runtime.host.name == "esxi-03.lab" and mover.runtime.powerState == "poweredOn"
+        assert fields.get_field(si, stuck, fields.STOPPED_FIELD) is None
+        assert fields.get_field(si, mover, fields.HOME_FIELD) is None
+    finally:
+        hosts.exit_maintenance(si, hosts.find_host(si, "esxi-03.lab"), timeout=60)
+        _cleanup(si, stuck)
+        _cleanup(si, mover)
 
 
 def test_custom_attribute_marker(si: vim.ServiceInstance) -> None:
