@@ -1,9 +1,10 @@
 """Build a whole fleet's components from a ``Stack`` (what ``__main__.py`` runs; usable from any Pulumi program).
 
 - one ``GpuHost`` per host (licence from ``hosts[].license`` or ``licensing.hostLicense``);
-- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its host is prepared —
+- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its cluster's hosts are prepared —
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
-  exist already), ``GpuVm(existing=True)``: gpufleet manages only the existing VMs' GPU/RDMA devices;
+  exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
+  VMs' GPU/RDMA devices and the existing templates' GPU settings;
 - ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set.
 
 pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified).
@@ -128,14 +129,17 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
     if not brownfield and (fleet.templates or fleet.vms):
         provider = vsphere_provider(stack)
         refs = VsphereRefs(fleet, pulumi.InvokeOptions(provider=provider))
-        for template in fleet.templates:
-            out.templates[template.name] = GpuVmTemplate(
-                template.name,
-                GpuVmTemplateArgs(spec=template, fleet=fleet, refs=refs, vcenter=vcenter),
-                pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
-            )
+    for template in fleet.templates:
+        out.templates[template.name] = GpuVmTemplate(
+            template.name,
+            GpuVmTemplateArgs(spec=template, fleet=fleet, refs=refs, vcenter=vcenter, existing=brownfield),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider] if provider else None)),
+        )
     for vm in fleet.vms:
-        after = [out.hosts[vm.host]] if vm.host in out.hosts else []
+        # After every host of its cluster is prepared (as `hosts prepare` then `vms apply`): host preparation moves
+        # VMs around, and a VM that has its DirectPath GPU or vGPU already cannot be moved off another host then.
+        cluster = next((h.cluster for h in fleet.hosts if h.name == vm.host), None) or fleet.cluster
+        after = [out.hosts[h.name] for h in fleet.hosts if (h.cluster or fleet.cluster) == cluster]
         template = out.templates.get(vm.template)
         args = GpuVmArgs(
             spec=vm,

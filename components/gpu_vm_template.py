@@ -4,6 +4,10 @@ Children: a ``pulumi_vsphere.VirtualMachine`` (EFI, guest OS, CPUs, memory with 
 version, the extraConfig gpufleet derives — 64-bit MMIO sized from the GPUs of the VMs cloned from it, P2P /
 RelaxACS for GPUDirect RDMA, NUMA affinity — and its NICs: vmxnet3, PVRDMA (pulumi-vsphere adapter type
 ``vrdma``, a ``VirtualVmxnet3Vrdma``), SR-IOV) and a gpufleet ``VmTemplateMark`` that turns it into a template.
+
+With ``existing=True`` (brownfield, and the embedded lab, whose template exists already) nothing is built: a
+gpufleet ``TemplateGpuSettings`` converges the template's GPU settings (as ``gpufleet vms apply`` does) and gives
+them back on destroy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pulumi_vsphere as vsphere
 from components.inventory import VsphereRefs
 from components.providers.base import vcenter_input
 from components.providers.template_mark import VmTemplateMark
+from components.providers.template_settings import TemplateGpuSettings
 from gpufleet.spec.derive import MIN_HW_VERSION_PVRDMA, template_extra_config
 from gpufleet.spec.models import Fleet, TemplateSpec, VcenterSpec
 
@@ -48,10 +53,12 @@ class GpuVmTemplateArgs:
     fleet: Fleet
     """The whole fleet: the template's 64-bit MMIO is the largest need among the VMs cloned from it
     (``gpufleet.spec.derive.template_extra_config``), unless ``spec.mmioSizeGb`` overrides it."""
-    refs: VsphereRefs
-    """vSphere ids (datacenter, cluster pool, datastore, networks, hosts) looked up by name."""
+    refs: VsphereRefs | None
+    """vSphere ids (datacenter, cluster pool, datastore, networks, hosts) looked up by name; None when ``existing``."""
     vcenter: VcenterSpec
     """The vCenter connection (non-secret part) for gpufleet's template mark."""
+    existing: bool = False
+    """The template exists in vCenter already: only its GPU settings are converged (``TemplateGpuSettings``)."""
     host: str | None = None
     """Build the template on this host (required with SR-IOV NICs); None: vSphere places it in the cluster."""
     nics: list[NicArgs] = field(default_factory=list)
@@ -82,9 +89,10 @@ def template_nics(args: GpuVmTemplateArgs) -> list[NicArgs]:
 class GpuVmTemplate(pulumi.ComponentResource):
     """A GPU VM template: ``vm`` (pulumi-vsphere VirtualMachine) and ``mark`` (gpufleet VmTemplateMark)."""
 
-    vm: vsphere.VirtualMachine
+    vm: vsphere.VirtualMachine | None
     mark: VmTemplateMark | None
-    uuid: pulumi.Output[str]
+    settings: TemplateGpuSettings | None
+    uuid: pulumi.Output[str] | None
     extra_config: dict[str, str]
 
     def __init__(self, name: str, args: GpuVmTemplateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -94,9 +102,25 @@ class GpuVmTemplate(pulumi.ComponentResource):
             raise pulumi.RunError(f"template {spec.name}: 64-bit MMIO for its GPUs needs firmware efi")
         self.extra_config = template_extra_config(args.fleet, spec)
         child = pulumi.ResourceOptions(parent=self)
+        self.vm = self.mark = self.settings = self.uuid = None
+        if args.existing:
+            self.settings = TemplateGpuSettings(
+                f"{name}-settings",
+                {
+                    "vcenter": vcenter_input(args.vcenter),
+                    "template": spec.name,
+                    "fleet": args.fleet.model_dump(mode="json", by_alias=True, exclude_none=True),
+                },
+                child,
+            )
+            self.register_outputs({"extraConfig": self.extra_config, "changes": self.settings.changes})
+            return
+        if args.refs is None:
+            raise pulumi.RunError(f"template {spec.name}: refs are needed to build it (or existing=True)")
+        refs = args.refs
         nics = [
             vsphere.VirtualMachineNetworkInterfaceArgs(
-                network_id=args.refs.network_id(nic.network),
+                network_id=refs.network_id(nic.network),
                 adapter_type=nic.adapter_type,
                 physical_function=nic.physical_function,
             )
@@ -106,9 +130,9 @@ class GpuVmTemplate(pulumi.ComponentResource):
             f"{name}-vm",
             vsphere.VirtualMachineArgs(
                 name=spec.name,
-                resource_pool_id=args.refs.resource_pool_id,
-                datastore_id=args.refs.datastore_id,
-                host_system_id=args.refs.host_id(args.host) if args.host else None,
+                resource_pool_id=refs.resource_pool_id,
+                datastore_id=refs.datastore_id,
+                host_system_id=refs.host_id(args.host) if args.host else None,
                 guest_id=spec.guest_id,
                 firmware=spec.firmware,
                 efi_secure_boot_enabled=spec.secure_boot if spec.firmware == "efi" else None,

@@ -285,3 +285,39 @@ def apply_templates(si: vim.ServiceInstance, fleet: Fleet, *, dry_run: bool = Fa
         entry.changes = done.change_set.summaries()
         entry.skipped = list(done.change_set.skipped)
     return reports
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """The GPU settings a template carries (the managed extraConfig keys, memory reservation locked): what
+    ``converge_template`` found before it changed them, kept to give them back (``restore_template``)."""
+
+    extra_config: dict[str, str]
+    lock_memory: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"extraConfig": dict(self.extra_config), "lockMemory": self.lock_memory}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TemplateSettings:
+        return cls(dict(data.get("extraConfig") or {}), bool(data.get("lockMemory")))
+
+
+def template_settings(vm: vim.VirtualMachine) -> TemplateSettings:
+    state, _ = read_template(vm)
+    return TemplateSettings(dict(state.extra_config), state.memory_reservation_locked)
+
+
+def restore_template(si: vim.ServiceInstance, vm: vim.VirtualMachine, fleet: Fleet, before: TemplateSettings) -> list[str]:
+    """Give the template back the GPU settings ``before`` (the firmware stays: gpufleet never switches a template
+    from EFI back to BIOS); returns what changed."""
+    state, _ = read_template(vm)
+    full = compute_change_set(
+        state, DesiredDevices(extra_config=before.extra_config, lock_memory=before.lock_memory, own_pvrdma=False)
+    )
+    settings = tuple(c for c in full.changes if c.kind in SETTING_KINDS)
+    change_set = TemplateChangeSet(ChangeSet(vm=full.vm, power_state=full.power_state, changes=settings))
+    if change_set.changed:
+        pool, host = placement(si, vm, fleet)
+        apply_template_change_set(change_set, vm, pool, host)
+    return change_set.summaries()

@@ -63,6 +63,10 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
         assert types.count("pulumi-python:dynamic/vsphere:HostMigMode") == 4
         assert types.count("pulumi-python:dynamic/vsphere:HostAts") == 1  # only esxi-02 has an ATS NIC
         assert types.count("pulumi-python:dynamic/vsphere:VcenterAdvancedSetting") == 1
+        # The lab's template exists: its GPU settings are converged, nothing is built.
+        settings = mocks.named("tpl-ubuntu2204-gpu-settings").inputs
+        assert settings["template"] == "tpl-ubuntu2204-gpu" and settings["fleet"]["datacenter"] == "DC-Lab"
+        assert not mocks.of_type(":VmTemplateMark")
         guests = sorted(r.inputs["vmName"] for r in mocks.of_type(":GuestNvidiaLicensing"))
         assert guests == ["vm-mig-01", "vm-rdma-01", "vm-ts-01"]  # the vGPU VMs; vm-pt-01 is passthrough
         for guest in mocks.of_type(":GuestNvidiaLicensing"):
@@ -137,6 +141,6 @@ def test_rollout_lanes_keep_max_unavailable_hosts_per_cluster_in_parallel() -> N
     )
     # Per cluster, host i waits for host i-2: a3 after a1, a4 after a2, a5 after a3; B's own lanes.
     assert rollout_lanes(fleet) == [[], [], [], ["a1"], ["a2"], [], ["a3"]]
-    assert rollout_lanes(fleet.model_copy(update={"rollout": fleet.rollout.model_copy(update={"max_unavailable": 1})})) == [
-        [], ["a1"], [], ["a2"], ["a3"], ["b1"], ["a4"]
-    ]
+    assert rollout_lanes(
+        fleet.model_copy(update={"rollout": fleet.rollout.model_copy(update={"max_unavailable": 1})})
+    ) == [[], ["a1"], [], ["a2"], ["a3"], ["b1"], ["a4"]]
