@@ -151,4 +151,3 @@ def engine_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     )
     env.setdefault("PULUMI_DIY_BACKEND_NO_LEGACY_WARNING", "true")
     return env
-
