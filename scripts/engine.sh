@@ -71,7 +71,8 @@ VSPHERE_VERSION=4.17.0
 VSPHERE_PROVIDER=github.com/pulumi/pulumi-vsphere/provider/v4@v4.0.0-20260625190743-0b74d8ac36b5
 VSPHERE_UPSTREAM=github.com/vmware/terraform-provider-vsphere@v0.0.0-20260610071342-6e5d67ea56c6
 UNAVAILABLE=$ROOT/.tools/pulumi-resource-vsphere.unavailable
-probe() { go mod download -json "$1" 2>/dev/null | sed -n 's/^\t"\(Dir\|Error\)": "\(.*\)",\{0,1\}$/\1 \2/p' | head -1; }
+# probe MODULE@VERSION: "Dir <path>" when the proxy serves it, else "Error <the go command's error>"
+probe() { { go mod download -json "$1" 2>/dev/null || true; } | sed -n 's/^\t"\(Dir\|Error\)": "\(.*\)",\{0,1\}$/\1 \2/p' | head -1; }
 if [[ -x $BIN/pulumi-resource-vsphere ]]; then
   echo "engine: pulumi-resource-vsphere $VSPHERE_VERSION ready"
 else
@@ -89,6 +90,7 @@ else
   else
     reason=${provider#Error }
     [[ $provider == Dir\ * ]] && reason=${upstream#Error }
+    reason=${reason//\\n\\t/ }
     printf '%s\n' "$reason" >"$UNAVAILABLE"
     echo "engine: pulumi-resource-vsphere $VSPHERE_VERSION cannot be built here: $reason"
   fi
