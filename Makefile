@@ -15,16 +15,24 @@ setup:
 engine:
 	@scripts/engine.sh
 
-## The main job on the embedded lab: start the lab, validate and plan, prepare the hosts, apply the VMs' GPUs,
-## verify, and audit (HTML report in reports/).
+## The main job on the embedded lab through the real Pulumi engine: start the lab, validate and plan, pulumi
+## preview + pulumi up (hosts prepared, VMs' GPUs, guests licensed), verify, audit (HTML report in reports/).
 demo: setup
-	@scripts/demo.sh $(STACK)
+	@scripts/demo.sh
+
+## The same job through the gpufleet verbs alone (hosts prepare, vms apply, license apply), no Pulumi engine.
+demo-cli: setup
+	@scripts/demo_cli.sh $(STACK)
 
 test: setup
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
 
+## Only the end-to-end tests through the real Pulumi engine (a lab of their own).
+test-e2e: setup
+	$(PY) -m pytest -q -m engine -p no:cacheprovider
+
 test-unit: setup
-	$(PY) -m pytest -n $(JOBS) -q -m "not lab" -p no:cacheprovider
+	$(PY) -m pytest -n $(JOBS) -q -m "not lab and not engine" -p no:cacheprovider
 
 lint: setup
 	$(VENV)/bin/ruff check .

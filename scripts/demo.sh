@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# The main job of gpufleet, end to end, on the embedded lab (or on the stack given as $1).
+# The main job of gpufleet, end to end, on the embedded lab: through the real Pulumi engine (`pulumi preview` and
+# `pulumi up`, built from its Go modules by `make engine`), then the post-deploy checks and the audit.
+# scripts/demo_cli.sh is the same job through the gpufleet verbs alone (`make demo-cli`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STACK=${1:-stacks/Pulumi.lab.yaml}
+STACK=stacks/Pulumi.lab.yaml
 G=.venv/bin/gpufleet
+P=scripts/pulumi
 mkdir -p reports
 
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 step "1. Start the embedded lab (vcsim with GPU hosts over HTTPS, ESXi hosts and guests over SSH)"
-$G lab up
+reused=$($G lab up --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["reused"])')
+$G lab status
 step "2. Validate the fleet spec against the GPU catalog ($STACK)"
 $G validate "$STACK"
 step "3. Check a MIG layout: 4g.40gb + 2g.20gb + 1g.10gb on an A100 80GB"
 $G mig fit --gpu A100-80GB 4g.40gb 2g.20gb 1g.10gb
 step "4. Plan: where every VM's GPUs go"
 $G plan "$STACK"
-step "5. Prepare the ESXi hosts (maintenance, NVIDIA driver, reboot, graphics, MIG, ATS), rolling"
-$G hosts prepare "$STACK"
-step "6. Converge the VMs' GPU and RDMA devices (vGPU, MIG-backed vGPU, DirectPath, PVRDMA)"
-$G vms apply "$STACK"
-step "6b. Converged: dry runs of both find nothing left to do (exit 0; 2 would mean pending changes)"
-$G hosts prepare "$STACK" --dry-run
-$G vms apply "$STACK" --dry-run
-step "7. Licensing: vSphere keys on hosts, NVIDIA client configuration token and gridd.conf in guests"
-$G license apply "$STACK"
-step "8. Post-deploy checks (pytest-testinfra) on hosts and guests"
+step "5. pulumi preview: what the engine will do (local file backend in .engine/, generated passphrase)"
+if $P stack ls --json | .venv/bin/python -c 'import json, sys; sys.exit(0 if any(s["name"] == "lab" for s in json.load(sys.stdin)) else 1)'; then
+  if [[ $reused == False ]]; then
+    echo "a new lab was started: the lab stack's state describes the old one, starting it afresh"
+    $P stack rm lab --force --yes
+    $P stack init lab
+  fi
+else
+  $P stack init lab
+fi
+$P preview --stack lab
+step "6. pulumi up: hosts prepared (at most maxUnavailable at once), VMs' GPUs and templates converged, guests licensed"
+$P up --stack lab --yes --skip-preview
+step "6b. Converged: pulumi up again changes nothing (--expect-no-changes)"
+$P up --stack lab --yes --expect-no-changes
+step "7. Post-deploy checks (pytest-testinfra) on hosts and guests"
 $G verify "$STACK" --junit reports/verify.xml
-step "9. Audit desired vs actual GPU state"
+step "8. Audit desired vs actual GPU state (without Pulumi)"
 $G audit "$STACK" --html reports/audit.html --junit reports/audit.xml
-step "Done: reports/audit.html (open it in a browser), reports/verify.xml, reports/audit.xml"
+step "Done: pulumi stack output --stack lab (scripts/pulumi), reports/audit.html, reports/verify.xml, reports/audit.xml"
