@@ -55,14 +55,14 @@ install_script() {
   install -m 0755 "$src" "$BIN/$1"
 }
 
-build pulumi tools/engine github.com/pulumi/pulumi/pkg/v3/cmd/pulumi github.com/pulumi/pulumi/pkg/v3 15
+build pulumi tools/engine github.com/pulumi/pulumi/pkg/v3/cmd/pulumi github.com/pulumi/pulumi/pkg/v3 7
 install_script pulumi-resource-pulumi-python tools/engine github.com/pulumi/pulumi/sdk/v3 python/dist/pulumi-resource-pulumi-python
 # The language host: its own module (sdk/python/cmd/pulumi-language-python/v3) is refused by the Go module proxy
 # here (403 "This module version is not available", every pseudo-version tried); the last release that ships the
 # host inside sdk/v3 itself (sdk/v3 v3.79.0) is served and speaks the same language-host protocol (README, "The
 # Pulumi engine").
 build pulumi-language-python tools/langhost github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python \
-  github.com/pulumi/pulumi/sdk/v3 3
+  github.com/pulumi/pulumi/sdk/v3 1
 install_script pulumi-language-python-exec tools/langhost github.com/pulumi/pulumi/sdk/v3 python/cmd/pulumi-language-python-exec
 
 # pulumi-resource-vsphere: the provider module (no provider/ tags: the v4.17.0 release commit as a pseudo-version)
