@@ -25,7 +25,7 @@ demo-cli: setup
 	@scripts/demo_cli.sh $(STACK)
 
 test: setup
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
+	$(PY) -m pytest -n $(JOBS) --dist loadscope -q -p no:cacheprovider
 
 ## Only the end-to-end tests through the real Pulumi engine (a lab of their own).
 test-e2e: setup

@@ -239,8 +239,9 @@ def enter_maintenance(
 def return_home(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float) -> list[str]:
     """Put back what evacuating ``host`` did: move the VMs whose ``gpufleet.home`` is ``host`` back to it (the
     spec pins VMs to hosts, and ``vms apply`` does not move them) and power on those gpufleet powered off for it
-    (``gpufleet.stopped``), clearing the notes. A VM powered off since, or already back, only loses its note.
-    Returns what was done, one line per VM."""
+    (``gpufleet.stopped``), clearing the notes. A VM moved away and then powered off on its refuge (that host went
+    into maintenance too) goes back cold and is powered on when the refuge leaves maintenance; a VM already back
+    only loses its note. Returns what was done, one line per VM."""
     deadline = time.monotonic() + timeout
     name = host_state(si, host).name
     rows = collect(si, vim.VirtualMachine, ["name", "customValue", "runtime.host", "runtime.powerState"])
@@ -252,7 +253,7 @@ def return_home(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float
         row = rows[index]
         left = max(1.0, deadline - time.monotonic())
         if homes.get(index) == name:
-            if row["runtime.host"] != host and row["runtime.powerState"] == on:
+            if row["runtime.host"] != host:  # powered off meanwhile (by gpufleet on its refuge): a cold migration
                 task = row["obj"].RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host, pool=None))
                 wait_for_task(task, what=f"move {row['name']} back to {name}", timeout=left)
                 done.append(f"{row['name']} back from {row['runtime.host'].name}")

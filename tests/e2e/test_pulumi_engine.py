@@ -34,7 +34,9 @@ from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.tasks import wait_for_task
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.xdist_group("engine")]
+# One module: `--dist loadscope` (make test) runs a module on one worker, in order. (pytest-xdist 3.8's
+# `xdist_group` does nothing under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_STACK = ROOT / "stacks" / "Pulumi.lab.yaml"
@@ -132,7 +134,9 @@ def _host_names() -> list[str]:
     return [h.name for h in load_stack(LAB_STACK).fleet.hosts]
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: should a scheduler run other modules' tests between these (pytest-xdist's `load`), a
+# module fixture would be torn down (the lab stopped) and built again in between.
+@pytest.fixture(scope="session")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     try:
         engine.pulumi_binary()

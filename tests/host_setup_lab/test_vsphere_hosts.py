@@ -176,6 +176,37 @@ def test_host_prepare_api_moves_evacuated_vms_back_on_exit(si: vim.ServiceInstan
         _cleanup(si, vm)
 
 
+def test_a_vm_moved_then_stopped_on_its_refuge_goes_home_cold_and_runs_again(si: vim.ServiceInstance) -> None:
+    """esxi-03 -> refuge; the refuge enters maintenance too and the VM can go nowhere else, so it is powered off
+    there; esxi-03 leaves first: the VM goes home cold; the refuge leaves: the VM is powered on (at home)."""
+    from host_setup.vcenter import VsphereHostApi
+
+    api = VsphereHostApi(si)
+    vm = _powered_on_vm(si, "esxi-03.lab", "hs-chain-1")
+    others: list[vim.HostSystem] = []
+    try:
+        api.enter_maintenance("esxi-03.lab", timeout=120, allow_vgpu_vmotion=False)
+        refuge = vm.runtime.host.name
+        others = [h for h in hosts_all(si) if h.name not in ("esxi-03.lab", refuge)]
+        for h in others:
+            hosts.enter_maintenance(si, h, timeout=60)
+        assert api.enter_maintenance(
+            refuge, timeout=120, allow_vgpu_vmotion=False, may_power_off=frozenset({"hs-chain-1"})
+        ) == ["hs-chain-1 powered off"]
+        assert api.exit_maintenance("esxi-03.lab", timeout=120) is True
+        assert vm.runtime.host.name == "esxi-03.lab" and vm.runtime.powerState == "poweredOff"
+        assert api.exit_maintenance(refuge, timeout=120) is True
+        assert vm.runtime.host.name == "esxi-03.lab" and vm.runtime.powerState == "poweredOn"
+    finally:
+        for h in hosts_all(si):
+            hosts.exit_maintenance(si, h, timeout=60)
+        _cleanup(si, vm)
+
+
+def hosts_all(si: vim.ServiceInstance) -> list[vim.HostSystem]:
+    return [hosts.find_host(si, f"esxi-0{i}.lab") for i in range(1, 5)]
+
+
 def hosts_in_maintenance(si: vim.ServiceInstance) -> list[vim.HostSystem]:
     return [h for h in (hosts.find_host(si, f"esxi-0{i}.lab") for i in range(1, 5)) if h.runtime.inMaintenanceMode]
 

@@ -15,7 +15,7 @@ from vcsim_helpers import all_of, running_vcsim
 from lab import vcenter
 from lab.topology import build_topology
 
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab_vcenter")]
+pytestmark = pytest.mark.lab
 
 
 def test_build_is_cached() -> None:

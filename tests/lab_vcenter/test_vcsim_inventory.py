@@ -14,7 +14,7 @@ from gpufleet.errors import TlsVerificationError
 from lab import vcenter
 from lab.topology import CLUSTER, CONNECTX6DX_DEVICE_ID, DATACENTER, MELLANOX_VENDOR_ID, NVIDIA_VENDOR_ID
 
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab_vcenter")]
+pytestmark = pytest.mark.lab
 
 
 def test_pyvmomi_connects_with_lab_ca_and_sees_vcenter_8(vcsim_lab: VcsimLab, si: vim.ServiceInstance) -> None:

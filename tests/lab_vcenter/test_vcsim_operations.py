@@ -14,7 +14,7 @@ from vcsim_helpers import VcsimLab, find
 from gpufleet.errors import ConnectError
 from lab import vcenter
 
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab_vcenter")]
+pytestmark = pytest.mark.lab
 
 Pci = vim.vm.device.VirtualPCIPassthrough
 
