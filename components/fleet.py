@@ -46,10 +46,8 @@ class FleetResources:
         return {
             "hosts": {
                 name: {
-                    "driver": h.driver.detail if h.driver else None,
-                    "graphics": h.graphics.detail,
-                    "mig": h.mig.detail,
-                    "ats": h.ats.detail if h.ats else None,
+                    **{step: h.step_detail(step) for step in ("driver", "graphics", "mig", "ats")},
+                    "reboots": h.prepare.reboots,
                     "license": h.license.assignedFingerprint if h.license else None,
                 }
                 for name, h in self.hosts.items()

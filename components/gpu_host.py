@@ -1,10 +1,9 @@
 """``GpuHost``: an ESXi host prepared for NVIDIA GPUs, as resources.
 
-Children, each a gpufleet dynamic resource running one ``host_setup`` step with its check/apply/assert
-(maintenance mode and the reboot handled inside its apply): ``HostDriver`` (NVIDIA vGPU host driver, when the
-host has vGPU or MIG GPUs), ``HostGraphics`` (default graphics type, assignment policy), ``HostMigMode`` (MIG on
-exactly the GPUs in mode ``mig``), ``HostAts`` (ATS for GPUDirect RDMA, when a NIC asks for it), applied in that
-order; and ``HostLicenseAssignment`` when a licence key is given (the key stays a Pulumi secret).
+Children: ``HostPreparation``, the whole per-host run of ``gpufleet hosts prepare`` (NVIDIA vGPU host driver when
+the host has vGPU or MIG GPUs, default graphics type and assignment policy, MIG on exactly the GPUs in mode ``mig``,
+ATS for GPUDirect RDMA when a NIC asks for it) in one maintenance window with one reboot for everything pending;
+and ``HostLicenseAssignment`` when a licence key is given (the key stays a Pulumi secret).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import pulumi
 
 from components.providers.base import vcenter_input
 from components.providers.host_license import HostLicenseAssignment
-from components.providers.host_step import HostAts, HostDriver, HostGraphics, HostMigMode
+from components.providers.host_prepare import HostPreparation
 from gpufleet.spec.derive import host_needs_vgpu_driver
 from gpufleet.spec.models import Fleet, HostSpec, VcenterSpec
 from host_setup.model import Desired
@@ -40,12 +39,9 @@ class GpuHostArgs:
 
 
 class GpuHost(pulumi.ComponentResource):
-    """A GPU host: ``driver``, ``graphics``, ``mig``, ``ats`` (None where not needed) and ``license``."""
+    """A GPU host: ``prepare`` (HostPreparation) and ``license`` (None when no key is given)."""
 
-    driver: HostDriver | None
-    graphics: HostGraphics
-    mig: HostMigMode
-    ats: HostAts | None
+    prepare: HostPreparation
     license: HostLicenseAssignment | None
 
     def __init__(self, name: str, args: GpuHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -63,23 +59,7 @@ class GpuHost(pulumi.ComponentResource):
             "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
             "mayPowerOff": sorted(Desired.of(fleet, spec).may_power_off),
         }
-        previous: list[pulumi.Resource] = []
-
-        def opts_after() -> pulumi.ResourceOptions:
-            # Steps run in order (driver, graphics, MIG, ATS), like `gpufleet hosts prepare`.
-            return pulumi.ResourceOptions(parent=self, depends_on=list(previous))
-
-        self.driver = None
-        if host_needs_vgpu_driver(spec):
-            self.driver = HostDriver(f"{name}-driver", props, opts_after())
-            previous.append(self.driver)
-        self.graphics = HostGraphics(f"{name}-graphics", props, opts_after())
-        previous.append(self.graphics)
-        self.mig = HostMigMode(f"{name}-mig", props, opts_after())
-        previous.append(self.mig)
-        self.ats = None
-        if any(nic.ats for nic in spec.nics):
-            self.ats = HostAts(f"{name}-ats", props, opts_after())
+        self.prepare = HostPreparation(f"{name}-prepare", props, pulumi.ResourceOptions(parent=self))
         self.license = None
         if args.license_key is not None:
             self.license = HostLicenseAssignment(
@@ -94,10 +74,14 @@ class GpuHost(pulumi.ComponentResource):
             )
         self.register_outputs(
             {
-                "driver": self.driver.detail if self.driver else None,
-                "graphics": self.graphics.detail,
-                "mig": self.mig.detail,
-                "ats": self.ats.detail if self.ats else None,
+                "steps": self.prepare.steps,
+                "reboots": self.prepare.reboots,
                 "license": self.license.assignedFingerprint if self.license else None,
             }
+        )
+
+    def step_detail(self, step: str) -> pulumi.Output[Any]:
+        """What the host shows for one step (driver, graphics, mig, ats), for the stack's exports."""
+        return pulumi.Output.from_input(self.prepare.steps).apply(
+            lambda steps: ((steps or {}).get(step) or {}).get("detail")
         )

@@ -89,7 +89,10 @@ def write_known_hosts(path: Path, entries: list[str]) -> None:
 def render_config(unit: SshdUnit, lab_root: Path, authorized_keys: Path, python: str | None = None) -> str:
     """The sshd_config of one unit: key auth only, ForceCommand to the simulator, nothing else allowed."""
     python = python or sys.executable
-    env = {"GPUFLEET_LAB_HOST": unit.name, "GPUFLEET_LAB_DIR": str(lab_root), **unit.env}
+    # SHLVL=1: sshd runs ForceCommand through the user's shell, and bash sources ~/.bashrc when it thinks sshd
+    # started it (SSH_CLIENT set and a shell level below 2). A user's rc (pyenv init, say) would then run before
+    # every simulated command and could print into its output, which a real ESXi shell never does.
+    env = {"GPUFLEET_LAB_HOST": unit.name, "GPUFLEET_LAB_DIR": str(lab_root), "SHLVL": "1", **unit.env}
     setenv = " ".join(f"{k}={v}" for k, v in env.items())
     # -I: ignore PYTHON* variables and the user site; the venv's editable install still maps `lab`.
     force = f"exec {shlex.quote(python)} -I -m {unit.module}"

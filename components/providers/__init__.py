@@ -9,7 +9,11 @@ Modules (fixed paths):
 
 - ``vm_gpu_devices``: ``VmGpuDevices``, every GPU/RDMA device and GPU extraConfig key of one VM.
 - ``vcenter_setting``: ``VcenterAdvancedSetting``, one vCenter advanced setting (``vgpu.hotmigrate.enabled``).
-- ``host_step``: ``HostDriver``, ``HostGraphics``, ``HostMigMode``, ``HostAts``, the host preparation steps.
+- ``host_prepare``: ``HostPreparation``, the whole preparation of one host (one maintenance window, one reboot).
+- ``host_step``: ``HostDriver``, ``HostGraphics``, ``HostMigMode``, ``HostAts``: legacy per-step host resources of
+  older states (deleted on the next ``pulumi up``; they run the host through ``HostPreparation``'s run).
+- ``template_settings``: ``TemplateGpuSettings``, the GPU settings of an existing template.
+- ``template_mark``: ``VmTemplateMark``, a VM marked as a template.
 - ``host_license``: ``HostLicenseAssignment``, the vSphere licence assigned to an ESXi host.
 - ``guest_licensing``: ``GuestNvidiaLicensing``, the NVIDIA client configuration token in a guest.
 """

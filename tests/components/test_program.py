@@ -38,9 +38,9 @@ def run_program() -> pulumi.Output:
     """Run __main__.py; an Output that resolves once every resource it built is registered."""
     program = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
     built = program["resources"]
-    children = [c for h in built.hosts.values() for c in (h.driver, h.graphics, h.mig, h.ats, h.license) if c]
+    children = [c for h in built.hosts.values() for c in (h.prepare, h.license) if c]
     children += [c for v in built.vms.values() for c in (v.vm, v.devices) if c]
-    children += [c for t in built.templates.values() for c in (t.vm, t.mark) if c]
+    children += [c for t in built.templates.values() for c in (t.vm, t.mark, t.settings) if c]
     children += [built.mobility.setting] if built.mobility else []
     if built.licensing:
         children += [c for c in (built.licensing.vcenter_license, built.licensing.host_license) if c]
@@ -59,9 +59,12 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
         assert types.count("gpufleet:vsphere:GpuVm") == 4
         assert "vsphere:index/virtualMachine:VirtualMachine" not in types  # the lab's VMs exist: brownfield
         assert types.count("pulumi-python:dynamic/vsphere:VmGpuDevices") == 4
-        assert types.count("pulumi-python:dynamic/vsphere:HostDriver") == 4
-        assert types.count("pulumi-python:dynamic/vsphere:HostMigMode") == 4
-        assert types.count("pulumi-python:dynamic/vsphere:HostAts") == 1  # only esxi-02 has an ATS NIC
+        # One resource per host for its whole preparation (one maintenance window), none of the legacy steps.
+        assert types.count("pulumi-python:dynamic/vsphere:HostPreparation") == 4
+        assert not [t for t in types if t.split(":")[-1] in ("HostDriver", "HostGraphics", "HostMigMode", "HostAts")]
+        esxi02 = mocks.named("esxi-02.lab-prepare").inputs
+        assert [n["pci"] for n in esxi02["host"]["nics"] if n.get("ats")] == ["0000:31:00.0"]
+        assert esxi02["mayPowerOff"] == ["vm-mig-01", "vm-pt-01", "vm-rdma-01", "vm-ts-01"]  # allowPowerCycle: true
         assert types.count("pulumi-python:dynamic/vsphere:VcenterAdvancedSetting") == 1
         # The lab's template exists: its GPU settings are converged, nothing is built.
         settings = mocks.named("tpl-ubuntu2204-gpu-settings").inputs

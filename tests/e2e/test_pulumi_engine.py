@@ -48,10 +48,7 @@ GPU_TYPES = {
     "gpufleet:vsphere:GpuVm",
     "gpufleet:vsphere:Licensing",
     "gpufleet:vsphere:VgpuMobility",
-    "pulumi-python:dynamic/vsphere:HostDriver",
-    "pulumi-python:dynamic/vsphere:HostGraphics",
-    "pulumi-python:dynamic/vsphere:HostMigMode",
-    "pulumi-python:dynamic/vsphere:HostAts",
+    "pulumi-python:dynamic/vsphere:HostPreparation",
     "pulumi-python:dynamic/vsphere:HostLicenseAssignment",
     "pulumi-python:dynamic/vsphere:VmGpuDevices",
     "pulumi-python:dynamic/vsphere:VcenterAdvancedSetting",
@@ -234,6 +231,12 @@ def test_up_prepares_hosts_within_the_bound_converges_vms_and_licenses_guests(st
     assert {e["host"] for e in events if e["event"] == "maintenance_enter"} == set(_host_names())
     # The engine runs resources in parallel; the host lanes keep the rollout bound of the stack (2).
     assert max_concurrent(events) <= load_stack(LAB_STACK).fleet.rollout.max_unavailable
+    # One maintenance window per host, one reboot for everything pending; a fresh Ampere host (esxi-01) the allowed
+    # second: MIG can only be set once the new driver is loaded.
+    windows = {h: sum(1 for e in events if e["host"] == h and e["event"] == "maintenance_enter") for h in _host_names()}
+    reboots = {h: sum(1 for e in events if e["host"] == h and e["event"] == "reboot_start") for h in _host_names()}
+    assert windows == dict.fromkeys(_host_names(), 1), windows
+    assert reboots == {"esxi-01.lab": 2, "esxi-02.lab": 1, "esxi-03.lab": 1, "esxi-04.lab": 1}, reboots
     verify = story.gpufleet("verify", str(LAB_STACK), "--json")
     assert verify.returncode == 0, verify.stdout[-4000:] + verify.stderr[-2000:]
     audit = story.gpufleet("audit", str(LAB_STACK), "--json")
@@ -278,7 +281,7 @@ def test_refresh_sees_drift_and_up_repairs_it(story: Story) -> None:
     preview = story.pulumi("preview", "--json")
     assert preview.returncode == 0, preview.stderr
     changed = {step["urn"].rsplit("::", 1)[-1] for step in _steps(preview.stdout) if step["op"] != "same"}
-    assert {"vm-ts-01-gpu", "vm-pt-01-gpu", "esxi-02.lab-mig"} <= changed, changed
+    assert {"vm-ts-01-gpu", "vm-pt-01-gpu", "esxi-02.lab-prepare"} <= changed, changed
     audit = story.gpufleet("audit", str(LAB_STACK), "--json")
     assert audit.returncode == 2, _audit_summary(audit)  # the auditor sees the same drift
     repaired = story.pulumi("up", "--yes", "--skip-preview", timeout=900)
