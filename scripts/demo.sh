@@ -5,21 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=stacks/Pulumi.lab.yaml
-G=.venv/bin/gpufleet
 P=scripts/pulumi
+source scripts/demo_lib.sh
 mkdir -p reports
-
-step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 step "1. Start the embedded lab (vcsim with GPU hosts over HTTPS, ESXi hosts and guests over SSH)"
 reused=$($G lab up --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["reused"])')
 $G lab status
-step "2. Validate the fleet spec against the GPU catalog ($STACK)"
-$G validate "$STACK"
-step "3. Check a MIG layout: 4g.40gb + 2g.20gb + 1g.10gb on an A100 80GB"
-$G mig fit --gpu A100-80GB 4g.40gb 2g.20gb 1g.10gb
-step "4. Plan: where every VM's GPUs go"
-$G plan "$STACK"
+check_and_plan "$STACK"
 step "5. pulumi preview: what the engine will do (local file backend in .engine/, generated passphrase)"
 if $P stack ls --json | .venv/bin/python -c 'import json, sys; sys.exit(0 if any(s["name"] == "lab" for s in json.load(sys.stdin)) else 1)'; then
   if [[ $reused == False ]]; then

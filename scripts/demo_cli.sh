@@ -4,19 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${1:-stacks/Pulumi.lab.yaml}
-G=.venv/bin/gpufleet
+source scripts/demo_lib.sh
 mkdir -p reports
-
-step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 step "1. Start the embedded lab (vcsim with GPU hosts over HTTPS, ESXi hosts and guests over SSH)"
 $G lab up
-step "2. Validate the fleet spec against the GPU catalog ($STACK)"
-$G validate "$STACK"
-step "3. Check a MIG layout: 4g.40gb + 2g.20gb + 1g.10gb on an A100 80GB"
-$G mig fit --gpu A100-80GB 4g.40gb 2g.20gb 1g.10gb
-step "4. Plan: where every VM's GPUs go"
-$G plan "$STACK"
+check_and_plan "$STACK"
 step "5. Prepare the ESXi hosts (maintenance, NVIDIA driver, reboot, graphics, MIG, ATS), rolling"
 $G hosts prepare "$STACK"
 step "6. Converge the VMs' GPU and RDMA devices (vGPU, MIG-backed vGPU, DirectPath, PVRDMA)"
