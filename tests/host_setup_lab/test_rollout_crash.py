@@ -1,0 +1,128 @@
+"""`gpufleet hosts prepare` killed with SIGKILL at each point of a host's run - just after it entered maintenance
+(its VM moved away), just after the driver install, in the middle of the reboot - and then run again: every host
+ends out of maintenance, the evacuated VM is back on its host and running, and nothing is done twice (one install,
+one reboot). What makes it converge is what vCenter keeps: the host's ``gpufleet.maintenance`` marker and the
+VM's ``gpufleet.home`` note (gpufleet.vsphere.hosts), not the killed process's memory.
+
+A lab of its own per test (its own dir and ports: it is killed mid-rollout), with slow enough reboots to kill
+inside one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyVmomi import vim
+from ruamel.yaml import YAML
+
+from gpufleet.connections import read_lab_env, vcenter_from_lab
+from gpufleet.vsphere import fields
+from gpufleet.vsphere.connect import connect
+from gpufleet.vsphere.inventory import find_by_name
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CRASH_LAB_DIR = Path(os.environ.get("GPUFLEET_CRASH_LAB_DIR", "/tmp/gpufleet-crash-lab"))
+CRASH_SSH_PORT = int(os.environ.get("GPUFLEET_CRASH_LAB_SSH_PORT", "2722"))
+CRASH_VCENTER_PORT = int(os.environ.get("GPUFLEET_CRASH_LAB_VCENTER_PORT", "19243"))
+HOST = "esxi-03.lab"  # L40S: driver + graphics, one reboot; vm-ts-01 runs on it (no GPU yet: it can move)
+VM = "vm-ts-01"
+
+
+@pytest.fixture
+def crash_lab(tmp_path: Path) -> Iterator[Any]:
+    from lab import manager
+    from lab.paths import LabPaths
+
+    paths = LabPaths.resolve(CRASH_LAB_DIR)
+    manager.down(paths)
+    shape = manager.LabShape(
+        hosts=4, vms_per_host=0, reboot_seconds=4.0, ssh_port=CRASH_SSH_PORT, vcenter_port=CRASH_VCENTER_PORT
+    )
+    manager.up(shape, paths)
+    try:
+        yield paths
+    finally:
+        manager.down(paths)
+
+
+def _stack(tmp_path: Path) -> Path:
+    document = YAML(typ="safe").load((REPO / "stacks" / "Pulumi.lab.yaml").read_text())
+    fleet = document["config"]["gpufleet:fleet"]
+    fleet["hosts"] = [h for h in fleet["hosts"] if h["name"] in (HOST, "esxi-04.lab")]
+    fleet["vms"] = [v for v in fleet["vms"] if v.get("host") in (HOST, "esxi-04.lab")]
+    fleet["rollout"].update({"maxUnavailable": 1, "rebootTimeoutSeconds": 60, "maintenanceTimeoutSeconds": 60})
+    path = tmp_path / "Pulumi.crash.yaml"
+    with path.open("w") as fh:
+        YAML().dump(document, fh)
+    return path
+
+
+def _prepare(stack: Path) -> list[str]:
+    return [sys.executable, "-m", "gpufleet", "hosts", "prepare", str(stack), "--json"]
+
+
+def _events(paths: Any, since: float = 0.0) -> list[dict[str, Any]]:
+    from lab.esxi.events import read_events
+
+    return [e for e in read_events(paths, since=since) if e["host"] == HOST]
+
+
+def _wait_for(paths: Any, event: str, since: float, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["event"] == event for e in _events(paths, since)):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"hosts prepare ended (exit {proc.returncode}) before `{event}` on {HOST}")
+        time.sleep(0.05)
+    raise AssertionError(f"no `{event}` on {HOST} within {timeout} s")
+
+
+def _where(paths: Any) -> dict[str, Any]:
+    with connect(vcenter_from_lab(read_lab_env(paths.root))) as si:
+        vm = find_by_name(si, vim.VirtualMachine, VM)
+        hosts = {h: find_by_name(si, vim.HostSystem, h) for h in (HOST, "esxi-04.lab")}
+        return {
+            "vm_host": vm.runtime.host.name,
+            "vm_power": str(vm.runtime.powerState),
+            "vm_home_note": fields.get_field(si, vm, fields.HOME_FIELD),
+            "in_maintenance": {h: bool(o.runtime.inMaintenanceMode) for h, o in hosts.items()},
+        }
+
+
+@pytest.mark.parametrize("kill_after", ["maintenance_enter", "component_apply", "reboot_start"])
+def test_a_rerun_after_sigkill_converges_with_every_vm_back(crash_lab: Any, tmp_path: Path, kill_after: str) -> None:
+    stack = _stack(tmp_path)
+    env = dict(os.environ, GPUFLEET_LAB_DIR=str(crash_lab.root))
+    started = time.time()
+    proc = subprocess.Popen(
+        _prepare(stack), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _wait_for(crash_lab, kill_after, started, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed = _where(crash_lab)
+    assert killed["in_maintenance"][HOST] is True  # killed inside the host's maintenance window
+    assert killed["vm_host"] != HOST and killed["vm_home_note"] == HOST  # moved away, and vCenter knows from where
+    if kill_after == "reboot_start":  # an operator reruns once the host answers again
+        _wait_for(crash_lab, "reboot_done", started, timeout=60)
+
+    rerun = subprocess.run(_prepare(stack), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]
+    after = _where(crash_lab)
+    assert after["in_maintenance"] == {HOST: False, "esxi-04.lab": False}
+    assert (after["vm_host"], after["vm_power"], after["vm_home_note"]) == (HOST, "poweredOn", None)
+    done = [e["event"] for e in _events(crash_lab, started)]
+    assert done.count("component_apply") == 1, done  # nothing done twice
+    assert done.count("reboot_start") == 1, done
