@@ -38,6 +38,9 @@ def prepare(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan; exit 2 when changes are pending")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")] = False,
     host: Annotated[list[str] | None, typer.Option("--host", help="Only this host (repeatable)")] = None,
+    take_over: Annotated[
+        bool, typer.Option("--take-over", help="Take the clusters' rollout lease from a run that is gone")
+    ] = False,
 ) -> None:
     """Plan, then prepare the stack's hosts: maintenance, driver, graphics, MIG, ATS, one reboot, verify."""
     try:
@@ -48,6 +51,7 @@ def prepare(
             dry_run=dry_run,
             as_json=as_json,
             hosts=host or (),
+            take_over=take_over,
         )
     except GpufleetError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)

@@ -55,12 +55,18 @@ def run_prepare(
     as_json: bool,
     hosts: Sequence[str] = (),
     console: Console | None = None,
+    take_over: bool = False,
 ) -> int:
     """Prepare the stack's hosts; print JSON (``as_json``) or progress and a table; return the exit code."""
     console = console or Console(stderr=as_json)
     if as_json:
         report = prepare_stack(
-            stack, max_unavailable=max_unavailable, failure_threshold=failure_threshold, dry_run=dry_run, only=hosts
+            stack,
+            max_unavailable=max_unavailable,
+            failure_threshold=failure_threshold,
+            dry_run=dry_run,
+            only=hosts,
+            take_over=take_over,
         )
         document = {"stack": str(stack), **report.to_json()}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -93,6 +99,7 @@ def run_prepare(
             dry_run=dry_run,
             only=hosts,
             on_event=on_event,
+            take_over=take_over,
         )
     console.print(summary_table(report))
     if report.stopped:

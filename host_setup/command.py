@@ -13,6 +13,7 @@ from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
 from gpufleet.vsphere.connect import connect
+from gpufleet.vsphere.lease import cluster_leases
 from host_setup.model import Desired
 from host_setup.rollout import EventSink, Rollout, RolloutOptions, RolloutReport
 from host_setup.ssh import SshRunner
@@ -27,9 +28,12 @@ def prepare_stack(
     dry_run: bool = False,
     only: Sequence[str] = (),
     on_event: EventSink | None = None,
+    take_over: bool = False,
 ) -> RolloutReport:
     """Prepare the stack's hosts (``only``: just these). Bad input raises ``SpecError`` before any host is
-    touched; host failures are in the report (``exit_code`` 1), never raised."""
+    touched; host failures are in the report (``exit_code`` 1), never raised. A real run holds its clusters'
+    rollout lease (``gpufleet.vsphere.lease``): another run on them is refused (``LeaseHeld``) unless gone or
+    ``take_over``."""
     stack = validated(load_stack(stack_path))
     fleet = stack.fleet
     hosts = list(fleet.hosts)
@@ -66,4 +70,7 @@ def prepare_stack(
             local_bundles=local_bundles,
             on_event=on_event,
         )
-        return rollout.run()
+        if dry_run:
+            return rollout.run()
+        with cluster_leases(si, sorted({d.cluster for d in desired}), take_over=take_over):
+            return rollout.run()

@@ -43,6 +43,9 @@ def prepare(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")] = False,
     host: Annotated[list[str] | None, typer.Option("--host", help="Only this host of the stack (repeatable)")] = None,
+    take_over: Annotated[
+        bool, typer.Option("--take-over", help="Take the clusters' rollout lease from a run that is gone")
+    ] = False,
 ) -> None:
     """Plan, then prepare the stack's ESXi hosts: maintenance (with evacuation), NVIDIA driver, graphics default
     type, MIG mode, ATS, one reboot for all pending changes, verify, exit maintenance."""
@@ -54,6 +57,7 @@ def prepare(
         as_json=as_json,
         hosts=host or (),
         console=err_console if as_json else console,
+        take_over=take_over,
     )
     raise typer.Exit(code)
 

@@ -126,3 +126,45 @@ def test_a_rerun_after_sigkill_converges_with_every_vm_back(crash_lab: Any, tmp_
     done = [e["event"] for e in _events(crash_lab, started)]
     assert done.count("component_apply") == 1, done  # nothing done twice
     assert done.count("reboot_start") == 1, done
+
+
+def _set_lease(paths: Any, value: str) -> None:
+    with connect(vcenter_from_lab(read_lab_env(paths.root))) as si:
+        fields.set_field(si, find_by_name(si, vim.ClusterComputeResource, "GPU-Cluster"), "gpufleet.lease", value)
+
+
+def _lease(paths: Any) -> str | None:
+    with connect(vcenter_from_lab(read_lab_env(paths.root))) as si:
+        return fields.get_field(si, find_by_name(si, vim.ClusterComputeResource, "GPU-Cluster"), "gpufleet.lease")
+
+
+def test_a_second_run_on_the_cluster_is_refused_naming_the_holder(crash_lab: Any, tmp_path: Path) -> None:
+    """The lease in vCenter: held by a live run elsewhere -> refused before anything is touched; `--take-over`
+    takes it; a lease whose time is up, or whose holder was a process of this machine that has ended, is taken
+    over without asking (the SIGKILL test above reruns at once); the lease is released after the run."""
+    from gpufleet.vsphere.lease import Lease
+
+    stack = _stack(tmp_path)
+    env = dict(os.environ, GPUFLEET_LAB_DIR=str(crash_lab.root))
+    other = Lease("ops@jumphost-7 pid 4242", "f" * 32, "jumphost-7", 4242, time.time() + 600)
+    _set_lease(crash_lab, other.to_value())
+    started = time.time()
+    refused = subprocess.run(_prepare(stack), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "cluster GPU-Cluster is being rolled out by ops@jumphost-7 pid 4242" in message, message
+    assert "--take-over" in message and "Traceback" not in refused.stderr
+    assert [e for e in _events(crash_lab, started) if e["event"] != "ssh_session"] == []  # nothing touched
+    assert Lease.parse(_lease(crash_lab) or "") == other  # and the holder's lease is left as it was
+
+    taken = subprocess.run(
+        [*_prepare(stack), "--take-over"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert taken.returncode == 0, taken.stdout[-3000:] + taken.stderr[-2000:]
+    assert _lease(crash_lab) is None  # released
+
+    expired = Lease("ops@jumphost-7 pid 4242", "e" * 32, "jumphost-7", 4242, time.time() - 1)
+    _set_lease(crash_lab, expired.to_value())
+    again = subprocess.run(_prepare(stack), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    assert _lease(crash_lab) is None

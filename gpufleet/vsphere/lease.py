@@ -1,0 +1,127 @@
+"""One rollout per cluster at a time: a lease kept in vCenter (custom attribute ``gpufleet.lease`` on the cluster).
+
+    with cluster_leases(si, ["GPU-Cluster"], take_over=False):   # LeaseHeld naming the holder, else held
+        ...                                                       # renewed in the background, released after
+
+The value is JSON: who holds it (``user@machine pid N``), the run's id and when it expires (``LEASE_SECONDS`` after
+the last renewal). A lease whose holder is provably gone - a process of this machine that no longer runs - or whose
+time is up is taken over; any other needs ``--take-over``. vCenter custom attributes have no compare-and-swap, so
+a taker writes, waits ``SETTLE_SECONDS`` and reads back: a run that finds another's id there lost the race and
+stops (nothing touched yet).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyVmomi import vim
+
+from gpufleet.errors import GpufleetError
+from gpufleet.vsphere import fields
+from gpufleet.vsphere.inventory import find_by_name
+
+LEASE_FIELD = "gpufleet.lease"
+LEASE_SECONDS = 900.0
+SETTLE_SECONDS = 0.5
+
+
+class LeaseHeld(GpufleetError):
+    """Another run holds the cluster's rollout lease; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    run: str
+    machine: str
+    pid: int
+    expires: float
+
+    def to_value(self) -> str:
+        return json.dumps(
+            {"holder": self.holder, "run": self.run, "machine": self.machine, "pid": self.pid, "expires": self.expires}
+        )
+
+    @classmethod
+    def parse(cls, value: str) -> Lease | None:
+        try:
+            data = json.loads(value)
+            return cls(
+                str(data["holder"]), str(data["run"]), str(data["machine"]), int(data["pid"]), float(data["expires"])
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def gone(self) -> bool:
+        """Provably not running any more: its time is up, or it was a process of this machine that has ended."""
+        if self.expires <= time.time():
+            return True
+        if self.machine != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def _describe(cluster: str, lease: Lease | None, raw: str) -> str:
+    if lease is None:
+        return f"cluster {cluster}: its rollout lease holds an unreadable value (`gpufleet.lease`); use --take-over"
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(lease.expires))
+    return (
+        f"cluster {cluster} is being rolled out by {lease.holder} (run {lease.run[:8]}, lease until {until}): "
+        "wait for it to finish, or use --take-over if that run is gone"
+    )
+
+
+@contextmanager
+def cluster_leases(si: vim.ServiceInstance, clusters: Sequence[str], *, take_over: bool = False) -> Iterator[str]:
+    """Hold the rollout lease of every cluster in ``clusters`` (sorted: two runs never deadlock) for the block;
+    yields this run's id."""
+    run = uuid.uuid4().hex
+    holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+    objects = [find_by_name(si, vim.ClusterComputeResource, name) for name in sorted(set(clusters))]
+
+    def mine() -> Lease:
+        return Lease(holder, run, socket.gethostname(), os.getpid(), time.time() + LEASE_SECONDS)
+
+    held: list[vim.ClusterComputeResource] = []
+    stop = threading.Event()
+    try:
+        for cluster in objects:
+            raw = fields.get_field(si, cluster, LEASE_FIELD) or ""
+            current = Lease.parse(raw) if raw else None
+            if raw and not take_over and (current is None or not current.gone()):
+                raise LeaseHeld(_describe(cluster.name, current, raw))
+            fields.set_field(si, cluster, LEASE_FIELD, mine().to_value())
+            time.sleep(SETTLE_SECONDS)
+            after = Lease.parse(fields.get_field(si, cluster, LEASE_FIELD) or "")
+            if after is None or after.run != run:
+                raise LeaseHeld(_describe(cluster.name, after, "") + " (it took the lease at the same moment)")
+            held.append(cluster)
+
+        def renew() -> None:
+            while not stop.wait(LEASE_SECONDS / 3):
+                for cluster in held:
+                    fields.set_field(si, cluster, LEASE_FIELD, mine().to_value())
+
+        threading.Thread(target=renew, name="gpufleet-lease", daemon=True).start()
+        yield run
+    finally:
+        stop.set()
+        for cluster in held:
+            now = Lease.parse(fields.get_field(si, cluster, LEASE_FIELD) or "")
+            if now is not None and now.run == run:  # never clear a lease someone took over from us
+                fields.set_field(si, cluster, LEASE_FIELD, "")
