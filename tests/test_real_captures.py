@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gpufleet.checks import guest_smi
+from gpufleet.checks.licensing import _status
 from host_setup import nvidia_smi
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
@@ -20,7 +22,15 @@ MIG_CHANGES = {
     "mig_change_pending_esxi_a100_pcie_40gb.txt": (True, None, None),
 }
 
-READ_BY = {"mig_change_": MIG_CHANGES}
+# (licensed product, licence state, expiry as printed or None)
+LICENSE_BLOCKS = {
+    "license_q_grid_licensed_product_aws_g4.txt": ("GRID vGaming", "Licensed", None),
+    "license_q_vgpu_software_vcs_expiry.txt": ("NVIDIA Virtual Compute Server", "Licensed", "2025-03-19 07:29:04"),
+    "license_q_vgpu_software_vws_bare.txt": ("NVIDIA RTX Virtual Workstation", "Licensed", None),
+    "license_q_vgpu_software_grep_license.txt": ("", "Licensed", "2025-11-19 06:36:54"),
+}
+
+READ_BY = {"mig_change_": MIG_CHANGES, "license_q_": LICENSE_BLOCKS}
 
 
 def _text(name: str) -> str:
@@ -48,4 +58,34 @@ def test_mig_change_outputs(name: str) -> None:
     with pytest.raises(nvidia_smi.MigRefused) as refused:
         nvidia_smi.parse_mig_change(text)
     assert f"GPU {refused_gpu}: {reason}" in str(refused.value)
+
+
+@pytest.mark.parametrize("name", sorted(LICENSE_BLOCKS))
+def test_licence_blocks_under_every_header(name: str) -> None:
+    product, state, expiry = LICENSE_BLOCKS[name]
+    [(got_product, status)] = guest_smi.parse_license_block(_text(name))
+    assert (got_product, status.state, status.licensed) == (product, state, state == "Licensed")
+    assert (status.expiry.strftime("%Y-%m-%d %H:%M:%S") if status.expiry else None) == expiry
+
+
+def test_an_older_drivers_xml_licence_element_reads_licensed() -> None:
+    """Derived, not a real capture (none found, see SOURCES.md): the real L40S-2Q guest XML with its licence element
+    under the older name, which is what "GRID Licensed Product" is in ``-q -x``. A licensed guest must not look
+    unlicensed to licensing's status check."""
+    real = (REAL.parent.parent / "checks" / "data" / "l40s_2q_guest_q_x.xml").read_text()
+    assert "<vgpu_software_licensed_product>" in real
+    # The capture was trimmed by its source; every vGPU guest's XML has the virtualization mode.
+    real = real.replace(
+        "</product_name>",
+        "</product_name><gpu_virtualization_mode><virtualization_mode>VGPU</virtualization_mode></gpu_virtualization_mode>",
+        1,
+    )
+    older = real.replace("vgpu_software_licensed_product>", "grid_licensed_product>")
+    for text in (real, older):
+        report = guest_smi.parse_guest_xml(text)
+        [gpu] = report.gpus
+        assert gpu.license is not None and gpu.license.licensed
+        assert gpu.licensed_product == "NVIDIA RTX Virtual Workstation"
+        licensed, status, products = _status(report)
+        assert licensed and status.startswith("Licensed (Expiry: 2026-7-7") and products == (gpu.licensed_product,)
 
