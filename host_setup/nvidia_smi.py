@@ -152,12 +152,14 @@ def report_from(result: CommandResult) -> SmiReport | None:
 
 @dataclass(frozen=True)
 class GpuInstance:
-    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, instance id, placement."""
+    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, GPU instance profile ID, instance id,
+    placement."""
 
     profile: str  # "3g.40gb"
     start: int
     size: int
     gi_id: int | None = None
+    profile_id: int | None = None  # the GPU instance profile ID (9 for 3g.40gb on A100-80GB: the catalog's profile_id)
 
 
 # `nvidia-smi mig -lgi` rows: "|   0  MIG 3g.40gb          9        1          4:4     |"
@@ -165,15 +167,17 @@ _LGI_ROW = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)\
 
 
 def parse_lgi(output: str) -> dict[int, list[GpuInstance]]:
-    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id).
-    "No GPU instances found" -> {}."""
+    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id, GPU instance
+    profile ID). "No GPU instances found" -> {}."""
     out: dict[int, list[GpuInstance]] = {}
     for line in output.splitlines():
         m = _LGI_ROW.match(line.strip())
         if m:
-            gpu, profile, _pid, gi, start, size = m.groups()
+            gpu, profile, profile_id, gi, start, size = m.groups()
             out.setdefault(int(gpu), []).append(
-                GpuInstance(profile=profile, start=int(start), size=int(size), gi_id=int(gi))
+                GpuInstance(
+                    profile=profile, start=int(start), size=int(size), gi_id=int(gi), profile_id=int(profile_id)
+                )
             )
     return out
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gpufleet import catalog
 from gpufleet.checks import guest_smi
 from gpufleet.checks.licensing import _status
 from host_setup import nvidia_smi
@@ -30,7 +31,19 @@ LICENSE_BLOCKS = {
     "license_q_vgpu_software_grep_license.txt": ("", "Licensed", "2025-11-19 06:36:54"),
 }
 
-READ_BY = {"mig_change_": MIG_CHANGES, "license_q_": LICENSE_BLOCKS}
+# The catalog model of the GPU each -lgi capture was taken on, and the (profile, GI id, start:size) rows read off it.
+LGI = {
+    "lgi_esxi_a100_pcie_40gb.txt": (
+        "A100-40GB-PCIe",
+        [("1g.5gb", 11, "0:1"), ("1g.5gb", 12, "1:1"), ("2g.10gb", 6, "2:2"), ("3g.20gb", 1, "4:4")],
+    ),
+    "lgi_a100_sxm4_80gb.txt": ("A100-80GB-SXM", [("3g.40gb", 1, "4:4"), ("4g.40gb", 2, "0:4")]),
+    "lgi_a100_sxm4_40gb_r450.txt": ("A100-40GB-SXM", [("3g.20gb", 1, "4:4"), ("3g.20gb", 2, "0:4")]),
+    "lgi_a30_24gb.txt": ("A30", [("1g.6gb", 3, "0:1"), ("1g.6gb", 4, "1:1"), ("2g.12gb", 2, "2:2")]),
+    "lgi_h100_80gb_hbm3.txt": ("H100-80GB-SXM", [("1g.10gb", gi, f"{gi - 7}:1") for gi in range(7, 14)]),
+}
+
+READ_BY = {"mig_change_": MIG_CHANGES, "license_q_": LICENSE_BLOCKS, "lgi_": LGI}
 
 
 def _text(name: str) -> str:
@@ -89,3 +102,14 @@ def test_an_older_drivers_xml_licence_element_reads_licensed() -> None:
         licensed, status, products = _status(report)
         assert licensed and status.startswith("Licensed (Expiry: 2026-7-7") and products == (gpu.licensed_product,)
 
+
+@pytest.mark.parametrize("name", sorted(LGI))
+def test_lgi_keeps_the_gpu_instance_profile_id(name: str) -> None:
+    model, rows = LGI[name]
+    text = _text(name)
+    [instances] = nvidia_smi.parse_lgi(text).values()
+    assert [(i.profile, i.gi_id, f"{i.start}:{i.size}") for i in instances] == rows
+    # The profile ID column as printed, row by row, and as the catalog knows each profile on that GPU.
+    printed = [int(line.split()[4]) for line in text.splitlines() if " MIG " in line]
+    ids = {p.name: p.profile_id for p in catalog.get_gpu(model).mig_profiles}
+    assert [i.profile_id for i in instances] == printed == [ids[i.profile] for i in instances]
