@@ -152,12 +152,14 @@ def report_from(result: CommandResult) -> SmiReport | None:
 
 @dataclass(frozen=True)
 class GpuInstance:
-    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, instance id, placement."""
+    """A MIG GPU instance as ``nvidia-smi mig -lgi`` shows it: profile name, GPU instance profile ID, instance id,
+    placement."""
 
     profile: str  # "3g.40gb"
     start: int
     size: int
     gi_id: int | None = None
+    profile_id: int | None = None  # the GPU instance profile ID (9 for 3g.40gb on A100-80GB: the catalog's profile_id)
 
 
 # `nvidia-smi mig -lgi` rows: "|   0  MIG 3g.40gb          9        1          4:4     |"
@@ -165,15 +167,17 @@ _LGI_ROW = re.compile(r"^\|\s*(\d+)\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)\
 
 
 def parse_lgi(output: str) -> dict[int, list[GpuInstance]]:
-    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id).
-    "No GPU instances found" -> {}."""
+    """``nvidia-smi mig -lgi`` -> GPU index -> its GPU instances (profile, placement start:size, GI id, GPU instance
+    profile ID). "No GPU instances found" -> {}."""
     out: dict[int, list[GpuInstance]] = {}
     for line in output.splitlines():
         m = _LGI_ROW.match(line.strip())
         if m:
-            gpu, profile, _pid, gi, start, size = m.groups()
+            gpu, profile, profile_id, gi, start, size = m.groups()
             out.setdefault(int(gpu), []).append(
-                GpuInstance(profile=profile, start=int(start), size=int(size), gi_id=int(gi))
+                GpuInstance(
+                    profile=profile, start=int(start), size=int(size), gi_id=int(gi), profile_id=int(profile_id)
+                )
             )
     return out
 
@@ -184,23 +188,59 @@ def gpu_instances(runner: Runner, timeout: float = 60.0) -> dict[int, list[GpuIn
     return parse_lgi(result.output) if result.rc == 0 else {}
 
 
+class MigRefused(TaskError):
+    """nvidia-smi refused a MIG mode change (or the mode read back is not the one asked for); the message names
+    the GPU and the reason."""
+
+
 @dataclass(frozen=True)
 class MigChange:
     pending: bool  # True: takes effect at the next reboot (Ampere on ESXi)
     output: str
 
 
+# "Unable to enable MIG Mode for GPU 00000000:18:00.0: Not Supported" (then "Treating as warning and moving on.",
+# "All done." and exit 0: tests/data/real/SOURCES.md). The pending warning ("... pending enable state for GPU
+# 00000000:0F:00.0:Not Supported") is not a refusal.
+_BUS_ID = r"(?P<gpu>(?:[0-9A-Fa-f]{4,8}:)?[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])"
+_MIG_REFUSED = re.compile(rf"^Unable to (?:enable|disable) MIG Mode for GPU\s+{_BUS_ID}:\s*(?P<why>.+)$")
+_MIG_DONE = re.compile(rf"^(?:Enabled|Disabled) MIG Mode for GPU\s+{_BUS_ID}\s*$", re.IGNORECASE)
+_MIG_PENDING = re.compile(rf"pending (?:enable|disable) state for GPU\s+{_BUS_ID}", re.IGNORECASE)
+
+
 def parse_mig_change(output: str) -> MigChange:
-    """Output of ``nvidia-smi -i GPU -mig 0|1``: pending (``Warning: MIG mode is in pending ... state``) or
-    done (``Enabled MIG Mode for GPU ...`` / ``Disabled ...``), then ``All done.``"""
-    flat = re.sub(r"\s+", " ", output)
-    if re.search(r"pending (enable|disable) state", flat, re.IGNORECASE):
+    """Output of ``nvidia-smi -i GPU -mig 0|1``: pending (``Warning: MIG mode is in pending ... state``) or done
+    (``Enabled MIG Mode for GPU ...`` / ``Disabled ...``). ``All done.`` alone says nothing: nvidia-smi prints it
+    after a refusal too. A refusal (``Unable to enable MIG Mode for GPU X: Not Supported``) is MigRefused naming
+    the GPU and the reason; output with neither a per-GPU result nor a refusal is SmiParseError."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    refused = [m for m in (_MIG_REFUSED.match(line) for line in lines) if m]
+    if refused:
+        raise MigRefused(
+            "; ".join(f"nvidia-smi refused the MIG mode change on GPU {m['gpu']}: {m['why'].strip()}" for m in refused)
+        )
+    if any(_MIG_PENDING.search(line) for line in lines):
         return MigChange(pending=True, output=output)
-    if re.search(r"(Enabled|Disabled) MIG Mode for GPU", flat, re.IGNORECASE) or "All done." in flat:
+    if any(_MIG_DONE.match(line) for line in lines):
         return MigChange(pending=False, output=output)
-    raise SmiParseError(f"unexpected `nvidia-smi -mig` output: {output[:300]!r}")
+    raise SmiParseError(f"unexpected `nvidia-smi -mig` output (no per-GPU result): {output[:300]!r}")
 
 
 def set_mig(runner: Runner, pci: str, enable: bool) -> MigChange:
-    result = runner.run(["nvidia-smi", "-i", smi_bus_id(pci), "-mig", "1" if enable else "0"]).check(runner.name)
-    return parse_mig_change(result.output)
+    """Set the MIG mode of one GPU, then read it back (``nvidia-smi -q -x``): MigRefused when nvidia-smi refused
+    (it exits 0 on a refusal) or when the mode read back, current or pending, is not the one asked for."""
+    result = runner.run(["nvidia-smi", "-i", smi_bus_id(pci), "-mig", "1" if enable else "0"])
+    change = parse_mig_change(result.output)  # a refusal is named before the exit status is looked at
+    result.check(runner.name)
+    want = "Enabled" if enable else "Disabled"
+    report = query(runner)
+    gpu = report.gpu(pci) if report else None
+    if gpu is None:
+        raise MigRefused(f"{runner.name}: GPU {pci}: MIG mode set, but nvidia-smi no longer shows the GPU")
+    target = gpu.mig_pending if gpu.mig_pending not in ("", "N/A") else gpu.mig_current
+    if target != want:
+        raise MigRefused(
+            f"{runner.name}: GPU {pci}: asked for MIG {want}, nvidia-smi reads back current {gpu.mig_current}, "
+            f"pending {gpu.mig_pending}"
+        )
+    return MigChange(pending=gpu.mig_current != want, output=change.output)

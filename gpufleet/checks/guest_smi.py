@@ -3,9 +3,11 @@ vGPU licence status strings, ``lsmod``, ``/proc/driver/nvidia/version``, ``ibv_d
 ``docker info``. Pure functions over text; the host-side nvidia-smi reader is ``host_setup.nvidia_smi`` (the
 XML envelope, PCI normalisation and the parse error are shared with it).
 
-Licence status forms (shared/reference/guest_nvidia_smi_xml_and_license_strings.txt), all parsed:
+Licence status forms (shared/reference/guest_nvidia_smi_xml_and_license_strings.txt, tests/data/real), all parsed:
 ``Licensed (Expiry: 2026-7-7 16:1:44 GMT)`` (not zero-padded), ``Unlicensed (Unrestricted)``,
-``Unlicensed (Restricted)``, ``N/A (Expiry: N/A)`` (host view before the guest driver loads), bare ``Licensed``.
+``Unlicensed (Restricted)``, ``N/A (Expiry: N/A)`` (host view before the guest driver loads), bare ``Licensed``
+and bare ``Unlicensed`` (GRID drivers before NLS). The block that holds it is headed ``vGPU Software Licensed
+Product`` (vGPU 10 and later) or ``GRID Licensed Product`` (older GRID drivers): ``LICENSE_HEADERS``.
 """
 
 from __future__ import annotations
@@ -63,13 +65,23 @@ def parse_license_status(text: str) -> LicenseStatus:
     return LicenseStatus(state=state, detail=detail, expiry=expiry, raw=raw)
 
 
+# The headers NVIDIA has printed over the licence block of ``nvidia-smi -q``, newest first (tests/data/real).
+LICENSE_HEADERS = ("vGPU Software Licensed Product", "GRID Licensed Product")
+
+
+def _is_license_element(tag: str) -> bool:
+    """The XML element of the licence block: ``vgpu_software_licensed_product`` (what ``LICENSE_HEADERS[0]`` is
+    in ``-q -x``), and the same block under an older driver's name (``grid_licensed_product``)."""
+    return tag.endswith("_licensed_product")
+
+
 def parse_license_block(text: str) -> list[tuple[str, LicenseStatus]]:
     """``nvidia-smi -q`` (text, or ``-q -d LICENSE``): one (licensed product name, status) per GPU that has a
-    "vGPU Software Licensed Product" block."""
+    licence block under any of ``LICENSE_HEADERS``."""
     found: list[tuple[str, LicenseStatus]] = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.strip() != "vGPU Software Licensed Product":
+        if line.strip() not in LICENSE_HEADERS:
             continue
         product, status = "", None
         for follow in lines[i + 1 : i + 4]:
@@ -130,7 +142,7 @@ def parse_guest_xml(text: str) -> GuestSmiReport:
     for node in root.findall("gpu"):
         device_hex = xml_text(node, "pci/pci_device_id")
         device_id = int(device_hex[:4], 16) if re.fullmatch(r"[0-9A-Fa-f]{8}", device_hex) else None
-        lic_node = node.find("vgpu_software_licensed_product")
+        lic_node = next((child for child in node if _is_license_element(child.tag)), None)
         status = xml_text(lic_node, "license_status") if lic_node is not None else ""
         mig_node = node.find("mig_devices")
         gpus.append(

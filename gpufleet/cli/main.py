@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from gpufleet.cli import audit_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
+from gpufleet.cli.output import GpufleetGroup
 
 app = typer.Typer(
     name="gpufleet",
+    cls=GpufleetGroup,  # usage errors exit 1 (and print a JSON error document under --json)
     help="NVIDIA GPUs on VMware vSphere as code: validate, plan, prepare hosts, apply VMs, audit, verify.",
     no_args_is_help=True,
     add_completion=False,

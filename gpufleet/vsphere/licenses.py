@@ -8,6 +8,7 @@ An entity is what carries a licence: a host (its moid) or vCenter (``about.insta
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -22,10 +23,14 @@ KEY_FORMAT_TEXT = "five groups of five capital letters/digits, XXXXX-XXXXX-XXXXX
 
 
 def key_fingerprint(key: str | None) -> str:
-    """``*****-*****-*****-*****-ABCDE``: enough to tell keys apart, never the key."""
+    """``*****-*****-*****-*****-ABCDE`` for a well-formed key (its last group, as the vSphere Client shows it):
+    enough to tell keys apart, never the key. Anything else is named by a short SHA-256 of it, never by a slice of
+    it: a value with no dashes (or one character, or a pasted token) would be printed whole."""
     if not key:
         return "(none)"
-    return "*****-*****-*****-*****-" + key.rsplit("-", 1)[-1]
+    if is_license_key(key):
+        return "*****-*****-*****-*****-" + key[-5:]
+    return f"(not a licence key; sha256 {hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:12]})"
 
 
 def _said(exc: BaseException, key: str) -> str:

@@ -180,8 +180,8 @@ LGI = """+-------------------------------------------------------+
 
 def test_parse_lgi():
     assert parse_lgi(LGI) == {
-        0: [GpuInstance("3g.40gb", 4, 4, 1), GpuInstance("4g.40gb", 0, 4, 2)],
-        1: [GpuInstance("1g.10gb+me", 6, 1, 9)],
+        0: [GpuInstance("3g.40gb", 4, 4, 1, profile_id=9), GpuInstance("4g.40gb", 0, 4, 2, profile_id=5)],
+        1: [GpuInstance("1g.10gb+me", 6, 1, 9, profile_id=20)],
     }
     assert parse_lgi("No GPU instances found: Not Found\n") == {}
 

@@ -79,7 +79,7 @@ class FakeHost:
     bundle_versions: dict[str, str] = field(default_factory=dict)  # datastore path -> driver version in it
     reboot_seconds: float = 0.0
     install_seconds: float = 0.0
-    faults: set[str] = field(default_factory=set)  # install-error, drop-install, no-return, mig-stuck, reboot-ignored
+    faults: set[str] = field(default_factory=set)  # install-error, drop-install, no-return, mig-stuck, mig-refused, mig-ignored, reboot-ignored
     commands: list[str] = field(default_factory=list)
     reboots: int = 0
     booted_at: float = field(default_factory=time.monotonic)
@@ -272,6 +272,15 @@ class FakeHost:
                 return 6, f"No devices were found matching {args[1]}\n"
             on = args[3] == "1"
             bus = "0000" + gpu.pci.upper()
+            if "mig-refused" in self.faults or not gpu.mig_capable:
+                # the real refusal (tests/data/real/mig_change_refused_*.txt): a warning, "All done.", exit 0
+                verb = "enable" if on else "disable"
+                return 0, (
+                    f"Unable to {verb} MIG Mode for GPU {bus}: Not Supported\n"
+                    "Treating as warning and moving on.\nAll done.\n"
+                )
+            if "mig-ignored" in self.faults:  # says it is done, changes nothing (what a read-back catches)
+                return 0, f"{'Enabled' if on else 'Disabled'} MIG Mode for GPU {bus}\nAll done.\n"
             gpu.mig_pending = on
             if gpu.architecture == "Ampere":
                 state = "enable" if on else "disable"

@@ -247,3 +247,20 @@ def test_finishing_an_earlier_run_only_exits_maintenance() -> None:
     assert api.calls == ["exit esxi-04.lab"]
     assert host.changing_commands == []
     assert states(report)["verify"] == StepState.DONE
+
+
+@pytest.mark.parametrize("fault", ["mig-refused", "mig-ignored"])
+def test_a_refused_or_unread_mig_change_fails_the_step_naming_the_gpu(bundle: Path, fault: str) -> None:
+    host = hopper_host()
+    host.driver_boot = host.driver_loaded = WANTED
+    host.graphics[:] = ["SharedPassthru", "Performance"]
+    host.faults.add(fault)
+    report, _ = run(host, bundle=bundle)
+    assert report.error is not None and report.error["step"] == "mig", report.error
+    message = report.error["message"]
+    assert "0000:3b:00.0" in message.lower() or "00000000:3B:00.0" in message
+    if fault == "mig-refused":  # nvidia-smi said "All done." and exited 0: the refusal's reason is named
+        assert "Not Supported" in message
+    else:  # nvidia-smi said "Enabled": the read-back shows it was not
+        assert "reads back current Disabled" in message
+    assert host.gpus[0].mig_current is False

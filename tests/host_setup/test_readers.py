@@ -225,8 +225,10 @@ def test_mig_enable_on_ampere_esxi_is_pending_until_reboot() -> None:
 def test_mig_enable_that_applies_at_once() -> None:
     change = nvidia_smi.parse_mig_change("Enabled MIG Mode for GPU 00000000:3B:00.0\nAll done.\n")
     assert change.pending is False
-    with pytest.raises(nvidia_smi.SmiParseError):
+    with pytest.raises(nvidia_smi.MigRefused, match="GPU 00000000:3B:00.0: In use by another client"):
         nvidia_smi.parse_mig_change("Unable to enable MIG Mode for GPU 00000000:3B:00.0: In use by another client")
+    with pytest.raises(nvidia_smi.SmiParseError, match="no per-GPU result"):
+        nvidia_smi.parse_mig_change("All done.\n")  # "All done." alone is not a success
 
 
 @pytest.mark.parametrize(

@@ -321,3 +321,35 @@ def test_lab_env_cli_prints_exactly_the_contract(lab_env: Any) -> None:
     assert doc["vcenter"]["password"] == lab_env.vcenter.password
     env_file = Path(lab_env.hosts[0].key_file).parent.parent / "env.json"
     assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_mig_change_on_a_gpu_without_mig_is_refused_by_name(lab_env: Any, lab_paths: Any, lab_host: Any) -> None:
+    """The real refusal over SSH: nvidia-smi prints "Unable to enable MIG Mode ... Not Supported", "Treating as
+    warning and moving on.", "All done." and exits 0; gpufleet's set_mig fails naming the GPU and the reason."""
+    from gpufleet.connections import _ssh_from_lab, read_lab_env
+    from host_setup import nvidia_smi
+    from host_setup.ssh import SshRunner
+
+    t4 = "esxi-04.lab"
+    endpoint = lab_host(t4)
+    bundle = next(lab_paths.depot_dir.glob("NVD-AIE-800_550.90.05-*.zip"))
+    client = ssh_client(endpoint)
+    try:
+        assert ssh_run(client, "esxcli system maintenanceMode set -e true")[0] == 0
+        sftp = client.open_sftp()
+        sftp.put(str(bundle), f"/tmp/{bundle.name}")
+        sftp.close()
+        assert ssh_run(client, f"esxcli software vib install -d /tmp/{bundle.name}")[0] == 0
+        assert ssh_run(client, "reboot")[0] == 0
+    finally:
+        client.close()
+    time.sleep(0.5)
+    wait_for(lambda: try_ssh(endpoint), timeout=20, what="the host to come back").close()
+    entry = next(h for h in read_lab_env(lab_paths.root)["hosts"] if h["name"] == t4)
+    with SshRunner(_ssh_from_lab(entry)) as runner:
+        raw = runner.run(["nvidia-smi", "-i", "0", "-mig", "1"])
+        assert raw.rc == 0 and raw.output.splitlines()[-2:] == ["Treating as warning and moving on.", "All done."]
+        with pytest.raises(nvidia_smi.MigRefused, match=r"GPU 00000000:3B:00\.0: Not Supported"):
+            nvidia_smi.set_mig(runner, "0000:3b:00.0", True)
+        report = nvidia_smi.query(runner)
+        assert report is not None and report.gpu("0000:3b:00.0").mig_current == "N/A"

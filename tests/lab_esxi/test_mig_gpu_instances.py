@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 from simhost import SimLab, reference
 
+from gpufleet.catalog import get_gpu
 from host_setup.nvidia_smi import GpuInstance, parse_lgi
 
 A100, H100, L40S = "esxi-01.lab", "esxi-02.lab", "esxi-03.lab"
+
+
+def _gi(profile: str, start: int, size: int, gi_id: int) -> GpuInstance:
+    """The instance as -lgi prints it, with the GPU instance profile ID the catalog gives that profile on an A100-80GB."""
+    ids = {p.name: p.profile_id for p in get_gpu("A100-80GB-PCIe").mig_profiles}
+    return GpuInstance(profile, start, size, gi_id, profile_id=ids[profile])
 
 
 @pytest.fixture
@@ -56,11 +63,11 @@ def test_vgpus_fill_the_mig_gpus_in_pci_order_and_parse_back(sim, monkeypatch):
     )
     out = sim.run(A100, "nvidia-smi mig -lgi").out
     assert parse_lgi(out) == {
-        0: [GpuInstance("3g.40gb", 4, 4, 1), GpuInstance("4g.40gb", 0, 4, 2)],
-        1: [GpuInstance("7g.80gb", 0, 8, 1)],  # no room left on GPU 0; the time-sliced 20c makes no instance
+        0: [_gi("3g.40gb", 4, 4, 1), _gi("4g.40gb", 0, 4, 2)],
+        1: [_gi("7g.80gb", 0, 8, 1)],  # no room left on GPU 0; the time-sliced 20c makes no instance
     }
     only_1 = sim.run(A100, "nvidia-smi mig -i 1 -lgi").out
-    assert parse_lgi(only_1) == {1: [GpuInstance("7g.80gb", 0, 8, 1)]}
+    assert parse_lgi(only_1) == {1: [_gi("7g.80gb", 0, 8, 1)]}
 
 
 def test_hopper_instances_are_placed_as_gpufleet_placement_places_them(sim, monkeypatch):
