@@ -69,3 +69,17 @@ def test_pulumi_gets_its_arguments_unchanged(monkeypatch: pytest.MonkeyPatch, tm
     assert result.exit_code == 0, result.output
     assert ran == [[str(fake), *args]]
     assert result.stdout == ""  # no JSON error document: pulumi answers its own usage errors
+
+
+def test_pulumi_gets_a_literal_double_dash_as_typed() -> None:
+    typed = ["gpufleet", "pulumi", "config", "set", "--stack", "lab", "--", "gpufleet:x", "-1"]
+    assert pulumi_cmd.pulumi_args(typed, ["config", "set"]) == [
+        "config",
+        "set",
+        "--stack",
+        "lab",
+        "--",
+        "gpufleet:x",
+        "-1",
+    ]
+    assert pulumi_cmd.pulumi_args(["pytest", "-q"], ["preview"]) == ["preview"]  # not run as `gpufleet pulumi`

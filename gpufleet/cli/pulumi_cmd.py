@@ -9,6 +9,7 @@ people who type ``pulumi``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -24,10 +25,18 @@ def pulumi_cmd(
 ) -> None:
     """Run the Pulumi CLI built by `make engine` (local file backend, generated passphrase, no downloads)."""
     binary = pulumi_binary()
-    argv = [str(binary), *(args or []), *ctx.args]
+    argv = [str(binary), *pulumi_args(sys.argv, [*(args or []), *ctx.args])]
     env = engine_environ()
     os.chdir(sync_workspace(state_dir(env)))
     os.execve(binary, argv, env)
+
+
+def pulumi_args(command_line: list[str], parsed: list[str]) -> list[str]:
+    """What follows ``pulumi`` on the command line as typed (click would eat a literal ``--``, which pulumi uses,
+    e.g. ``pulumi config set -- key -value``); ``parsed`` when not run as ``gpufleet pulumi ...`` (tests)."""
+    if command_line[1:2] == ["pulumi"]:
+        return list(command_line[2:])
+    return parsed
 
 
 def register(app: typer.Typer) -> None:
