@@ -3,9 +3,11 @@ dynamic provider server (``python -m pulumi.dynamic``) configured as the engine 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,18 @@ def server(prov_lab: PrivateLab) -> Iterator[DynamicProviderServer]:
     finally:
         log = srv.close()
         sys.stderr.write(log[-4000:])
+
+
+@pytest.fixture(scope="module")
+def lab_server(lab_env: Any) -> Iterator[DynamicProviderServer]:
+    """A provider server that reads the suite's shared lab (GPUFLEET_LAB_DIR is the test lab's), for resources
+    whose ``vcenter`` is ``{lab: true}`` and that need the lab's hosts or guests."""
+    srv = DynamicProviderServer(env={"GPUFLEET_LAB_DIR": os.environ["GPUFLEET_LAB_DIR"]}, timeout=300)
+    try:
+        srv.configure({})
+        yield srv
+    finally:
+        srv.close()
 
 
 @pytest.fixture

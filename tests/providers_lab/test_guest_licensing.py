@@ -3,7 +3,6 @@ create -> read -> diff (no change) -> drift (token removed behind its back) -> u
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -57,16 +56,6 @@ def vgpu_guest(lab_env: Any, lab_host: Callable[[str], Any]) -> Iterator[None]:
         wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=remove)), what="remove vGPU", timeout=60)
     finally:
         Disconnect(si)
-
-
-@pytest.fixture(scope="module")
-def lab_server(lab_env: Any) -> Iterator[DynamicProviderServer]:
-    srv = DynamicProviderServer(env={"GPUFLEET_LAB_DIR": os.environ["GPUFLEET_LAB_DIR"]}, timeout=300)
-    try:
-        srv.configure({})
-        yield srv
-    finally:
-        srv.close()
 
 
 def test_guest_licensing_lifecycle(lab_server: DynamicProviderServer, vgpu_guest: None) -> None:

@@ -4,9 +4,8 @@ maintenance window with one reboot for everything pending, as the lab's event lo
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,6 @@ def host_props(name: str) -> dict[str, Any]:
         "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
         "mayPowerOff": [],
     }
-
-
-@pytest.fixture(scope="module")
-def lab_server(lab_env: Any) -> Iterator[DynamicProviderServer]:
-    """A provider server that reads the session lab (GPUFLEET_LAB_DIR is the test lab's)."""
-    srv = DynamicProviderServer(env={"GPUFLEET_LAB_DIR": os.environ["GPUFLEET_LAB_DIR"]}, timeout=300)
-    try:
-        srv.configure({})
-        yield srv
-    finally:
-        srv.close()
 
 
 def ssh(name: str) -> SshRunner:
