@@ -23,7 +23,8 @@ from pulumi import Input, ResourceOptions
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from components.providers.base import GpufleetProvider, is_unknown
-from gpufleet.checks.licensing import FEATURE_TYPES, GuestSshRunner, LicensingError, apply_licensing, read_smi
+from gpufleet.catalog.licensing import FEATURE_TYPES
+from gpufleet.checks.licensing import GuestSshRunner, LicensingError, apply_licensing, read_smi
 from gpufleet.connections import Secret
 from gpufleet.spec.models import Fleet
 

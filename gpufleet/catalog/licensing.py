@@ -9,6 +9,8 @@ from __future__ import annotations
 
 # gridd.conf FeatureType -> the product it requests (1: chosen from the vGPU type's series).
 FEATURE_PRODUCTS: dict[int, str] = {2: "NVIDIA RTX Virtual Workstation", 4: "NVIDIA Virtual Compute Server"}
+# Every gridd.conf FeatureType NVIDIA documents (the spec, the checks and the guest licensing provider use this).
+FEATURE_TYPES: dict[int, str] = {0: "unlicensed", 1: "NVIDIA vGPU (auto)", **FEATURE_PRODUCTS}
 # vGPU profile series -> the product a FeatureType=1 guest licenses.
 SERIES_PRODUCTS: dict[str, str] = {
     "C": "NVIDIA Virtual Compute Server",

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from gpufleet.catalog.licensing import FEATURE_PRODUCTS
+from gpufleet.catalog.licensing import FEATURE_TYPES
 from gpufleet.checks.guest_smi import GuestSmiReport, parse_guest_xml
 from gpufleet.connections import Secret, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue, TaskError
@@ -43,7 +43,6 @@ TOKEN_DIR = "/etc/nvidia/ClientConfigToken"
 GRIDD_CONF = "/etc/nvidia/gridd.conf"
 GRIDD_TEMPLATE = "/etc/nvidia/gridd.conf.template"
 TOKEN_MODE = "744"  # NVIDIA: owner read/write/execute, group and others read
-FEATURE_TYPES = {0: "unlicensed", 1: "NVIDIA vGPU (auto)", **FEATURE_PRODUCTS}
 
 
 class LicensingError(TaskError):

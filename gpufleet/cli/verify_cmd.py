@@ -26,7 +26,8 @@ from rich.table import Table
 
 from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
 from gpufleet.errors import GpufleetError, SpecError, SpecIssue
-from gpufleet.spec.stack import Stack
+from gpufleet.spec.stack import Stack, load_stack
+from gpufleet.spec.validate import validated
 
 _STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
 
@@ -42,6 +43,7 @@ def verify(
     from gpufleet.checks.nodes import build_nodes
     from gpufleet.checks.run import run_checks
 
+    validated(load_stack(stack))  # a stack `validate` rejects is refused before anything is reached
     build_nodes(str(stack), None, node or None)  # bad input (stack, lab not running, unknown node) fails here
     run = run_checks(stack, junit=junit, nodes=node or None)
     if run.usage_error:
@@ -141,9 +143,7 @@ def license_apply(
     on every vGPU VM. Idempotent; keys and token are never printed. With --host/--vm only those are handled."""
     from gpufleet.checks.licensing import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
-    from gpufleet.spec.stack import load_stack
-
-    loaded = load_stack(stack)
+    loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
     selective = bool(vm or host)
     # Every input (keys, token, SSH settings) is read and checked before anything changes.
     targets = licensing_targets(loaded.fleet, vm or None) if (vm or not selective) else []

@@ -12,8 +12,19 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from gpufleet.catalog.licensing import FEATURE_TYPES
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+$")
@@ -64,9 +75,9 @@ class VcenterSpec(SpecModel):
     """Connection to vCenter (stack key ``gpufleet:vcenter``). TLS is always verified: give ``caFile`` or a
     pinned SHA-256 ``thumbprint``. ``lab: true`` takes everything from the running embedded lab instead."""
 
-    lab: bool = Field(False, description="Use the running embedded lab (gpufleet lab env); other fields ignored")
+    lab: StrictBool = Field(False, description="Use the running embedded lab (gpufleet lab env); other fields ignored")
     host: str | None = Field(None, description="vCenter host name or address")
-    port: int = Field(443, ge=1, le=65535)
+    port: SpecInt = Field(443, ge=1, le=65535)
     user: str | None = Field(None, description="vCenter user, e.g. administrator@vsphere.local")
     password: SecretRef | None = Field(None, description="vCenter password (secret reference)")
     ca_file: str | None = Field(None, description="PEM CA bundle that signs vCenter's certificate")
@@ -99,7 +110,7 @@ class SshSpec(SpecModel):
     ``knownHosts``; an unknown or changed key is refused."""
 
     address: str = Field(description="Address or DNS name")
-    port: int = Field(22, ge=1, le=65535)
+    port: SpecInt = Field(22, ge=1, le=65535)
     user: str = Field("root")
     host_key: str | None = Field(None, description="Pinned public host key, e.g. 'ssh-ed25519 AAAA...'")
     known_hosts: str | None = Field(None, description="known_hosts file to verify the host key against")
@@ -129,9 +140,8 @@ class GpuSpec(SpecModel):
     pci: PciAddress
     model: str = Field(description="GPU model as in `gpufleet schema` / the catalog, e.g. A100-80GB-PCIe")
     mode: GpuMode = GpuMode.VGPU
-    mixed_size: bool = Field(False, description="Time-sliced vGPU mixed-size mode (vGPUs of several sizes)")
+    mixed_size: StrictBool = Field(False, description="Time-sliced vGPU mixed-size mode (vGPUs of several sizes)")
     nvlink_peers: list[PciAddress] = Field(default_factory=list, description="GPUs bridged to this one by NVLink")
-
 
 
 class NicSpec(SpecModel):
@@ -139,9 +149,24 @@ class NicSpec(SpecModel):
 
     pci: PciAddress
     model: str = Field("ConnectX-6-Dx")
-    ats: bool = Field(False, description="Enable ATS for GPUDirect RDMA (ESXi atsSupport + ConnectX ATS_ENABLED)")
-    passthrough: bool = Field(False, description="Reserve this NIC for DirectPath I/O into a VM")
+    ats: StrictBool = Field(False, description="Enable ATS for GPUDirect RDMA (ESXi atsSupport + ConnectX ATS_ENABLED)")
+    passthrough: StrictBool = Field(False, description="Reserve this NIC for DirectPath I/O into a VM")
 
+
+def _no_bool_or_text(value: object) -> object:
+    """Whole numbers only: YAML's `true` or `"8"` is refused, not read as 1 or 8. (A float that is a whole number
+    passes: numbers reach the dynamic providers through Pulumi as floats.)"""
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"must be a whole number, not {value!r}")
+    return value
+
+
+SpecInt = Annotated[int, BeforeValidator(_no_bool_or_text)]
+
+# NVIDIA driver versions as esxcli and nvidia-smi print them (550.90.05, 535.183.06, 580.65).
+DRIVER_VERSION = re.compile(r"\d{3}\.\d{1,3}(\.\d{1,3})?")
+# The version in an NVIDIA bundle's file name: NVD-AIE-800_550.90.05-1OEM..., NVIDIA-AIE_ESXi_8.0.0_Driver_550.90.05-1OEM...
+BUNDLE_VERSION = re.compile(r"_(\d{3}\.\d{1,3}(?:\.\d{1,3})?)-")
 
 
 class DriverSpec(SpecModel):
@@ -158,6 +183,24 @@ class DriverSpec(SpecModel):
         if not value.startswith("/"):
             raise ValueError("esxcli needs an absolute path, e.g. /vmfs/volumes/datastore1/NVD-AIE-....zip")
         return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not DRIVER_VERSION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a driver version as esxcli reports it (e.g. 550.90.05)")
+        return value
+
+    @model_validator(mode="after")
+    def _version_matches_bundle(self) -> DriverSpec:
+        for path in (self.bundle, self.local_path or ""):
+            named = BUNDLE_VERSION.search(path.rsplit("/", 1)[-1])
+            if named and named.group(1) != self.version:
+                raise ValueError(
+                    f"version {self.version} does not match the bundle {path.rsplit('/', 1)[-1]}, "
+                    f"which carries {named.group(1)}"
+                )
+        return self
 
 
 class HostSpec(SpecModel):
@@ -180,18 +223,20 @@ class TemplateSpec(SpecModel):
     name: str
     guest_id: str = Field("ubuntu64Guest", description="vSphere guest OS identifier (64-bit for GPUs)")
     firmware: Literal["efi", "bios"] = Field("efi")
-    secure_boot: bool = False
-    cpus: int = Field(8, ge=1, le=768)
-    cores_per_socket: int | None = Field(None, ge=1)
-    memory_mb: int = Field(65536, ge=1024)
-    memory_reservation_locked: bool = Field(True, description="Reserve all guest memory (required for GPUs)")
-    hardware_version: int = Field(19, ge=11, le=22, description="Virtual hardware version (vmx-NN)")
-    numa_node: int | None = Field(None, ge=0, description="Pin to this NUMA node (numa.nodeAffinity)")
-    mmio_size_gb: int | None = Field(None, ge=1, description="64-bit MMIO size; derived from the GPUs if omitted")
-    p2p: bool = Field(False, description="pciPassthru.allowP2P for GPUDirect RDMA / P2P between devices")
-    relax_acs: bool = Field(False, description="pciPassthru.RelaxACSforP2P")
+    secure_boot: StrictBool = False
+    cpus: SpecInt = Field(8, ge=1, le=768)
+    cores_per_socket: SpecInt | None = Field(None, ge=1)
+    memory_mb: SpecInt = Field(65536, ge=1024)
+    memory_reservation_locked: StrictBool = Field(True, description="Reserve all guest memory (required for GPUs)")
+    hardware_version: SpecInt = Field(19, ge=11, le=22, description="Virtual hardware version (vmx-NN)")
+    numa_node: SpecInt | None = Field(None, ge=0, description="Pin to this NUMA node (numa.nodeAffinity)")
+    mmio_size_gb: SpecInt | None = Field(None, ge=1, description="64-bit MMIO size; derived from the GPUs if omitted")
+    p2p: StrictBool = Field(
+        False, alias="p2p", description="pciPassthru.allowP2P for GPUDirect RDMA / P2P between devices"
+    )
+    relax_acs: StrictBool = Field(False, description="pciPassthru.RelaxACSforP2P")
     network: str | None = Field(None, description="Port group of the first NIC")
-    disk_gb: int = Field(100, ge=1)
+    disk_gb: SpecInt = Field(100, ge=1)
 
 
 class VgpuRequest(SpecModel):
@@ -245,11 +290,11 @@ class VmSpec(SpecModel):
     vgpu: list[VgpuRequest] = Field(default_factory=list, description="vGPUs; several only where NVIDIA allows")
     passthrough: list[PassthroughRequest] = Field(default_factory=list)
     rdma: list[RdmaNicRequest] = Field(default_factory=list)
-    cpus: int | None = Field(None, ge=1, le=768, description="Overrides the template")
-    memory_mb: int | None = Field(None, ge=1024, description="Overrides the template")
-    allow_power_cycle: bool | None = Field(None, description="Overrides rollout.allowPowerCycle for this VM")
+    cpus: SpecInt | None = Field(None, ge=1, le=768, description="Overrides the template")
+    memory_mb: SpecInt | None = Field(None, ge=1024, description="Overrides the template")
+    allow_power_cycle: StrictBool | None = Field(None, description="Overrides rollout.allowPowerCycle for this VM")
     ssh: SshSpec | None = Field(None, description="SSH into the guest for post-deploy checks and licensing")
-    nvidia_licensing: bool = Field(True, description="Place the NVIDIA client configuration token in the guest")
+    nvidia_licensing: StrictBool = Field(True, description="Place the NVIDIA client configuration token in the guest")
 
 
 class LicensingSpec(SpecModel):
@@ -258,18 +303,26 @@ class LicensingSpec(SpecModel):
     vcenter_license: SecretRef | None = Field(None, description="vCenter licence key")
     host_license: SecretRef | None = Field(None, description="Default licence key for every host")
     nvidia_client_token: SecretRef | None = Field(None, description="NLS client configuration token")
-    feature_type: int = Field(1, ge=0, le=4, description="gridd.conf FeatureType: 1 vGPU, 2 vWS/RTX, 4 vCS/NVAIE")
+    feature_type: SpecInt = Field(1, description="gridd.conf FeatureType: 0 unlicensed, 1 vGPU, 2 vWS/RTX, 4 vCS/NVAIE")
+
+    @field_validator("feature_type")
+    @classmethod
+    def _feature_type(cls, value: int) -> int:
+        if value not in FEATURE_TYPES:
+            valid = ", ".join(f"{k} ({v})" for k, v in FEATURE_TYPES.items())
+            raise ValueError(f"{value} is not a gridd.conf FeatureType (valid: {valid})")
+        return value
 
 
 class RolloutPolicy(SpecModel):
     """How host preparation and VM changes roll across the fleet."""
 
-    max_unavailable: int = Field(1, ge=1, description="Hosts per cluster in maintenance at once")
-    reboot_timeout_seconds: int = Field(1200, ge=10)
-    maintenance_timeout_seconds: int = Field(1800, ge=10)
-    failure_threshold: int = Field(1, ge=1, description="Stop the rollout after this many failed hosts")
-    allow_power_cycle: bool = Field(False, description="May gpufleet power off a VM to change its GPU devices")
-    vgpu_vmotion: bool | None = Field(None, description="vCenter advanced setting vgpu.hotmigrate.enabled")
+    max_unavailable: SpecInt = Field(1, ge=1, description="Hosts per cluster in maintenance at once")
+    reboot_timeout_seconds: SpecInt = Field(1200, ge=10)
+    maintenance_timeout_seconds: SpecInt = Field(1800, ge=10)
+    failure_threshold: SpecInt = Field(1, ge=1, description="Stop the rollout after this many failed hosts")
+    allow_power_cycle: StrictBool = Field(False, description="May gpufleet power off a VM to change its GPU devices")
+    vgpu_vmotion: StrictBool | None = Field(None, description="vCenter advanced setting vgpu.hotmigrate.enabled")
 
 
 class Fleet(SpecModel):

@@ -117,6 +117,7 @@ def _stack_file(tmp_path: Path, vm_ssh: str | None) -> Path:
     version: v1
     datacenter: D
     cluster: C
+    hosts: [{{name: h, gpus: [{{pci: "0000:3b:00.0", model: T4, mode: dynamic-passthrough}}]}}]
     templates: [{{name: t}}]
     vms:
       - {{name: vm-a, template: t, passthrough: [{{model: T4}}]{ssh}}}
@@ -169,6 +170,10 @@ def test_verify_exit_codes_for_bad_input_and_unreachable_nodes(tmp_path: Path) -
     document = json.loads(unreachable.stdout)
     errors = [c for c in document["checks"] if c["outcome"] == "error"]
     assert errors and all("unreachable over SSH" in c["message"] for c in errors)
+    invalid = _stack_file(tmp_path, None)
+    invalid.write_text(invalid.read_text().replace("mode: dynamic-passthrough", "mode: vgpu"))
+    refused = _verify(str(invalid), "--json")  # the T4 is no passthrough GPU any more: validate rejects the stack
+    assert refused.returncode == 1 and "vms[0].passthrough[0].model" in refused.stderr, refused.stderr
     no_ssh = _verify(str(_stack_file(tmp_path, None)), "--json")
     assert no_ssh.returncode == 0 and json.loads(no_ssh.stdout)["summary"]["passed"] == 0
     assert {c["message"] for c in json.loads(no_ssh.stdout)["checks"]} >= {
