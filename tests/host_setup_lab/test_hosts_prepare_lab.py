@@ -337,8 +337,8 @@ def test_missing_bundle_fails_before_any_host_is_touched(
     hosts: Callable[..., list[str]], events: Callable[..., list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     names = hosts("esxi-03.lab", "esxi-04.lab")
-    missing = write_stack(tmp_path, names, driver={"localPath": "lab-depot://NVD-AIE-800_999.99.99-missing.zip"})
-    with pytest.raises(SpecError, match=r"driver.localPath.*999.99.99-missing.zip: no such file"):
+    missing = write_stack(tmp_path, names, driver={"localPath": "lab-depot://NVD-AIE-800_550.90.05-missing.zip"})
+    with pytest.raises(SpecError, match=r"driver.localPath.*550.90.05-missing.zip: no such file"):
         prepare_stack(missing)
     nowhere = write_stack(tmp_path, names, driver={"localPath": None, "bundle": "/vmfs/volumes/datastore1/absent.zip"})
     with pytest.raises(SpecError, match=r"esxi-03.lab: driver.bundle.*absent.zip is not on the host"):
