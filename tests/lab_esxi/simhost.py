@@ -108,6 +108,15 @@ def ssh_run(client: Any, command: str, timeout: float = 60.0) -> tuple[int, str,
     return stdout.channel.recv_exit_status(), out, err
 
 
+def install_driver(client: Any, bundle: Path) -> tuple[int, str, str]:
+    """As an operator would: maintenance on, the bundle over SFTP, `esxcli software vib install`; its result."""
+    assert ssh_run(client, "esxcli system maintenanceMode set -e true")[0] == 0
+    sftp = client.open_sftp()
+    sftp.put(str(bundle), f"/tmp/{bundle.name}")
+    sftp.close()
+    return ssh_run(client, f"esxcli software vib install -d /tmp/{bundle.name}")
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

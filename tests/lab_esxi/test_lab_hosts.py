@@ -11,7 +11,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from simhost import ssh_client, ssh_run, try_ssh, wait_for
+from simhost import install_driver, ssh_client, ssh_run, try_ssh, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -230,11 +230,7 @@ def test_driver_install_reboot_and_pending_changes(lab_env: Any, lab_paths: Any,
     bundle = next(lab_paths.depot_dir.glob("NVD-AIE-800_550.90.05-*.zip"))
     client = ssh_client(endpoint)
     try:
-        assert ssh_run(client, "esxcli system maintenanceMode set -e true")[0] == 0
-        sftp = client.open_sftp()
-        sftp.put(str(bundle), f"/tmp/{bundle.name}")
-        sftp.close()
-        rc, out, err = ssh_run(client, f"esxcli software vib install -d /tmp/{bundle.name}")
+        rc, out, err = install_driver(client, bundle)
         assert rc == 0, err
         assert "   Reboot Required: false\n" in out
         assert ssh_run(client, "nvidia-smi")[0] == 127
@@ -335,11 +331,7 @@ def test_a_mig_change_on_a_gpu_without_mig_is_refused_by_name(lab_env: Any, lab_
     bundle = next(lab_paths.depot_dir.glob("NVD-AIE-800_550.90.05-*.zip"))
     client = ssh_client(endpoint)
     try:
-        assert ssh_run(client, "esxcli system maintenanceMode set -e true")[0] == 0
-        sftp = client.open_sftp()
-        sftp.put(str(bundle), f"/tmp/{bundle.name}")
-        sftp.close()
-        assert ssh_run(client, f"esxcli software vib install -d /tmp/{bundle.name}")[0] == 0
+        assert install_driver(client, bundle)[0] == 0
         assert ssh_run(client, "reboot")[0] == 0
     finally:
         client.close()
