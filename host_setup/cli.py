@@ -1,7 +1,7 @@
 """The ``hosts prepare`` verb's front end: rich progress and tables for people, one JSON document for machines.
 
 ``run_prepare`` is called by ``gpufleet hosts prepare`` and by ``python -m host_setup prepare``; it returns the
-exit code (0 all done / nothing to do, 1 a host failed, 2 dry run with changes pending). Bad input raises
+exit code (0 all done / nothing to do, 1 a host failed, 2 dry run with changes pending, 130 interrupted). Bad input raises
 ``GpufleetError`` for the caller to print (``gpufleet.cli.output.handle_errors``).
 """
 
@@ -104,6 +104,9 @@ def run_prepare(
     console.print(summary_table(report))
     if report.stopped:
         console.print(f"[bold red]{report.stopped}[/]")
+    left = [h.name for h in report.hosts if h.error and h.error.get("step") == "skipped"]
+    if report.interrupted and left:
+        console.print(f"[yellow]left for the next run ({len(left)}): {', '.join(left)}[/]")
     peak = ", ".join(f"{c}: {n}" for c, n in report.peak_in_maintenance.items())
     summary = report.to_json()["summary"]
     console.print(
