@@ -1,6 +1,8 @@
 """Build a whole fleet's components from a ``Stack`` (what ``__main__.py`` runs; usable from any Pulumi program).
 
-- one ``GpuHost`` per host (licence from ``hosts[].license`` or ``licensing.hostLicense``);
+- one ``BundleStaging`` per host that needs the driver bundle, and one ``GpuHost`` per host (licence from
+  ``hosts[].license`` or ``licensing.hostLicense``), chained in ``rollout.maxUnavailable`` lanes per cluster, each
+  after every staging of its cluster;
 - one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its cluster's hosts are prepared —
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
   exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
@@ -19,7 +21,7 @@ import pulumi
 import pulumi_vsphere as vsphere
 
 from components.config import secret_from_ref
-from components.gpu_host import GpuHost, GpuHostArgs
+from components.gpu_host import GpuHost, GpuHostArgs, bundle_staging
 from components.gpu_vm import GpuVm, GpuVmArgs
 from components.gpu_vm_template import GpuVmTemplate, GpuVmTemplateArgs
 from components.inventory import VsphereRefs
@@ -114,9 +116,17 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
     out = FleetResources()
     licensing = fleet.licensing
     host_default = secret_from_ref(stack, licensing.host_license, "licensing.hostLicense")
+    # Every driver bundle of a cluster staged and proven (in parallel) before any host of it is prepared.
+    staged: dict[str, list[pulumi.Resource]] = {}
+    for host in fleet.hosts:
+        staging = bundle_staging(host, fleet, vcenter, opts)
+        if staging is not None:
+            staged.setdefault(host.cluster or fleet.cluster, []).append(staging)
     for host, after in zip(fleet.hosts, rollout_lanes(fleet), strict=True):
         key = secret_from_ref(stack, host.license, f"hosts[{host.name}].license") or host_default
-        lane = pulumi.ResourceOptions(depends_on=[out.hosts[name] for name in after])
+        lane = pulumi.ResourceOptions(
+            depends_on=[out.hosts[name] for name in after] + staged.get(host.cluster or fleet.cluster, [])
+        )
         out.hosts[host.name] = GpuHost(
             host.name,
             GpuHostArgs(spec=host, fleet=fleet, vcenter=vcenter, license_key=key),
