@@ -32,6 +32,7 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "stacks" / "Pulumi.lab.yaml"
 HOST, VM, FIRST, SECOND = "esxi-01.lab", "vm-mig-01", "0000:3b:00.0", "0000:5e:00.0"
+HOSTS = ("esxi-01.lab", "esxi-02.lab", "esxi-03.lab", "esxi-04.lab")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -87,7 +88,10 @@ def _sides(page: str, gpu: str) -> tuple[str, str]:
 def test_the_actual_side_draws_the_running_mig_instance_on_its_gpu(
     lab_env: Any, lab_host: Callable[[str], Any], tmp_path: Path
 ) -> None:
-    lab_host(HOST)
+    # Every lab host, in order: `hosts prepare` takes the cluster's rollout lease, which another test preparing a
+    # host of the same cluster at the same time would be refused.
+    for name in HOSTS:
+        lab_host(name)
     for args in (["hosts", "prepare", str(STACK), "--host", HOST, "--json"], ["vms", "apply", str(STACK), "--vm", VM]):
         done = _cli(*args)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
