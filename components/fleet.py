@@ -9,11 +9,13 @@
   VMs' GPU/RDMA devices and the existing templates' GPU settings;
 - ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set.
 
-pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified).
+pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified, against the
+stack's CA only: ``gpufleet.provider_trust``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from components.licensing import Licensing, LicensingArgs
 from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
 from gpufleet.connections import resolve_vcenter
 from gpufleet.errors import GpufleetError
+from gpufleet.provider_trust import provider_trust
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 
@@ -69,7 +72,12 @@ class FleetResources:
 
 def vsphere_provider(stack: Stack, name: str = "vsphere") -> vsphere.Provider:
     """A pulumi-vsphere provider for the stack's vCenter: the lab's (from its env file) or the spec's, the
-    password a Pulumi secret. TLS is never skipped (pulumi-vsphere trusts the system CAs or SSL_CERT_FILE)."""
+    password a Pulumi secret. TLS is never skipped, and the provider (launched by the engine with this program's
+    environment) must trust exactly the stack's CA: RunError naming the stack field otherwise, before anything is
+    registered (a thumbprint-only stack, SSL_CERT_FILE / SSL_CERT_DIR not set to that CA alone)."""
+    problem = provider_trust(stack).environ_problem(os.environ)
+    if problem:
+        raise pulumi.RunError(problem)
     spec = stack.vcenter
     if spec.lab:
         try:

@@ -16,7 +16,16 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.output import handle_errors
-from gpufleet.engine import engine_environ, pulumi_binary, state_dir, sync_workspace
+from gpufleet.engine import (
+    PROVIDER_COMMANDS,
+    engine_environ,
+    pulumi_binary,
+    selected_stack,
+    stack_of_args,
+    state_dir,
+    sync_workspace,
+    trust_environ,
+)
 
 TAKE_OVER = "--take-over"
 TAKE_OVER_ENV = "GPUFLEET_TAKE_OVER"  # read by the program (components.rollout_lease)
@@ -35,7 +44,16 @@ def pulumi_cmd(
         passed = [a for a in passed if a != TAKE_OVER]
         env[TAKE_OVER_ENV] = "1"
     argv = [str(binary), *passed]
-    os.chdir(sync_workspace(state_dir(env)))
+    state = state_dir(env)
+    project = sync_workspace(state)
+    os.chdir(project)
+    # pulumi-vsphere trusts what the stack says (gpufleet.provider_trust): which stack, the command line tells,
+    # else the one selected in the workspace.
+    stack = stack_of_args(argv[1:], env)
+    if stack is None:
+        command = next((a for a in argv[1:] if not a.startswith("-")), "")
+        stack = selected_stack(env, project) if command in PROVIDER_COMMANDS else ""
+    env.update(trust_environ(stack, env, state))
     os.execve(binary, argv, env)
 
 
