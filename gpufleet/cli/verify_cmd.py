@@ -124,9 +124,7 @@ def _print_verify(stack: Path, run: CheckRun, names: list[str], junit: Path | No
             console.print(f"  {escape(reason)}: {escape(where)} [dim]({len(nodes)})[/]", highlight=False)
     for r in run.results:
         if r.outcome in ("failed", "error"):
-            console.print(
-                f"\n[bold red]{r.outcome.upper()}[/] {escape(r.node)} {_check_words(r.check)}", highlight=False
-            )
+            console.print(f"\n[bold red]{r.outcome.upper()}[/] {escape(r.node)} {r.check}", highlight=False)
             console.print(r.message, markup=False, highlight=False)
     summary = ", ".join(f"{run.count(o)} {o}" for o in _OUTCOMES)
     console.print(f"\n{summary}" + (f"; JUnit report: {junit}" if junit else ""), highlight=False, markup=False)
