@@ -66,11 +66,13 @@ def gpufleet_version() -> str:
 
 
 @contextlib.contextmanager
-def progress(out: Console, what: str, *, counted: bool = False) -> Iterator[Callable[..., None]]:
+def progress(out: Console, what: str, *, counted: bool = False, ticking: bool = True) -> Iterator[Callable[..., None]]:
     """Progress of a long step of a verb. Yields ``update(message, advance=0, log=True, total=None)``. On a
     terminal: a rich spinner (with a bar and N/M when ``counted``) that is cleared at the end; elsewhere: one line
     per update with ``log`` (a step or a host done), so a log shows what is being done without a line per tick.
-    The console is bound to the stream in use now (run_checks redirects sys.stdout while the checks run)."""
+    The console is bound to the stream in use now (run_checks redirects sys.stdout while the checks run).
+    ``ticking=False``: redraw only on updates, from the caller's thread (pytest captures file descriptor 1 while a
+    check runs, so a redraw from rich's timer thread then would be lost and garble the next one)."""
     bound = make_console(file=out.file)
     if not bound.is_terminal:
 
@@ -84,11 +86,11 @@ def progress(out: Console, what: str, *, counted: bool = False) -> Iterator[Call
     if counted:
         columns += [BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn("{task.description}"), TimeElapsedColumn()]
-    with Progress(*columns, console=bound, transient=True) as bar:
+    with Progress(*columns, console=bound, transient=True, auto_refresh=ticking) as bar:
         task = bar.add_task("", total=None, what=what)
 
         def update(message: str, advance: int = 0, log: bool = True, total: int | None = None) -> None:
-            bar.update(task, description=escape(message), advance=advance, total=total)
+            bar.update(task, description=escape(message), advance=advance, total=total, refresh=not ticking)
 
         yield update
 

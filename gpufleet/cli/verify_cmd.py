@@ -56,7 +56,7 @@ def verify(
     if json_out:
         run = run_checks(stack, junit=junit, nodes=node or None)
     else:
-        with progress(console, "verify", counted=True) as update:
+        with progress(console, "verify", counted=True, ticking=False) as update:
             run = run_checks(stack, junit=junit, nodes=node or None, on_result=_progress_of(update, names))
     if run.usage_error:
         raise SpecError([SpecIssue(str(stack), f"the checks could not run:\n{run.usage_error}")])
