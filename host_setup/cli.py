@@ -81,6 +81,7 @@ def run_prepare(
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=not console.is_terminal,
     ) as progress:
         tasks: dict[str, int] = {}
 
@@ -88,6 +89,9 @@ def run_prepare(
             final = message == "done" or message.startswith(("failed", "skipped", "plan: nothing", "plan: failed"))
             final = final or (dry_run and message.startswith("plan:"))
             with lock:
+                if not console.is_terminal:  # a log: a line per step of each host instead of live spinners
+                    console.print(f"{host}: {message}", markup=False, highlight=False)
+                    return
                 if host not in tasks:
                     tasks[host] = progress.add_task(message, host=host, total=1)
                 progress.update(tasks[host], description=message, completed=1 if final else 0)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json, progress
 from gpufleet.errors import GpufleetError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
@@ -77,8 +77,8 @@ def up_cmd(
             }
         )
         return
-    with console.status("starting the lab ...") as spinner:
-        result = manager.up(shape, progress=lambda msg: spinner.update(msg))
+    with progress(console, "lab up") as update:
+        result = manager.up(shape, progress=update)
     _print_env(result.env, title=f"lab {'reused' if result.reused else 'started'} in {result.seconds:.1f} s")
 
 
@@ -150,9 +150,9 @@ def status_cmd(json_out: JsonOpt = False) -> None:
                 f"{h['address']}:{h['port']}",
                 h["gpus"],
                 h["power"],
-                "yes" if h["ssh"] else "no",
-                str(h["connection_state"]),
-                str(h["maintenance"]),
+                _word(bool(h["ssh"])),
+                _word(h["connection_state"]),
+                _word(h["maintenance"]),
                 h["driver"] or "-",
                 ", ".join(h["faults"]) or "-",
             )
@@ -164,6 +164,15 @@ def status_cmd(json_out: JsonOpt = False) -> None:
             )
     if not doc["running"]:
         raise typer.Exit(ExitCode.NO)
+
+
+def _word(value: Any) -> str:
+    """A status value in words: yes / no, "unknown" where vCenter did not say (never Python's True/None)."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 @lab_app.command("env")

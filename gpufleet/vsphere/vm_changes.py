@@ -9,6 +9,7 @@ read at power-on only.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -118,7 +119,13 @@ class Change:
     def needs_power_off(self) -> bool:
         return self.kind in _NEEDS_POWER_OFF
 
-    def describe(self) -> str:
+    def describe(self, spelled: Mapping[str, str] | None = None) -> str:
+        """One line for people. ``spelled``: the stack's spelling of vGPU profiles by ``profile_key``, so a
+        profile reads as the stack writes it, with the host's spelling beside it when the two differ."""
+        if self.kind == "vgpu" and spelled and self.target:
+            own = spelled.get(profile_key(self.target), self.target)
+            if own != self.target:
+                return f"{self.action} vgpu {own} (the host's name: {self.target})"
         if self.action == "edit" or (self.action == "set" and self.before is not None):
             return f"{self.action} {self.kind} {self.target}: {self.before} -> {self.after}"
         if self.action == "set":
@@ -145,8 +152,8 @@ class ChangeSet:
     def power_cycle_required(self) -> bool:
         return self.power_state != POWERED_OFF and any(c.needs_power_off for c in self.changes)
 
-    def summaries(self) -> list[str]:
-        return [c.describe() for c in self.changes]
+    def summaries(self, spelled: Mapping[str, str] | None = None) -> list[str]:
+        return [c.describe(spelled) for c in self.changes]
 
     def require_power(self, allow_power_cycle: bool) -> None:
         """Raise ``PowerCycleRequiredError`` when the changes need the VM off and gpufleet may not power it off."""
