@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gpufleet.markup import esc
 from host_setup.command import prepare_stack
 from host_setup.rollout import RolloutReport
 
@@ -39,10 +40,10 @@ def summary_table(report: RolloutReport) -> Table:
     table.add_column("error", overflow="fold")
     for host in report.hosts:
         steps = ", ".join(
-            f"[{_STATE_STYLE.get(s.state, '')}]{s.name}:{s.state}[/]" for s in host.steps if s.state != "ok"
+            f"[{_STATE_STYLE.get(s.state, '')}]{esc(s.name)}:{esc(s.state)}[/]" for s in host.steps if s.state != "ok"
         )
-        error = f"[red]{host.error['step']}: {host.error['message']}[/]" if host.error else ""
-        table.add_row(host.name, "yes" if host.changed else "no", steps or "[green]all ok[/]", error)
+        error = f"[red]{esc(host.error['step'])}: {esc(host.error['message'])}[/]" if host.error else ""
+        table.add_row(esc(host.name), "yes" if host.changed else "no", steps or "[green]all ok[/]", error)
     return table
 
 
@@ -89,8 +90,8 @@ def run_prepare(
             final = final or (dry_run and message.startswith("plan:"))
             with lock:
                 if host not in tasks:
-                    tasks[host] = progress.add_task(message, host=host, total=1)
-                progress.update(tasks[host], description=message, completed=1 if final else 0)
+                    tasks[host] = progress.add_task(esc(message), host=esc(host), total=1)
+                progress.update(tasks[host], description=esc(message), completed=1 if final else 0)
 
         report = prepare_stack(
             stack,
@@ -103,8 +104,8 @@ def run_prepare(
         )
     console.print(summary_table(report))
     if report.stopped:
-        console.print(f"[bold red]{report.stopped}[/]")
-    peak = ", ".join(f"{c}: {n}" for c, n in report.peak_in_maintenance.items())
+        console.print(f"[bold red]{esc(report.stopped)}[/]")
+    peak = esc(", ".join(f"{c}: {n}" for c, n in report.peak_in_maintenance.items()))
     summary = report.to_json()["summary"]
     console.print(
         f"{summary['hosts']} host(s): {summary['changed']} changed, {summary['unchanged']} unchanged, "
@@ -115,5 +116,7 @@ def run_prepare(
     )
     for host in report.failed:
         if host.in_maintenance:
-            console.print(f"[yellow]{host.name} is left in maintenance mode; fix the cause and rerun to continue[/]")
+            console.print(
+                f"[yellow]{esc(host.name)} is left in maintenance mode; fix the cause and rerun to continue[/]"
+            )
     return report.exit_code

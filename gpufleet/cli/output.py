@@ -13,13 +13,16 @@ from typing import Any, TypeVar
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from gpufleet.errors import GpufleetError
+from gpufleet.markup import esc
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["ExitCode", "GpufleetGroup", "console", "err_console", "esc", "handle_errors", "print_json"]
+
+# emoji off: a name such as `:fire:` is printed as written; markup stays on for our own styles, values go through esc
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 class ExitCode(IntEnum):
@@ -45,7 +48,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GpufleetError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {esc(exc)}", highlight=False)
             raise typer.Exit(exc.exit_code) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import GpufleetError, SpecError, SpecIssue
 from gpufleet.spec.stack import Stack, load_stack
 from gpufleet.spec.validate import validated
@@ -51,7 +51,7 @@ def verify(
     if json_out:
         print_json({"stack": str(stack), **run.to_json()})
     else:
-        table = Table(title=f"gpufleet verify {stack}")
+        table = Table(title=esc(f"gpufleet verify {stack}"))
         for column in ("node", "check", "result", "detail"):
             table.add_column(column, overflow="fold")
         skipped: dict[str, list[str]] = {}
@@ -61,18 +61,18 @@ def verify(
                 skipped.setdefault(r.message, []).append(check)
                 continue
             detail = r.message.splitlines()[0] if r.message else ""
-            table.add_row(r.node, check, f"[{_STYLE[r.outcome]}]{r.outcome}[/]", detail)
+            table.add_row(esc(r.node), esc(check), f"[{_STYLE[r.outcome]}]{r.outcome}[/]", esc(detail))
         console.print(table)
         if skipped:
             console.print("[yellow]skipped[/] (the check does not apply):", highlight=False)
             for reason, checks in skipped.items():
-                console.print(f"  {reason} [dim]({len(checks)} check(s))[/]", highlight=False)
+                console.print(f"  {esc(reason)} [dim]({len(checks)} check(s))[/]", highlight=False)
         for r in run.results:
             if r.outcome in ("failed", "error"):
-                console.print(f"\n[bold red]{r.outcome.upper()}[/] {r.node} {r.check}", highlight=False)
+                console.print(f"\n[bold red]{r.outcome.upper()}[/] {esc(r.node)} {esc(r.check)}", highlight=False)
                 console.print(r.message, markup=False, highlight=False)
         summary = ", ".join(f"{run.count(o)} {o}" for o in ("passed", "failed", "error", "skipped"))
-        console.print(f"\n{summary}" + (f"; JUnit report: {junit}" if junit else ""), highlight=False)
+        console.print(f"\n{summary}" + (f"; JUnit report: {esc(junit)}" if junit else ""), highlight=False)
     if run.count("error") or (not run.results and run.exit_status not in (0, 5)):
         raise typer.Exit(ExitCode.ERROR)
     if run.count("failed"):
@@ -105,22 +105,24 @@ def _print_license_tables(stack: Path, vsphere_rows: list[dict], guest_rows: lis
                 result = "[yellow]pending[/]" if dry_run else "[green]assigned[/]"
             else:
                 result = "in place"
-            table.add_row(row["target"], result, row["desired"], row["error"] or row["before"] or "(none)")
+            table.add_row(
+                esc(row["target"]), result, esc(row["desired"]), esc(row["error"] or row["before"] or "(none)")
+            )
         console.print(table)
     else:
         console.print("vSphere licences: the stack names none for these targets", highlight=False)
-    table = Table(title=f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}")
+    table = Table(title=esc(f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}"))
     for column in ("VM", "result", "licence status", "detail"):
         table.add_column(column, overflow="fold")
     for row in guest_rows:
         if row["error"]:
-            table.add_row(row["vm"], "[red]error[/]", "", row["error"])
+            table.add_row(esc(row["vm"]), "[red]error[/]", "", esc(row["error"]))
         elif row.get("skipped"):
-            table.add_row(row["vm"], "[dim]skipped[/]", "", row["skipped"])
+            table.add_row(esc(row["vm"]), "[dim]skipped[/]", "", esc(row["skipped"]))
         else:
             what = "[green]changed[/]" if row["changed"] else "in place"
             detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
-            table.add_row(row["vm"], what, row["status"], detail)
+            table.add_row(esc(row["vm"]), what, esc(row["status"]), esc(detail))
     console.print(table)
 
 
@@ -143,6 +145,7 @@ def license_apply(
     on every vGPU VM. Idempotent; keys and token are never printed. With --host/--vm only those are handled."""
     from gpufleet.checks.licensing import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
+
     loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
     selective = bool(vm or host)
     # Every input (keys, token, SSH settings) is read and checked before anything changes.
