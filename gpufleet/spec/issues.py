@@ -129,13 +129,21 @@ def issues_from_validation(
         value: str | None = None
         if valid:
             message = "not one of the allowed values"
+        at_secret = secret or _walk(root_model, loc)[1]
         if e["type"] == "extra_forbidden":
             meant = did_you_mean(loc[-1] if loc else None, parent)
-            message = f"unknown key; did you mean `{meant}`?" if meant else "unknown key"
-            message += " (see `gpufleet schema` for the keys allowed here)"
-            keys = keys_of(parent) if parent is not None else []
-            valid = tuple(keys) if len(keys) <= MAX_LISTED_KEYS else ()
-        elif not secret and not _walk(root_model, loc)[1] and "input" in e:
+            if meant:
+                message = f"unknown key; did you mean `{meant}`?"
+            else:
+                message = "unknown key (see `gpufleet schema` for the keys allowed here)"
+                keys = keys_of(parent) if parent is not None else []
+                valid = tuple(keys) if len(keys) <= MAX_LISTED_KEYS else ()
+        elif at_secret and e["type"] == "model_type":
+            message = (
+                "a secret is a reference {config: <Pulumi secret key>, env: <variable>}, never the value itself "
+                "(what is written here is not shown)"
+            )
+        elif not at_secret and "input" in e:
             value = shown(e["input"])
         issues.append(SpecIssue(path=_path_of(loc, root), message=message, valid=valid, value=value))
     return issues

@@ -268,11 +268,12 @@ def run_verb(verb: list[str], stack: Path) -> Outcome:
         crash = f"exit code {result.exit_code}"
     elif result.exit_code == 1 and not output.strip():
         crash = "exit 1 without a message"
-    elif "--json" in verb:
+    elif "--json" in verb and (result.stdout.strip() or verb[0] in ("validate", "plan")):
+        # validate and plan always answer in JSON; other verbs print bad input on stderr, stdout left empty
         try:
             json.loads(result.stdout)
         except ValueError:
-            crash = "--json printed no JSON document"
+            crash = "--json printed something that is not one JSON document"
     return Outcome(verb, result.exit_code, output, crash)
 
 
@@ -289,6 +290,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mig-fit", type=int, default=400, help="random `mig fit` calls")
+    parser.add_argument("--keep", type=Path, help="write the first stack of each kind of crash into this directory")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     crashes: Counter[str] = Counter()
@@ -301,16 +303,18 @@ def main(argv: list[str]) -> int:
             stack.write_bytes(make_stack(rng))
             outcome = run_verb(rng.choice(VERBS), stack)
             if outcome.crash:
-                key = f"{' '.join(outcome.verb)}: {outcome.crash[:120]}"
+                key = f"{' '.join(outcome.verb)}: {outcome.crash[:80]}"
                 crashes[key] += 1
-                examples.setdefault(key, str(Path(tmp).parent / f"gpufleet-fuzz-crash-{case}.yaml"))
-                Path(examples[key]).write_bytes(stack.read_bytes()) if crashes[key] == 1 else None
+                if args.keep and key not in examples:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    examples[key] = str(args.keep / f"crash-{case}.yaml")
+                    Path(examples[key]).write_bytes(stack.read_bytes())
         fits = 0
         for _ in range(args.mig_fit):
             outcome = run_mig_fit(rng)
             if outcome.crash:
                 fits += 1
-                crashes[f"mig fit {' '.join(outcome.verb)}: {outcome.crash[:120]}"] += 1
+                crashes[f"mig fit: {outcome.crash[:80]}"] += 1
     total = sum(crashes.values())
     print(f"{args.cases} stack cases, {args.mig_fit} mig fit calls: {total} crashes ({fits} in mig fit)")
     for key, n in crashes.most_common():
