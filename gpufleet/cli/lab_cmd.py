@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json, progress
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json, progress
 from gpufleet.errors import GpufleetError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
@@ -86,7 +86,7 @@ def _print_env(env: Any, title: str) -> None:
     from lab.paths import LabPaths
 
     vc = env.vcenter
-    console.print(f"[bold green]{title}[/]  ({LabPaths.resolve().root})", emoji=False)
+    console.print(f"[bold green]{title}[/]  ({esc(LabPaths.resolve().root)})", emoji=False)
     console.print(f"vCenter  [cyan]{vc.url}[/]  user [cyan]{vc.user}[/]  CA {vc.ca_file}", emoji=False)
     console.print(f"         SHA-256 thumbprint {vc.thumbprint}", emoji=False, markup=False)
     console.print("         password: in the lab env file (0600); `gpufleet lab env --json` prints it")
@@ -222,7 +222,7 @@ def fault_cmd(
     if json_out:
         print_json(doc)
     else:
-        console.print(message)
+        console.print(esc(message))
 
 
 @lab_app.command("events")
@@ -245,9 +245,9 @@ def events_cmd(
         details = {k: v for k, v in e.items() if k not in ("ts", "host", "event")}
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}",
-            e["host"],
-            e["event"],
-            json.dumps(details) if details else "",
+            esc(e["host"]),
+            esc(e["event"]),
+            esc(json.dumps(details)) if details else "",
         )
     console.print(table)
 
@@ -259,7 +259,7 @@ def reset_cmd(host: Annotated[str, typer.Argument(help="Lab host to put back to 
     from lab import manager
 
     manager.reset_host(host)
-    err_console.print(f"{host}: reset")
+    err_console.print(f"{esc(host)}: reset")
 
 
 def register(app: typer.Typer) -> None:

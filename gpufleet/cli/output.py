@@ -23,6 +23,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from typer.core import TyperGroup
 
 from gpufleet.errors import GpufleetError
+from gpufleet.markup import esc
+
+__all__ = [
+    "ExitCode",
+    "GpufleetGroup",
+    "console",
+    "err_console",
+    "esc",
+    "gpufleet_version",
+    "handle_errors",
+    "make_console",
+    "print_json",
+    "progress",
+]
 
 # Not a terminal (a pipe, a file, CI): rows must stay one per line whatever their length, so a log can be grepped.
 PLAIN_WIDTH = 4096
@@ -118,7 +132,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GpufleetError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {esc(exc)}", highlight=False)
             raise typer.Exit(exc.exit_code) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpufleet.checks.run import CheckResult, CheckRun, OnResult, node_of
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json, progress
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json, progress
 from gpufleet.errors import GpufleetError, SpecError, SpecIssue
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack, load_stack
@@ -156,24 +156,26 @@ def _print_license_tables(stack: Path, vsphere_rows: list[dict], guest_rows: lis
                 result = "[yellow]pending[/]" if dry_run else "[green]assigned[/]"
             else:
                 result = "in place"
-            table.add_row(row["target"], result, row["desired"], row["error"] or row["before"] or "(none)")
+            table.add_row(
+                esc(row["target"]), result, esc(row["desired"]), esc(row["error"] or row["before"] or "(none)")
+            )
         console.print(table)
     else:
         console.print("vSphere licences: the stack names none for these targets", highlight=False)
-    table = Table(title=f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}")
+    table = Table(title=esc(f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}"))
     for column in ("VM", "result", "licence status", "detail"):
         table.add_column(column, overflow="fold")
     for row in guest_rows:
         if row.get("error"):
-            table.add_row(row["vm"], "[red]error[/]", "", row["error"])
+            table.add_row(esc(row["vm"]), "[red]error[/]", "", esc(row["error"]))
         elif row.get("skipped"):
-            table.add_row(row["vm"], "[dim]skipped[/]", "", row["skipped"])
+            table.add_row(esc(row["vm"]), "[dim]skipped[/]", "", esc(row["skipped"]))
         elif row.get("reason"):
-            table.add_row(row["vm"], "not needed", "", row["reason"])
+            table.add_row(esc(row["vm"]), "not needed", "", esc(row["reason"]))
         else:
             what = "[green]changed[/]" if row["changed"] else "in place"
             detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
-            table.add_row(row["vm"], what, row["status"], detail)
+            table.add_row(esc(row["vm"]), what, esc(row["status"]), esc(detail))
     console.print(table)
 
 
