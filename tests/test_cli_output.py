@@ -21,7 +21,7 @@ from gpufleet.checks.run import CheckResult, CheckRun
 from gpufleet.cli import lab_cmd, verify_cmd
 from gpufleet.cli.main import app
 from gpufleet.spec.stack import load_stack
-from gpufleet.vsphere.vm_changes import Change, ChangeSet, profile_key
+from gpufleet.vsphere.vm_changes import Change, ChangeSet, profile_key, stack_spelling
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_STACK = REPO / "stacks" / "Pulumi.lab.yaml"
@@ -216,9 +216,11 @@ def test_licensing_table_shows_the_passthrough_vm_as_not_needed(capsys: pytest.C
 
 def test_vm_changes_name_vgpu_profiles_as_the_stack_spells_them() -> None:
     change_set = ChangeSet("vm-rdma-01", "poweredOn", (Change("add", "vgpu", "grid_h100-3-40c"),))
-    spelled = {profile_key("nvidia_h100-3-40c"): "nvidia_h100-3-40c"}
+    rdma = next(vm for vm in load_stack(LAB_STACK).fleet.vms if vm.name == "vm-rdma-01")
+    spelled = stack_spelling(rdma)  # what vms apply and the VmGpuDevices provider (lastChanges) pass
+    assert spelled == {profile_key("nvidia_h100-3-40c"): "nvidia_h100-3-40c"}
     assert change_set.summaries(spelled) == ["add vgpu nvidia_h100-3-40c (the host's name: grid_h100-3-40c)"]
-    assert change_set.summaries() == ["add vgpu grid_h100-3-40c"]  # providers' records keep the device's name
+    assert change_set.summaries() == ["add vgpu grid_h100-3-40c"]  # without the stack: the device's name
     same = ChangeSet("vm-ts-01", "poweredOn", (Change("add", "vgpu", "nvidia_l40s-24c"),))
     assert same.summaries({profile_key("nvidia_l40s-24c"): "nvidia_l40s-24c"}) == ["add vgpu nvidia_l40s-24c"]
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from gpufleet.catalog import gpu_by_pci_device_id, strip_prefix
 from gpufleet.errors import GpufleetError
+from gpufleet.spec.models import VmSpec
 from gpufleet.vsphere.vm_devices import (
     MANAGED_EXTRA_CONFIG,
     POWERED_OFF,
@@ -46,6 +47,12 @@ def profile_key(profile: str) -> str:
     """vSphere spells a vGPU profile ``grid_a100d-4-40c`` or ``nvidia_a100d-4-40c`` depending on the board and
     driver; both name the same type."""
     return strip_prefix(profile.strip().lower())
+
+
+def stack_spelling(vm: VmSpec) -> dict[str, str]:
+    """The VM's vGPU profiles as its stack writes them, by ``profile_key``: what change summaries show people
+    (``ChangeSet.summaries``), whatever the host calls them."""
+    return {profile_key(r.profile): r.profile for r in vm.vgpu}
 
 
 def _norm_value(value: str | None) -> str | None:
