@@ -8,5 +8,6 @@ from rich.markup import escape
 
 
 def esc(value: object) -> str:
-    """``value`` as text that rich prints literally."""
+    """``value`` as text that rich prints literally. (A trailing backslash is doubled, as rich's ``escape`` does, so
+    that it cannot escape a closing tag written right after it: ``f"[red]{esc(x)}[/]"``.)"""
     return escape(value if isinstance(value, str) else str(value))

@@ -18,7 +18,6 @@ from typing import IO, Any, TypeVar
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
@@ -104,7 +103,7 @@ def progress(out: Console, what: str, *, counted: bool = False, ticking: bool = 
         task = bar.add_task("", total=None, what=what)
 
         def update(message: str, advance: int = 0, log: bool = True, total: int | None = None) -> None:
-            bar.update(task, description=escape(message), advance=advance, total=total, refresh=not ticking)
+            bar.update(task, description=esc(message), advance=advance, total=total, refresh=not ticking)
 
         yield update
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from gpufleet.checks.run import CheckResult, CheckRun, OnResult, node_of
@@ -99,13 +98,13 @@ def _print_verify(stack: Path, run: CheckRun, names: list[str], junit: Path | No
     per_node: dict[str, Counter[str]] = {}
     for r in run.results:
         per_node.setdefault(node_of(r.node, names), Counter())[r.outcome] += 1
-    table = Table(title=f"gpufleet verify {stack}", title_justify="left")
+    table = Table(title=esc(f"gpufleet verify {stack}"), title_justify="left")
     table.add_column("host / VM")
     for outcome in _OUTCOMES:
         table.add_column(outcome, justify="right")
     for name, counts in per_node.items():
         table.add_row(
-            name,
+            esc(name),
             *(f"[{_STYLE[o]}]{counts[o]}[/]" if counts[o] and o != "passed" else str(counts[o]) for o in _OUTCOMES),
         )
     console.print(table)
@@ -121,10 +120,10 @@ def _print_verify(stack: Path, run: CheckRun, names: list[str], junit: Path | No
         console.print(f"[yellow]skipped[/] (the check does not apply), {run.count('skipped')} check(s):")
         for reason, nodes in skipped.items():
             where = ", ".join(dict.fromkeys(nodes))
-            console.print(f"  {escape(reason)}: {escape(where)} [dim]({len(nodes)})[/]", highlight=False)
+            console.print(f"  {esc(reason)}: {esc(where)} [dim]({len(nodes)})[/]", highlight=False)
     for r in run.results:
         if r.outcome in ("failed", "error"):
-            console.print(f"\n[bold red]{r.outcome.upper()}[/] {escape(r.node)} {r.check}", highlight=False)
+            console.print(f"\n[bold red]{r.outcome.upper()}[/] {esc(r.node)} {esc(r.check)}", highlight=False)
             console.print(r.message, markup=False, highlight=False)
     summary = ", ".join(f"{run.count(o)} {o}" for o in _OUTCOMES)
     console.print(f"\n{summary}" + (f"; JUnit report: {junit}" if junit else ""), highlight=False, markup=False)

@@ -26,16 +26,26 @@ _SAFE_NAME = re.compile(r"^(?!\d+$)[^\[\]\s]{1,64}$")  # not a number: vms[3] st
 MAX_LISTED_KEYS = 24
 
 
+_INTERNAL = re.compile(r"^[a-z][a-z-]*(\[.*\])?$")  # pydantic's own loc labels: function-after[_pci(), str]
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
+
+
+def _is_internal(part: str) -> bool:
+    return part.startswith(("function-", "json-or-python", "lax-or-strict")) and bool(_INTERNAL.match(part))
+
+
 def _path_of(loc: tuple[int | str, ...], root: str) -> str:
-    """('vms', 3, 'vgpu', 1, 'profile') -> 'vms[3].vgpu[1].profile'."""
+    """('vms', 3, 'vgpu', 1, 'profile') -> 'vms[3].vgpu[1].profile'. A key the stack wrote that is not plain (control
+    characters, brackets, dots, 5,000 characters) is quoted and bounded, like any echoed value."""
     out = root
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "function-before") or "[" in str(part):
-            continue  # pydantic's internal validator names
+        elif _is_internal(part):
+            continue
         else:
-            out = f"{out}.{part}" if out else str(part)
+            key = part if _PLAIN_KEY.match(part) else shown(part)
+            out = f"{out}.{key}" if out else key
     return out or "(root)"
 
 
@@ -81,8 +91,8 @@ def _walk(root: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[type[BaseM
         model = _model_in(current)
         info = _field(model, part) if model is not None else None
         if info is None:
-            if "[" in part or part in ("function-after", "function-before"):
-                continue  # pydantic's validator names
+            if _is_internal(part):
+                continue
             return None, secret
         secret = secret or any(t is SecretRef for t in _unwrap(info.annotation))
         current = info.annotation

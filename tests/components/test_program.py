@@ -177,7 +177,7 @@ def test_invalid_fleet_is_one_run_error_listing_every_issue(mocks: GraphMocks) -
     with pytest.raises(pulumi.RunError) as err:
         stack_from_config(name="lab")
     message = str(err.value)
-    assert "vms[0].vgpu[0].profile" in message and "vms[1].host" in message
+    assert "vms[vm-ts-01].vgpu[0].profile" in message and "vms[vm-mig-01].host" in message
 
 
 def test_rollout_lanes_keep_max_unavailable_hosts_per_cluster_in_parallel() -> None:

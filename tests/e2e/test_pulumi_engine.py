@@ -232,7 +232,7 @@ def test_preview_of_a_broken_stack_names_the_field_and_changes_nothing(story: St
     done = story.pulumi("preview", "--stack", "broken")
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "vms[0].vgpu[0].profile" in output and "nvidia_l40s-99c" in output, output
+    assert "vms[vm-ts-01].vgpu[0].profile" in output and "nvidia_l40s-99c" in output, output
     assert "nvidia_l40s-24c" in output  # the valid choices are named
     assert "Traceback" not in output
     assert [e for e in _lab_events(story, started) if e["event"] != "ssh_session"] == []

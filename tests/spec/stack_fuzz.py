@@ -17,6 +17,7 @@ import io
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -88,6 +89,7 @@ VALUES: list[Any] = [
     [{"name": "[/]"}],
     {"config": None},
 ]
+HOSTILE_TEXT = [v for v in VALUES if isinstance(v, str) and v] + ["x" * 70, "[/]" * 3, "[red]", ":fire:", "a.b[0]"]
 TEXT_GARBAGE: list[bytes] = [
     b"\xff\xfe",
     b"\x80",
@@ -178,8 +180,10 @@ def mutate_document(rng: random.Random, document: Any, count: int) -> Any:
             return rng.choice(VALUES)
         path = rng.choice(places)
         parent, last = _get(document, path[:-1]), path[-1]
-        kind = rng.randrange(6)
-        if kind == 0:  # replace the value
+        kind = rng.randrange(8)
+        if kind >= 6 and isinstance(parent[last], str):  # a string leaf (a name, a reference) made hostile
+            parent[last] = rng.choice(HOSTILE_TEXT) if kind == 6 else parent[last] + rng.choice(HOSTILE_TEXT)
+        elif kind == 0:  # replace the value
             parent[last] = copy.deepcopy(rng.choice(VALUES))
         elif kind == 1 and isinstance(parent, dict):  # rename the key (a typo)
             parent[_typo(rng, str(last))] = parent.pop(last)
@@ -203,7 +207,13 @@ def mutate_bytes(rng: random.Random, data: bytes, count: int) -> bytes:
     """``count`` byte-level mutations: garbage inserted, a slice dropped, truncation, a line doubled."""
     for _ in range(count):
         at = rng.randrange(len(data) + 1)
-        kind = rng.randrange(4)
+        kind = rng.randrange(5)
+        numbers = [m.start(1) for m in re.finditer(rb": (\d+)\n", data)]
+        if kind == 4 and numbers:  # a number of thousands of digits where a number belongs
+            start = rng.choice(numbers)
+            end = data.index(b"\n", start)
+            data = data[:start] + b"9" * rng.choice([400, 4300, 5000]) + data[end:]
+            continue
         if kind == 0:
             data = data[:at] + rng.choice(TEXT_GARBAGE) + data[at:]
         elif kind == 1:

@@ -38,9 +38,12 @@ def test_mutated_stacks_never_end_in_a_traceback(stack_file: Path, rng: object, 
     stack_file.write_bytes(make_stack(rng))  # type: ignore[arg-type]
     outcome = run_verb(verb, stack_file)
     assert outcome.crash is None, f"{' '.join(verb)}: {outcome.crash}\n{outcome.output[-2000:]}"
-    if outcome.exit_code == 1 and verb[0] in ("validate", "plan") and "--json" in verb:
-        issues = json.loads(outcome.output[: outcome.output.rindex("}") + 1])["issues"]
-        assert issues and all(i["path"] and i["message"] for i in issues), issues
+    if outcome.exit_code == 1 and verb[0] in ("validate", "plan"):
+        if "--json" in verb:  # exit 1: an invalid stack, every issue naming where
+            issues = json.loads(outcome.output[: outcome.output.rindex("}") + 1])["issues"]
+            assert issues and all(i["path"] and i["message"] for i in issues), issues
+        else:
+            assert "problem(s)" in outcome.output, outcome.output[-2000:]
 
 
 @settings(max_examples=400, deadline=None)

@@ -185,3 +185,12 @@ def test_control_characters_in_names_are_refused_naming_the_field(tmp_path: Path
     for where in ("vms[1].name", "hosts[0].name"):
         assert f"control character (U+{ord(char):04X})" in by_path[where]["message"], doc["issues"]
     assert char not in json.dumps(doc, ensure_ascii=False).replace(json.dumps(char)[1:-1], "")
+
+
+@pytest.mark.parametrize(("key", "path"), [("\x1b[31mred", "'\\x1b[31mred'"), ("a.b", "'a.b'"), ("k" * 5000, "'kkkk")])
+def test_an_unknown_key_is_named_quoted_and_bounded(tmp_path: Path, key: str, path: str) -> None:
+    fleet = base()
+    fleet["vms"][0][key] = 1
+    issue = only_issue(stack_of(tmp_path, fleet))
+    assert issue["path"].startswith(f"vms[vm-mig].{path}") and len(issue["path"]) < 100, issue
+    assert "\x1b" not in issue["path"] and "unknown key" in issue["message"]
