@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gpufleet.cli import audit_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
+from gpufleet.cli import audit_cmd, guests_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
 from gpufleet.cli.output import GpufleetGroup
 
 app = typer.Typer(
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, audit_cmd, verify_cmd, pulumi_cmd):
+for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, pulumi_cmd):
     module.register(app)
 
 
