@@ -1,7 +1,7 @@
 """Build a whole fleet's components from a ``Stack`` (what ``__main__.py`` runs; usable from any Pulumi program).
 
 - one ``GpuHost`` per host (licence from ``hosts[].license`` or ``licensing.hostLicense``);
-- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its cluster's hosts are prepared —
+- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM (its guest side too, given a ``guest:`` block), each VM's devices after its cluster's hosts are prepared —
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
   exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
   VMs' GPU/RDMA devices and the existing templates' GPU settings;
@@ -57,6 +57,9 @@ class FleetResources:
                     "gpuDevices": vm.devices.observed,
                     "lastChanges": vm.devices.lastChanges,
                     "powerCycled": vm.devices.powerCycled,
+                    "guest": {"state": vm.guest.state, "steps": vm.guest.steps, "reboots": vm.guest.reboots}
+                    if vm.guest
+                    else None,
                 }
                 for name, vm in self.vms.items()
             },

@@ -1,4 +1,4 @@
-"""Preparing the guest side of GPU VMs over SSH (``gpufleet guests prepare`` and the ``GuestSetup`` resource):
+"""Preparing the guest side of GPU VMs over SSH (``gpufleet guests prepare`` and the ``GuestPreparation`` resource):
 the NVIDIA guest driver of the host's branch, nouveau out of the way, kernel parameters, the NVIDIA Container
 Toolkit, Docker's nvidia runtime, then the assert (``nvidia-smi`` with the wanted driver, a GPU container) and the
 existing licensing step (``gpufleet.checks.licensing``).

@@ -31,7 +31,9 @@ def guest_desired(fleet: Fleet, vm: VmSpec) -> GuestDesired | None:
     if spec is None:
         return None
     if vm.guest is not None:
-        where = f"vms[{fleet.vms.index(vm)}].guest"
+        # By name: a caller may hold a changed copy of the fleet's VM.
+        index = next((i for i, v in enumerate(fleet.vms) if v.name == vm.name), None)
+        where = f"vms[{index}].guest" if index is not None else f"vms[{vm.name}].guest"
     else:
         template = fleet.template(vm.template)
         where = f"templates[{fleet.templates.index(template)}].guest" if template else "guest"

@@ -1,4 +1,4 @@
-"""The ``guest:`` block of a template or VM (spec v1): what ``gpufleet guests prepare`` and the ``GuestSetup``
+"""The ``guest:`` block of a template or VM (spec v1): what ``gpufleet guests prepare`` and the ``GuestPreparation``
 resource install in the guest OS, matched to the host's vGPU Manager.
 
     guest:
