@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gpufleet.catalog.guest_drivers import pairing_problem
+from gpufleet.spec.guest_desired import GuestDesired
 from host_setup import guest_readers as rd
 from host_setup.ssh import Runner
 
@@ -117,3 +119,45 @@ def read_guest_facts(runner: Runner, extra_packages: Sequence[str] = ()) -> Gues
     rc, text = _out(runner, ["cat", "/proc/sys/kernel/random/boot_id"])
     facts.boot_id = text.strip() if rc == 0 else ""
     return facts
+
+
+@dataclass(frozen=True)
+class GuestDrift:
+    """One part of a guest's NVIDIA stack that is not as its ``guest:`` block wants (the audit's finding)."""
+
+    field: str  # driver | driver_branch | toolkit | docker_runtime
+    desired: str
+    actual: str
+    message: str
+
+
+def guest_drift(d: GuestDesired, f: GuestFacts) -> list[GuestDrift]:
+    """What the audit reports of a running guest: the loaded driver vs the wanted one, its branch vs the host's
+    vGPU Manager (NVIDIA's pairing rule, the catalog's), the Container Toolkit version, Docker's nvidia runtime
+    (configured in daemon.json and running)."""
+    out: list[GuestDrift] = []
+    if d.spec.driver is not None:
+        loaded = f.driver_loaded or "not loaded"
+        if d.driver_version and f.driver_loaded != d.driver_version:
+            out.append(GuestDrift("driver", d.driver_version, loaded, f"NVIDIA guest driver {loaded}"))
+        if d.vgpu and d.host_driver and f.driver_loaded:
+            problem = pairing_problem(d.host_driver, f.driver_loaded)
+            if problem:
+                out.append(GuestDrift("driver_branch", f"pairs with {d.host_driver}", f.driver_loaded, problem))
+    toolkit = d.spec.container_toolkit
+    if toolkit is not None and f.toolkit_version() != toolkit.upstream:
+        have = f.toolkit_version() or "not installed"
+        out.append(GuestDrift("toolkit", toolkit.upstream, have, f"nvidia-container-toolkit {have}"))
+    if d.spec.docker_runtime == "nvidia":
+        running = "docker not answering" if f.docker_runtimes is None else ", ".join(sorted(f.docker_runtimes))
+        if f.docker_runtimes is None or "nvidia" not in f.docker_runtimes or "nvidia" not in f.daemon_runtimes:
+            configured = "configured" if "nvidia" in f.daemon_runtimes else "not in daemon.json"
+            out.append(
+                GuestDrift(
+                    "docker_runtime",
+                    "nvidia",
+                    running or "none",
+                    f"Docker's nvidia runtime {configured}; runs: {running or 'none'}",
+                )
+            )
+    return out
