@@ -3,7 +3,7 @@
 - one ``BundleStaging`` per host that needs the driver bundle, and one ``GpuHost`` per host (licence from
   ``hosts[].license`` or ``licensing.hostLicense``), chained in ``rollout.maxUnavailable`` lanes per cluster, each
   after every staging of its cluster;
-- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM, each VM's devices after its cluster's hosts are prepared —
+- one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM (its guest side too, given a ``guest:`` block), each VM's devices after its cluster's hosts are prepared —
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
   exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
   VMs' GPU/RDMA devices and the existing templates' GPU settings;
@@ -62,6 +62,9 @@ class FleetResources:
                     "gpuDevices": vm.devices.observed,
                     "lastChanges": vm.devices.lastChanges,
                     "powerCycled": vm.devices.powerCycled,
+                    "guest": {"state": vm.guest.state, "steps": vm.guest.steps, "reboots": vm.guest.reboots}
+                    if vm.guest
+                    else None,
                 }
                 for name, vm in self.vms.items()
             },

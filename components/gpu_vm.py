@@ -4,7 +4,9 @@ Children: a ``pulumi_vsphere.VirtualMachine`` cloned from a template (CPUs, memo
 its vmxnet3 / PVRDMA (``vrdma``) / SR-IOV NICs), and gpufleet's ``VmGpuDevices``, which owns every GPU device of
 the VM — time-sliced or MIG-backed vGPUs, DirectPath and Dynamic DirectPath GPUs, passthrough ConnectX NICs —, its
 GPU extraConfig keys, the RoCE protocol of the PVRDMA NICs pulumi-vsphere cannot set, and the VM's power cycle
-when a change needs it. pulumi-vsphere's ``pci_device_ids`` never manages a GpuVm (it is ignored on the
+when a change needs it; for a VM with a ``guest:`` block (its own or its template's), ``GuestPreparation``
+after the devices: the guest's NVIDIA driver, Container Toolkit and Docker runtime (``guests prepare``'s run).
+pulumi-vsphere's ``pci_device_ids`` never manages a GpuVm (it is ignored on the
 VirtualMachine), so the two never fight over one device.
 
 With ``existing=True`` (brownfield, and the embedded lab, whose VMs exist already) no VirtualMachine is created:
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 from components.gpu_vm_template import NicArgs
 from components.inventory import VsphereRefs
 from components.providers.base import vcenter_input
+from components.providers.guest_prepare import GuestPreparation, guest_inputs
 from components.providers.vm_gpu_devices import VmGpuDevices
 from gpufleet.spec.models import Fleet, HostSpec, TemplateSpec, VcenterSpec, VmSpec
 from gpufleet.vsphere.vm_desired import allow_power_cycle
@@ -64,10 +67,12 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 class GpuVm(pulumi.ComponentResource):
-    """A GPU VM: ``vm`` (pulumi-vsphere VirtualMachine, absent when ``existing``) and ``devices``."""
+    """A GPU VM: ``vm`` (pulumi-vsphere VirtualMachine, absent when ``existing``), ``devices`` and ``guest``
+    (``GuestPreparation``, None without a ``guest:`` block)."""
 
     vm: vsphere.VirtualMachine | None
     devices: VmGpuDevices
+    guest: GuestPreparation | None
 
     def __init__(self, name: str, args: GpuVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
@@ -109,14 +114,23 @@ class GpuVm(pulumi.ComponentResource):
             },
             devices_opts,
         )
+        self.guest = self._guest(name, args)
         self.register_outputs(
             {
                 "uuid": self.vm.uuid if self.vm else self.devices.id,
                 "gpuDevices": self.devices.observed,
                 "lastChanges": self.devices.lastChanges,
                 "powerCycled": self.devices.powerCycled,
+                "guest": self.guest.state if self.guest else None,
             }
         )
+
+    def _guest(self, name: str, args: GpuVmArgs) -> GuestPreparation | None:
+        props = guest_inputs(args.fleet, args.spec, args.vcenter)
+        if props is None:
+            return None
+        # After the VM has its GPUs (nvidia-smi must see them); licensing waits for the whole GpuVm.
+        return GuestPreparation(f"{name}-guest", props, pulumi.ResourceOptions(parent=self, depends_on=[self.devices]))
 
     def _clone(
         self, name: str, args: GpuVmArgs, network: str | None, disk_gb: int, template: TemplateSpec

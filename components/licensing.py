@@ -38,7 +38,8 @@ class LicensingArgs:
     """The VMs whose guests get the token (vGPU VMs with ``nvidiaLicensing``); their ``ssh`` is how to reach them
     (taken from the lab when ``vcenter.lab`` is true)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
-    """Resources the guests need first (their GpuVm components: a guest is licensed once it has its vGPU)."""
+    """Resources the guests need first (their GpuVm components: a guest is licensed once it has its vGPU and,
+    with a ``guest:`` block, its driver from ``GuestPreparation``)."""
 
 
 class Licensing(pulumi.ComponentResource):

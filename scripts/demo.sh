@@ -25,6 +25,7 @@ else
 fi
 P preview --stack lab
 step "6. pulumi up: hosts prepared (at most maxUnavailable at once), VMs' GPUs and templates converged, guests licensed"
+.venv/bin/python -c 'from lab.guest.units import reset_guest; from lab.paths import LabPaths; reset_guest(LabPaths.resolve(), "vm-rdma-01", bare=True); print("vm-rdma-01: guest reset bare (no NVIDIA software): GuestPreparation installs it")'
 P up --stack lab --yes --skip-preview
 step "6b. Converged: pulumi up again changes nothing (--expect-no-changes)"
 P up --stack lab --yes --expect-no-changes

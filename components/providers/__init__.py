@@ -16,4 +16,5 @@ Modules (fixed paths):
 - ``template_mark``: ``VmTemplateMark``, a VM marked as a template.
 - ``host_license``: ``HostLicenseAssignment``, the vSphere licence assigned to an ESXi host.
 - ``guest_licensing``: ``GuestNvidiaLicensing``, the NVIDIA client configuration token in a guest.
+- ``guest_prepare``: ``GuestPreparation``, the guest side of a GPU VM (NVIDIA driver, Container Toolkit, Docker).
 """

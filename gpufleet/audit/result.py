@@ -29,7 +29,8 @@ class AuditResult:
     unreachable: list[Unreachable]
     findings: list[Finding]
     objects: list[AuditedObject]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: vcenter, ssh, diff
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: vcenter, ssh, guests, diff
+    guests: dict[str, dict] = field(default_factory=dict)  # per running VM with a guest: block, its guest's facts
 
     @property
     def drift(self) -> bool:
@@ -90,5 +91,6 @@ class AuditResult:
                 if self.vcenter is None
                 else {"hosts": to_jsonable(self.vcenter.hosts), "vms": to_jsonable(self.vcenter.vms)},
                 "hosts": to_jsonable(self.ssh),
+                "guests": self.guests,
             },
         }

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from gpufleet.audit.desired import desired_state
 from gpufleet.audit.diff import diff
+from gpufleet.audit.findings import Collector, order
+from gpufleet.audit.guest_state import guest_findings, guest_targets, read_guests
 from gpufleet.audit.host_state import DEFAULT_PARALLEL, HostTarget, read_hosts
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.state import HostSshState, Unreachable, VcenterState
@@ -80,8 +82,21 @@ def audit_stack(
     else:
         vcenter = vc
     unreachable.extend(sorted(ssh_unreachable, key=lambda u: u.target))
+    guests: dict = {}
+    if read_ssh and vcenter is not None:
+        # Only running VMs have a guest to read (a powered-off VM's guest is not drift).
+        wanted = guest_targets(stack.fleet)
+        running = {n: d for n, d in wanted.items() if n in vcenter.vms and vcenter.vms[n].power_state == "poweredOn"}
+        t0 = time.perf_counter()
+        guests, guest_unreachable = read_guests(running, conns, parallel=ssh_parallel)
+        timings["guests"] = time.perf_counter() - t0
+        unreachable.extend(sorted(guest_unreachable, key=lambda u: u.target))
     t0 = time.perf_counter()
     findings, objects = diff(desired, vcenter, ssh_states)
+    extra = Collector()
+    guest_findings(extra, guests)
+    findings = sorted([*findings, *extra.findings], key=order)
+    objects = [*objects, *extra.objects]
     timings["diff"] = time.perf_counter() - t0
     return AuditResult(
         stack=stack.name,
@@ -90,6 +105,7 @@ def audit_stack(
         desired=desired,
         vcenter=vcenter,
         ssh=ssh_states,
+        guests={n: g.facts.to_json() for n, g in guests.items()},
         unreachable=unreachable,
         findings=findings,
         objects=objects,

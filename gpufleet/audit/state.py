@@ -166,9 +166,9 @@ class HostSshState:
 class Unreachable:
     """A peer the audit could not read: who, and why (the error message, no secrets)."""
 
-    target: str  # "vcenter" or a host name
+    target: str  # "vcenter", a host name or a VM name (its guest)
     reason: str
-    kind: Literal["vcenter", "host"] = "host"
+    kind: Literal["vcenter", "host", "guest"] = "host"
 
 
 def to_jsonable(obj: Any) -> Any:

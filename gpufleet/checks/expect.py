@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gpufleet.catalog import lookup_gpu, lookup_profile
 from gpufleet.catalog.licensing import FEATURE_PRODUCTS, licensed_product
+from gpufleet.spec.guest_desired import GuestDesired, guest_desired
 from gpufleet.spec.models import Fleet, RdmaNicRequest, VmSpec
 from host_setup.model import Desired
 
@@ -40,6 +41,7 @@ class GuestExpect:
     feature_type: int
     nvlink: bool  # several GPUs that the spec bridges with NVLink
     problems: tuple[str, ...] = ()  # spec entries the checks cannot turn into expectations
+    guest: GuestDesired | None = None  # the VM's guest: block (driver version, toolkit, docker runtime)
 
     @property
     def gpu_count(self) -> int:
@@ -114,4 +116,5 @@ def guest_expect(fleet: Fleet, vm: VmSpec) -> GuestExpect:
         feature_type=fleet.licensing.feature_type,
         nvlink=nvlink,
         problems=tuple(problems),
+        guest=guest_desired(fleet, vm),
     )

@@ -12,11 +12,18 @@ Product`` (vGPU 10 and later) or ``GRID Licensed Product`` (older GRID drivers):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from host_setup.guest_readers import (  # noqa: F401 - the checks' readers, one implementation with guests prepare
+    driver_branch,
+    parse_ctk_version,
+    parse_docker_runtimes,
+    parse_driver_version_file,
+    parse_lsmod,
+    parse_proc_modules,
+)
 from host_setup.nvidia_smi import SmiParseError, normalise_pci, parse_smi_xml, xml_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -214,25 +221,12 @@ def parse_topology(text: str) -> dict[tuple[int, int], str]:
 
 
 # ---------------------------------------------------------------- kernel, RDMA, containers
-def parse_lsmod(text: str) -> set[str]:
-    """``lsmod`` (a header line, then one module per line) -> module names."""
-    return {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
 
 
-def parse_proc_modules(text: str) -> set[str]:
-    """``/proc/modules`` (``nvidia 56713216 2 nvidia_uvm,nvidia_modeset, Live 0x0000000000000000``) -> names."""
-    return {line.split()[0] for line in text.splitlines() if line.strip()}
 
 
-def parse_driver_version_file(text: str) -> str | None:
-    """``/proc/driver/nvidia/version`` -> "550.90.07" (the kernel module's version)."""
-    m = re.search(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)?)\s", text)
-    return m.group(1) if m else None
 
 
-def driver_branch(version: str) -> str:
-    """``550.90.07`` -> ``550`` (guest and host drivers must come from the same release branch)."""
-    return version.strip().split(".", 1)[0]
 
 
 def parse_ibv_devices(text: str) -> dict[str, str]:
@@ -270,16 +264,4 @@ def parse_rdma_links(text: str) -> list[RdmaLink]:
     return links
 
 
-def parse_docker_runtimes(text: str) -> set[str]:
-    """``docker info --format '{{json .Runtimes}}'`` -> runtime names."""
-    try:
-        value = json.loads(text.strip() or "{}")
-    except json.JSONDecodeError as exc:
-        raise SmiParseError(f"docker info did not print JSON runtimes: {text[:300]!r}") from exc
-    return set(value) if isinstance(value, dict) else set()
 
-
-def parse_ctk_version(text: str) -> str | None:
-    """``nvidia-ctk --version`` -> "1.16.2"."""
-    m = re.search(r"NVIDIA Container Toolkit CLI version (\S+)", text)
-    return m.group(1) if m else None

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from gpufleet.catalog.guest_drivers import pairing_problem
 from gpufleet.checks import guest_smi
 from gpufleet.checks.backend import Sh
 from gpufleet.checks.expect import ExpectedPassthrough, ExpectedVgpu, GuestExpect
@@ -79,10 +80,20 @@ def test_guest_driver_matches_the_host_driver_branch(guest_node: Node) -> None:
     version_file = guest_node.sh("cat", "/proc/driver/nvidia/version")
     guest_version = guest_smi.parse_driver_version_file(version_file.stdout) if version_file.ok else None
     assert guest_version, f"{guest_node.name}: no NVIDIA kernel module version\n{version_file.describe()}"
-    want = guest_smi.driver_branch(expect.host_driver)
-    assert guest_smi.driver_branch(guest_version) == want, (
-        f"{guest_node.name}: guest driver {guest_version} is not of the host driver's branch {want} "
-        f"({expect.host} runs {expect.host_driver})\n{version_file.describe()}"
+    # NVIDIA's pairing rule, from the catalog's branch table (the rule validate and guests prepare use).
+    problem = pairing_problem(expect.host_driver, guest_version)
+    assert problem is None, f"{guest_node.name}: {problem} ({expect.host})\n{version_file.describe()}"
+
+
+def test_guest_driver_is_the_version_of_the_guest_block(guest_node: Node) -> None:
+    expect = _needs_gpu(guest_node)
+    if expect.guest is None or expect.guest.driver_version is None:
+        pytest.skip(f"{guest_node.name}: the spec names no guest driver (no guest.driver block)")
+    version_file = guest_node.sh("cat", "/proc/driver/nvidia/version")
+    loaded = guest_smi.parse_driver_version_file(version_file.stdout) if version_file.ok else None
+    assert loaded == expect.guest.driver_version, (
+        f"{guest_node.name}: NVIDIA module {loaded or 'not'} loaded; {expect.guest.where}.driver wants "
+        f"{expect.guest.driver_version} (run `gpufleet guests prepare`)\n{version_file.describe()}"
     )
 
 
@@ -194,10 +205,17 @@ def test_nvidia_container_toolkit_is_installed(guest_node: Node) -> None:
     ctk = guest_node.sh("nvidia-ctk", "--version")
     version = guest_smi.parse_ctk_version(ctk.stdout) if ctk.ok else None
     assert version, f"{guest_node.name}: the NVIDIA Container Toolkit (nvidia-ctk) is not installed\n{ctk.describe()}"
+    toolkit = guest_node.expect.guest.spec.container_toolkit if guest_node.expect and guest_node.expect.guest else None
+    if toolkit is not None:
+        assert version == toolkit.upstream, (
+            f"{guest_node.name}: nvidia-ctk {version}; the guest block wants {toolkit.upstream}\n{ctk.describe()}"
+        )
 
 
 def test_docker_has_the_nvidia_runtime(guest_node: Node) -> None:
-    _needs_gpu(guest_node)
+    expect = _needs_gpu(guest_node)
+    if expect.guest is not None and expect.guest.spec.docker_runtime == "none":
+        pytest.skip(f"{guest_node.name}: the guest block says dockerRuntime: none")
     info = guest_node.sh("docker", "info", "--format", "{{json .Runtimes}}")
     runtimes = guest_smi.parse_docker_runtimes(info.stdout) if info.ok else set()
     assert "nvidia" in runtimes, (

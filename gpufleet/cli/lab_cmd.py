@@ -203,9 +203,25 @@ def fault_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Inject (or clear) a fault on a lab host."""
+    """Inject (or clear) a fault on a lab host (or guest: package-conflict | depot-unreachable | reboot-needed)."""
     from lab import faults
+    from lab.guest import faults as guest_faults
 
+    if guest_faults.is_guest(host):
+        try:
+            if clear:
+                cleared = guest_faults.clear(host, kind)
+                doc_g: dict[str, Any] = {"host": host, "kind": kind, "cleared": cleared}
+                message = f"{host}: cleared {', '.join(cleared) or 'nothing (no fault armed)'}"
+            else:
+                if kind is None:
+                    raise _BadInput(f"KIND is required unless --clear; valid kinds: {', '.join(guest_faults.GUEST_FAULT_KINDS)}")
+                doc_g = {"host": host, "kind": kind, "armed": guest_faults.inject(host, kind)}
+                message = f"{host}: {kind} armed ({guest_faults.GUEST_FAULT_KINDS[kind]})"
+        except guest_faults.GuestFaultError as exc:
+            raise _BadInput(str(exc)) from exc
+        print_json(doc_g) if json_out else console.print(message)
+        return
     try:
         if clear:
             cleared = faults.clear(host, kind)

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from gpufleet.catalog.licensing import FEATURE_TYPES
 from gpufleet.spec.echo import shown
+from gpufleet.spec.guest_models import GuestSpec
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+$")
@@ -261,6 +262,7 @@ class TemplateSpec(SpecModel):
     relax_acs: StrictBool = Field(False, description="pciPassthru.RelaxACSforP2P")
     network: str | None = Field(None, description="Port group of the first NIC")
     disk_gb: SpecInt = Field(100, ge=1)
+    guest: GuestSpec | None = Field(None, description="Guest OS software: NVIDIA driver, container toolkit, Docker")
 
 
 class VgpuRequest(SpecModel):
@@ -319,6 +321,7 @@ class VmSpec(SpecModel):
     allow_power_cycle: StrictBool | None = Field(None, description="Overrides rollout.allowPowerCycle for this VM")
     ssh: SshSpec | None = Field(None, description="SSH into the guest for post-deploy checks and licensing")
     nvidia_licensing: StrictBool = Field(True, description="Place the NVIDIA client configuration token in the guest")
+    guest: GuestSpec | None = Field(None, description="Guest OS software; replaces the template's guest block")
 
 
 class LicensingSpec(SpecModel):
@@ -371,3 +374,10 @@ class Fleet(SpecModel):
 
     def driver_for(self, host: HostSpec) -> DriverSpec | None:
         return host.driver or self.driver
+
+    def guest_for(self, vm: VmSpec) -> GuestSpec | None:
+        """The VM's guest block, else its template's (None: gpufleet installs nothing in this guest)."""
+        if vm.guest is not None:
+            return vm.guest
+        template = self.template(vm.template)
+        return template.guest if template else None

@@ -19,6 +19,7 @@ from gpufleet.spec.issues import with_names
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.rules.capacity import check_pinned_capacity
 from gpufleet.spec.rules.context import Context
+from gpufleet.spec.rules.guest_driver import check_guest_drivers
 from gpufleet.spec.rules.hosts import check_hosts, check_names
 from gpufleet.spec.rules.vms import VmRules
 from gpufleet.spec.stack import FLEET_KEY, Stack
@@ -33,6 +34,7 @@ def validate_fleet(fleet: Fleet) -> list[SpecIssue]:
     check_hosts(ctx)
     pinned = VmRules(ctx).run()
     check_pinned_capacity(ctx, pinned)
+    check_guest_drivers(ctx)
     return ctx.issues
 
 

@@ -113,6 +113,8 @@ COMMAND_PATHS = {
 def _installed(g: Guest, name: str) -> bool:
     if name == "nvidia-smi":
         return bool(g.state.get("driver", {}).get("installed", True))
+    if name in ("dkms",):
+        return name in g.state.get("packages", {"dkms": ""})
     if name == "nvidia-ctk":
         return bool(g.state.get("container", {}).get("toolkit"))
     if name == "docker":
@@ -149,6 +151,14 @@ def _virtual_read(g: Guest, path: str) -> tuple[bool, str | None, str | None]:
             ),
             None,
         )
+    if norm == "/proc/cmdline":
+        from lab.guest.install import proc_cmdline
+
+        return True, proc_cmdline(g), None
+    if norm == "/proc/sys/kernel/random/boot_id":
+        from lab.guest.install import boot_id
+
+        return True, boot_id(g), None
     if norm.startswith("/proc/driver/nvidia"):
         if norm == "/proc/driver/nvidia/version":
             content = _driver_version_file(g)
@@ -670,6 +680,8 @@ def _module_rows(g: Guest) -> list[str]:
             "mlx5_core            1900544  1 mlx5_ib",
             "ib_core               425984  1 mlx5_ib",
         ]
+    if g.state.get("nouveau", {}).get("loaded"):
+        rows += ["nouveau              2433024  0", "drm_ttm_helper         16384  1 nouveau"]
     rows += ["vmw_vmci               98304  1", "vmxnet3                77824  0"]
     return rows
 
@@ -714,6 +726,10 @@ def cmd_which(g: Guest, argv: list[str], stdin: Input) -> Result:
 
 
 def cmd_sh(g: Guest, argv: list[str], stdin: Input) -> Result:
+    from lab.guest.install import is_run_package, run_installer
+
+    if len(argv) >= 2 and is_run_package(argv[1]):
+        return run_installer(g, argv[1], argv[2:])
     if len(argv) >= 3 and argv[1] == "-c":
         return run_line(g, argv[2], stdin=None, stdin_input=stdin)
     return _ok(err=f"{argv[0]}: the lab guest runs only '{argv[0]} -c COMMAND'\n", rc=2)
@@ -757,6 +773,10 @@ def cmd_systemctl(g: Guest, argv: list[str], stdin: Input) -> Result:
     verb, units = args[0], [_unit(u) for u in args[1:]]
     if verb == "daemon-reload":
         return _ok()
+    if verb == "reboot":
+        from lab.guest.install import reboot
+
+        return reboot(g)
     if verb == "list-unit-files":
         return _ok(
             "UNIT FILE                    STATE   VENDOR PRESET\n"
@@ -783,6 +803,10 @@ def cmd_systemctl(g: Guest, argv: list[str], stdin: Input) -> Result:
             if verb == "start" and gridd_state.get("active"):
                 return _ok()
             _gridd_restart(g)
+        if "docker" in units and verb != "start":
+            from lab.guest.install import docker_restart
+
+            docker_restart(g)
         return _ok()
     if verb == "stop":
         if "nvidia-gridd" in units:
@@ -881,10 +905,9 @@ def cmd_nvidia_ctk(g: Guest, argv: list[str], stdin: Input) -> Result:
             f'time="2024-09-02T10:00:00Z" level=info msg="Found {len(names)} CDI devices"\n',
         )
     if args[:2] == ["runtime", "configure"] and any(a in ("--runtime=docker", "docker") for a in args):
-        with g.store.update() as state:
-            state.setdefault("container", {})["nvidia_runtime"] = True
-            g.state = state
-        return _ok("", 'time="2024-09-02T10:00:00Z" level=info msg="Wrote updated config to /etc/docker/daemon.json"\n')
+        from lab.guest.install import ctk_configure
+
+        return ctk_configure(g, args)
     return _ok(err=f'time="2024-09-02T10:00:00Z" level=error msg="unsupported arguments: {" ".join(args)}"\n', rc=1)
 
 
@@ -1004,7 +1027,28 @@ def cmd_rdma(g: Guest, argv: list[str], stdin: Input) -> Result:
     return _ok(err=f'Object "{args[0] if args else ""}" is unknown, try "rdma help".\n', rc=1)
 
 
+def cmd_reboot(g: Guest, argv: list[str], stdin: Input) -> Result:
+    from lab.guest.install import reboot
+
+    return reboot(g)
+
+
+def _install_command(name: str) -> Callable[[Guest, list[str], Input], Result]:
+    def run(g: Guest, argv: list[str], stdin: Input) -> Result:
+        from lab.guest import install
+
+        return getattr(install, name)(g, argv, stdin)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[Guest, list[str], Input], Result]] = {
+    "dpkg-query": _install_command("cmd_dpkg_query"),
+    "apt-get": _install_command("cmd_apt_get"),
+    "dkms": _install_command("cmd_dkms"),
+    "update-grub": _install_command("cmd_update_grub"),
+    "reboot": cmd_reboot,
+    "modinfo": _install_command("cmd_modinfo"),
     "cat": cmd_cat,
     "test": cmd_test,
     "[": cmd_test,
@@ -1056,6 +1100,8 @@ def run_argv(g: Guest, argv: list[str], stdin: Input) -> Result:
     if not argv:
         return _ok()
     name = posixpath.basename(argv[0]) if argv[0].startswith("/") else argv[0]
+    if name.endswith(".run") and "/" in argv[0]:
+        return cmd_sh(g, ["sh", *argv], stdin)
     if name in ("exit",):
         return _ok(rc=int(argv[1]) if len(argv) > 1 else 0)
     func = COMMANDS.get(name)

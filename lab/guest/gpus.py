@@ -118,7 +118,8 @@ def guest_view(state: dict) -> GuestView:
     gpus = [_gpu(state["name"], i, d) for i, d in enumerate(gpu_devices)]
     rdma = [_rdma(i, d) for i, d in enumerate(rdma_devices)]
     driver: str | None = None
-    if gpus and state.get("driver", {}).get("installed", True):
+    loaded = state.get("driver", {}).get("installed", True) and state.get("driver", {}).get("loaded", True)
+    if gpus and loaded:
         default = DATACENTER_DRIVER if all(g.kind == "passthrough" for g in gpus) else VGPU_GUEST_DRIVER
         driver = state.get("driver", {}).get("version") or default
     return GuestView(gpus=gpus, rdma=rdma, driver_version=driver, vm_found=found)

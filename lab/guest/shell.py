@@ -201,10 +201,16 @@ def main() -> int:
         sys.stderr.write("This lab guest accepts commands only (no interactive shell).\n")
         return 1
     guest = Guest(Path(state_dir))
-    refused = _refused_while_off(guest.state)
+    from lab.guest.install import down_message
+
+    refused = _refused_while_off(guest.state) or down_message(guest.state)
     if refused:
         sys.stderr.write(refused)
         return 255
+    if line.strip() in ("internal-sftp", "/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server", "sftp-server"):
+        from lab.esxi.sftp import serve_stdio
+
+        return serve_stdio(guest.root)  # SFTP into the guest's file system (packages uploaded by guests prepare)
     rc, out, err = run_line(guest, line, stdin=sys.stdin.buffer)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

@@ -80,8 +80,36 @@ PERSONA_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def initial_state(name: str, persona: str, host: str | None, token_sha256: str | None, gpu_source: str) -> dict:
-    """The state a persona starts with: driver installed, toolkit and docker ready, gridd running unlicensed."""
+# The dpkg database of every persona (Docker CE from Docker's apt repository), and what a prepared guest adds.
+BASE_PACKAGES = {
+    "docker-ce": "5:27.2.0-1~ubuntu.22.04~jammy",
+    "docker-ce-cli": "5:27.2.0-1~ubuntu.22.04~jammy",
+    "containerd.io": "1.7.21-1",
+    "build-essential": "12.9ubuntu3",
+}
+PREPARED_PACKAGES = {
+    "dkms": "2.8.7-2ubuntu2.2",
+    **{
+        name: f"{CONTAINER_TOOLKIT_VERSION}-1"
+        for name in (
+            "nvidia-container-toolkit",
+            "nvidia-container-toolkit-base",
+            "libnvidia-container-tools",
+            "libnvidia-container1",
+        )
+    },
+}
+BLACKLIST_NOUVEAU = "blacklist nouveau\noptions nouveau modeset=0\n"
+DAEMON_JSON_NVIDIA = '{\n    "runtimes": {\n        "nvidia": {\n            "args": [],\n            "path": "nvidia-container-runtime"\n        }\n    }\n}\n'
+GRUB_DEFAULT = 'GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX=""\n'
+
+
+def initial_state(
+    name: str, persona: str, host: str | None, token_sha256: str | None, gpu_source: str, bare: bool = False
+) -> dict:
+    """The state a persona starts with: driver installed, toolkit and docker ready, gridd running unlicensed (a
+    deployed guest). ``bare``: a fresh Ubuntu with Docker only: no NVIDIA driver (nouveau loaded), no toolkit,
+    no nvidia runtime (what ``gpufleet guests prepare`` starts from)."""
     if persona not in PERSONA_DEFAULTS:
         raise ValueError(f"unknown guest persona {persona!r} (known: {', '.join(PERSONA_DEFAULTS)})")
     return {
@@ -93,8 +121,21 @@ def initial_state(name: str, persona: str, host: str | None, token_sha256: str |
         **PERSONA_DEFAULTS[persona],
         "arch": "x86_64",
         "kernel": "5.15.0-119-generic",
-        "driver": {"installed": True},
-        "container": {"toolkit": CONTAINER_TOOLKIT_VERSION, "docker": True, "nvidia_runtime": True},
+        "driver": (
+            {"installed": False, "version": None, "loaded": False, "method": None, "dkms": False}
+            if bare
+            else {"installed": True, "version": None, "loaded": True, "method": "run", "dkms": True}
+        ),
+        "packages": dict(BASE_PACKAGES) if bare else {**BASE_PACKAGES, **PREPARED_PACKAGES},
+        "nouveau": {"present": True, "loaded": bare},
+        "boot": {"id": "6d1f9a52-3c1e-4b8e-9a57-1f0c2f1e0a01", "down_until": 0.0, "count": 0, "cmdline": []},
+        "reboot_seconds": 1.0,
+        "bare": bare,
+        "container": {
+            "toolkit": None if bare else CONTAINER_TOOLKIT_VERSION,
+            "docker": True,
+            "nvidia_runtime": not bare,
+        },
         "gridd": {"active": True, "enabled": True, "started_at": 0.0, "license": None, "log": []},
         "license_delay_s": 1.0,
         "license_token_sha256": token_sha256,
@@ -130,6 +171,18 @@ class GuestState:
         (guest.root / "run" / "systemd" / "system").mkdir(parents=True, exist_ok=True)  # testinfra: systemd host
         (guest.root / "root").mkdir(exist_ok=True)
         (guest.root / "var" / "lib" / "nvidia" / "GridLicensing").mkdir(parents=True, exist_ok=True)
+        etc = guest.root / "etc"
+        for sub in ("modprobe.d", "docker", "default"):
+            (etc / sub).mkdir(parents=True, exist_ok=True)
+        current = guest.read()
+        if not (etc / "default" / "grub").exists():
+            (etc / "default" / "grub").write_text(GRUB_DEFAULT)
+        if not current.get("bare") and current.get("packages"):
+            # A deployed guest: nouveau blacklisted, Docker configured with the nvidia runtime.
+            for path, text in ((etc / "modprobe.d" / "blacklist-nouveau.conf", BLACKLIST_NOUVEAU),
+                               (etc / "docker" / "daemon.json", DAEMON_JSON_NVIDIA)):
+                if not path.exists():
+                    path.write_text(text)
         return guest
 
     def read(self) -> dict:

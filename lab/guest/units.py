@@ -57,6 +57,34 @@ def _lab_token(guests_dir: Path) -> str:
     return token
 
 
+GUEST_DRIVERS = ("550.90.07", "550.127.05", "570.124.06")
+
+
+def run_file_name(version: str) -> str:
+    return f"NVIDIA-Linux-x86_64-{version}-grid.run"
+
+
+def build_guest_depot(directory: Path) -> list[Path]:
+    """The lab's guest packages: NVIDIA vGPU guest driver ``.run`` installers and ``.deb`` packages of a few
+    versions. Their payload is a header the simulated installer reads (nothing executes them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for version in GUEST_DRIVERS:
+        run = directory / run_file_name(version)
+        if not run.exists():
+            run.write_text(
+                "#!/bin/sh\n# gpufleet-lab-nvidia-run version=" + version + "\n"
+                "# NVIDIA Accelerated Graphics Driver for Linux-x86_64 (vGPU guest), simulated by the gpufleet lab\n"
+                + "# payload\n" * 64
+            )
+        branch = version.split(".")[0]
+        deb = directory / f"nvidia-linux-grid-{branch}_{version}_amd64.deb"
+        if not deb.exists():
+            deb.write_text(f"!<arch>\n# gpufleet-lab-deb name=nvidia-linux-grid-{branch} version={version}\n")
+        written += [run, deb]
+    return written
+
+
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.strip().encode()).hexdigest()
 
@@ -71,6 +99,7 @@ def prepare_guests(
 ) -> GuestsSetup:
     """Create (or keep) each guest's state and host key, write its sshd_config; no process is started."""
     guests_dir = paths.guests_dir
+    build_guest_depot(paths.depot_dir)
     token = _lab_token(guests_dir)
     digest = token_sha256(token)
     host_of = {vm.name: vm.host for vm in topology.vms}
@@ -176,16 +205,18 @@ def stop_guests(processes: list[subprocess.Popen], timeout: float = 5.0) -> None
             proc.wait(timeout=timeout)
 
 
-def reset_guest(paths: LabPaths, name: str) -> None:
+def reset_guest(paths: LabPaths, name: str, bare: bool = False) -> None:
     """Put a guest back in its first state (driver, toolkit, gridd unlicensed; no token, no gridd.conf); its
-    host key and the lab token stay. For tests, like ``lab.manager.reset_host``."""
+    host key and the lab token stay. ``bare``: a fresh guest with no NVIDIA software instead (nouveau loaded,
+    Docker without the nvidia runtime), for ``guests prepare``. For tests, like ``lab.manager.reset_host``."""
     import shutil
 
     directory = paths.guests_dir / name
     store = GuestState(directory)
     old = store.read()
     fresh = initial_state(
-        name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter")
+        name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter"),
+        bare=bare,
     )
     with store.update() as state:
         state.clear()

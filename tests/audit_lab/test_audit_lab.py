@@ -4,7 +4,7 @@ The lab stack is deployed with the product's own engines (``gpufleet hosts prepa
 also converges the template's GPU settings); the one thing only ``pulumi up`` converges (the host licences) is set
 here directly, the way ``HostLicenseAssignment`` would. Then: the audit is clean (exit 0, HTML and JUnit checked,
 the HTML in headless Chromium); each kind of drift made behind gpufleet's back (pyVmomi reconfigure, the lab's
-vCenter admin endpoint, esxcli / nvidia-smi over SSH) is found and named, then undone; an unreachable host gives
+vCenter admin endpoint, esxcli / nvidia-smi over SSH, a guest reset bare) is found and named, then undone; an unreachable host gives
 exit 1 and the rest is still reported.
 
 One test function on purpose: it holds all four lab hosts (``lab_host``) and deploys once (~40 s); every drift kind
@@ -201,6 +201,17 @@ class Drift:
     ssh: bool = False  # the drift shows over SSH only
 
 
+def _guest(lab: Lab, vm: str, bare: bool) -> None:
+    """A guest reset behind gpufleet's back: ``bare`` a fresh one (no NVIDIA software) in its VM powered on (the
+    audit reads running guests only), else its deployed state, its VM powered off again."""
+    from lab.guest.units import reset_guest
+    from lab.paths import LabPaths
+
+    reset_guest(LabPaths.resolve(Path(os.environ["GPUFLEET_LAB_DIR"])), vm, bare=bare)
+    task = lab.vm(vm).PowerOnVM_Task() if bare else lab.vm(vm).PowerOffVM_Task()
+    wait_for_task(task, what=f"power {'on' if bare else 'off'} {vm}", timeout=60)
+
+
 DRIFTS = [
     Drift(
         "vGPU removed",
@@ -264,6 +275,17 @@ DRIFTS = [
         lambda lab: lab.admin.update_host("esxi-04.lab", inMaintenanceMode=True),
         lambda lab: lab.admin.update_host("esxi-04.lab", inMaintenanceMode=False),
         [("host.maintenance", "hosts/esxi-04.lab/maintenanceMode", "off", "on")],
+    ),
+    Drift(
+        "guest without its NVIDIA stack",
+        lambda lab: _guest(lab, "vm-mig-01", bare=True),
+        lambda lab: _guest(lab, "vm-mig-01", bare=False),
+        [
+            ("guest.driver", "vms/vm-mig-01/guest/driver", "550.90.07", "not loaded"),
+            ("guest.toolkit", "vms/vm-mig-01/guest/toolkit", "1.16.2", "not installed"),
+            ("guest.docker_runtime", "vms/vm-mig-01/guest/docker_runtime", "nvidia", None),
+        ],
+        ssh=True,
     ),
     Drift(
         "licence",

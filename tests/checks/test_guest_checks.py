@@ -80,10 +80,18 @@ def test_nvidia_smi_sees_every_gpu(sim_node: SimNode) -> None:
 def test_guest_driver_branch(sim_node: SimNode) -> None:
     node, _ = sim_node("vm-ts-01")
     checks.test_guest_driver_matches_the_host_driver_branch(node)
-    node, _ = sim_node("vm-ts-01", driver={"installed": True, "version": "535.183.01"})
+    node, _ = sim_node("vm-ts-01", driver={"installed": True, "version": "535.183.06"})
+    checks.test_guest_driver_matches_the_host_driver_branch(node)  # NVIDIA: the previous branch pairs too
+    node, _ = sim_node("vm-ts-01", driver={"installed": True, "version": "570.124.06"})
     message = fails(checks.test_guest_driver_matches_the_host_driver_branch, node)
-    assert "guest driver 535.183.01 is not of the host driver's branch 550" in message
-    assert "$ cat /proc/driver/nvidia/version" in message and "535.183.01" in message
+    assert "guest driver 570.124.06 (branch 570) cannot pair with the host's vGPU Manager 550.90.05" in message
+    assert "$ cat /proc/driver/nvidia/version" in message and "570.124.06" in message
+    # The lab stack's guest block wants 550.90.07: another 550 driver pairs, but is not the one asked for.
+    node, _ = sim_node("vm-ts-01")
+    checks.test_guest_driver_is_the_version_of_the_guest_block(node)
+    node, _ = sim_node("vm-ts-01", driver={"installed": True, "version": "550.127.05"})
+    message = fails(checks.test_guest_driver_is_the_version_of_the_guest_block, node)
+    assert "NVIDIA module 550.127.05 loaded; vms[0].guest.driver wants 550.90.07" in message
     node, _ = sim_node("vm-pt-01")
     assert "data-center driver" in skips(checks.test_guest_driver_matches_the_host_driver_branch, node)
 

@@ -39,7 +39,7 @@ def run_program() -> pulumi.Output:
     program = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
     built = program["resources"]
     children = [c for h in built.hosts.values() for c in (h.prepare, h.license) if c]
-    children += [c for v in built.vms.values() for c in (v.vm, v.devices) if c]
+    children += [c for v in built.vms.values() for c in (v.vm, v.devices, v.guest) if c]
     children += [c for t in built.templates.values() for c in (t.vm, t.mark, t.settings) if c]
     children += [built.mobility.setting] if built.mobility else []
     if built.licensing:
@@ -74,6 +74,12 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
         assert guests == ["vm-mig-01", "vm-rdma-01", "vm-ts-01"]  # the vGPU VMs; vm-pt-01 is passthrough
         for guest in mocks.of_type(":GuestNvidiaLicensing"):
             assert rpc.is_rpc_secret(guest.inputs["token"])  # the token stays a Pulumi secret
+        # The guest side: one GuestPreparation per VM with a guest: block (vm-pt-01 has none), its driver paired.
+        prepared = {r.inputs["vmName"]: r.inputs for r in mocks.of_type(":GuestPreparation")}
+        assert sorted(prepared) == ["vm-mig-01", "vm-rdma-01", "vm-ts-01"]
+        ts = prepared["vm-ts-01"]
+        assert (ts["driverVersion"], ts["hostDriver"], ts["gpuCount"]) == ("550.90.07", "550.90.05", 1)
+        assert ts["guest"]["containerToolkit"] == {"version": "1.16.2"} and ts["where"] == "vms[0].guest"
         for lic in mocks.of_type(":HostLicenseAssignment"):
             assert rpc.is_rpc_secret(lic.inputs["licenseKey"])
         assert len(mocks.of_type(":HostLicenseAssignment")) == 4  # each adds the key to vCenter as it assigns it

@@ -2,8 +2,9 @@
 
 One story, in order (the tests share the engine's state and the lab; ``-m engine`` runs them alone):
 preview the lab stack -> a broken stack is refused naming its field -> ``pulumi up`` (hosts prepared at most
-``maxUnavailable`` at once, VMs' GPUs converged, guests licensed; ``gpufleet verify`` and ``audit`` agree) ->
-``up`` again changes nothing -> drift behind Pulumi's back is seen by ``refresh`` and repaired by ``up`` -> no
+``maxUnavailable`` at once, VMs' GPUs converged, a bare guest prepared (driver, toolkit, Docker runtime, one
+reboot), guests licensed; ``gpufleet verify`` and ``audit`` agree) -> ``up`` again changes nothing -> drift behind
+Pulumi's back (a guest's Docker runtime too) is seen by ``refresh`` and repaired by ``up`` -> no
 plain-text secret in the state -> ``destroy`` leaves the lab's own VMs and settings as they were.
 
 The lab is separate from the suite's shared test lab (its own dir and ports): the story needs every host and VM
@@ -53,6 +54,7 @@ GPU_TYPES = {
     "pulumi-python:dynamic/vsphere:VmGpuDevices",
     "pulumi-python:dynamic/vsphere:VcenterAdvancedSetting",
     "pulumi-python:dynamic/vsphere:GuestNvidiaLicensing",
+    "pulumi-python:dynamic/vsphere:GuestPreparation",
     "pulumi-python:dynamic/vsphere:TemplateGpuSettings",
     "gpufleet:vsphere:GpuVmTemplate",
 }
@@ -125,6 +127,9 @@ def _all_vms(si: Any) -> list[Any]:
         return list(view.view)
     finally:
         view.Destroy()
+
+
+BARE_GUEST = "vm-rdma-01"  # reset to a fresh guest before the first `up`
 
 
 def _host_names() -> list[str]:
@@ -241,11 +246,22 @@ def test_preview_of_a_broken_stack_names_the_field_and_changes_nothing(story: St
 
 def test_up_prepares_hosts_within_the_bound_converges_vms_and_licenses_guests(story: Story) -> None:
     from lab.esxi.events import max_concurrent
+    from lab.guest.units import reset_guest
+    from lab.paths import LabPaths
 
+    reset_guest(LabPaths.resolve(story.lab_dir), BARE_GUEST, bare=True)  # a fresh guest: no NVIDIA software
     story.up_started = time.time()
     done = story.pulumi("up", "--yes", "--skip-preview", timeout=900)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     outputs = json.loads(story.pulumi("stack", "output", "--json", "--stack", "lab", check=True).stdout)
+    guests = {name: vm["guest"] for name, vm in outputs["vms"].items()}
+    assert guests["vm-pt-01"] is None  # no guest: block
+    assert {n: g["state"] for n, g in guests.items() if g} == dict.fromkeys(
+        ("vm-ts-01", "vm-mig-01", "vm-rdma-01"), "converged"
+    ), guests
+    bare = {s["name"]: s["state"] for s in guests[BARE_GUEST]["steps"]}
+    assert guests[BARE_GUEST]["reboots"] == 1 and bare["driver"] == "done" and bare["docker"] == "done", guests
+    assert guests["vm-ts-01"]["reboots"] == 0, guests  # already prepared: checked, asserted, not touched
     assert set(outputs["hosts"]) == set(_host_names())
     assert outputs["vms"]["vm-ts-01"]["gpuDevices"]["vgpus"][0]["profile"] == "nvidia_l40s-24c"
     assert outputs["vgpuHotMigrate"] == "true"
@@ -300,7 +316,8 @@ def test_up_is_refused_while_another_run_holds_the_cluster_and_takes_over_on_req
 
 def _make_drift(story: Story) -> None:
     """Behind Pulumi's back: vm-ts-01's vGPU removed (powered off for it, then on again, as vSphere needs), vm-pt-01's
-    MMIO size changed, MIG off on esxi-02 (Hopper: at once)."""
+    MMIO size changed, MIG off on esxi-02 (Hopper: at once), Docker's nvidia runtime gone in vm-mig-01's guest."""
+    from gpufleet.checks.licensing import GuestSshRunner
     from host_setup import nvidia_smi
     from host_setup.ssh import SshRunner
 
@@ -321,6 +338,12 @@ def _make_drift(story: Story) -> None:
         nvidia_smi.set_mig(runner, "0000:3b:00.0", False)
     finally:
         runner.close()
+    guest = GuestSshRunner(conns.guest("vm-mig-01"))  # and Docker's nvidia runtime dropped in vm-mig-01's guest
+    try:
+        guest.run_input(["sh", "-c", "cat > /etc/docker/daemon.json"], b"{}\n").check("vm-mig-01")
+        guest.run(["systemctl", "restart", "docker"]).check("vm-mig-01")
+    finally:
+        guest.close()
 
 
 def test_refresh_sees_drift_and_up_repairs_it(story: Story) -> None:
@@ -330,7 +353,7 @@ def test_refresh_sees_drift_and_up_repairs_it(story: Story) -> None:
     preview = story.pulumi("preview", "--json")
     assert preview.returncode == 0, preview.stderr
     changed = {step["urn"].rsplit("::", 1)[-1] for step in _steps(preview.stdout) if step["op"] != "same"}
-    assert {"vm-ts-01-gpu", "vm-pt-01-gpu", "esxi-02.lab-prepare"} <= changed, changed
+    assert {"vm-ts-01-gpu", "vm-pt-01-gpu", "esxi-02.lab-prepare", "vm-mig-01-guest"} <= changed, changed
     audit = story.gpufleet("audit", str(LAB_STACK), "--json")
     assert audit.returncode == 2, _audit_summary(audit)  # the auditor sees the same drift
     repaired = story.pulumi("up", "--yes", "--skip-preview", timeout=900)

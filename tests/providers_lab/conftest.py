@@ -4,17 +4,28 @@ dynamic provider server (``python -m pulumi.dynamic``) configured as the engine 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vms_lab"))
 
 from dynamic_server import DynamicProviderServer  # noqa: E402
 from private_lab import PrivateLab, private_lab  # noqa: E402
+
+from gpufleet.connections import resolve_vcenter  # noqa: E402
+from gpufleet.spec.stack import load_stack  # noqa: E402
+from gpufleet.vsphere.tasks import wait_for_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = load_stack(ROOT / "stacks" / "Pulumi.lab.yaml")
+VM = "vm-ts-01"
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +66,35 @@ def lab_vms(prov_lab: PrivateLab) -> Iterator[list[str]]:
     with prov_lab.session() as si:
         for name in names:
             prov_lab.destroy_vm(si, name)
+
+
+@pytest.fixture
+def vgpu_guest(lab_env: Any, lab_host: Callable[[str], Any]) -> Iterator[None]:
+    """vm-ts-01 with a vGPU in vCenter (so its guest's nvidia-smi shows one); esxi-03 held by this test."""
+    lab_host("esxi-03.lab")
+    settings = resolve_vcenter(LAB.vcenter)
+    si = SmartConnect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        pwd=settings.password.reveal(),
+        sslContext=ssl.create_default_context(cafile=str(settings.ca_file)),
+    )
+    try:
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        vm = next(v for v in view.view if v.name == VM)
+        view.Destroy()
+        passthrough = vim.vm.device.VirtualPCIPassthrough
+        add = vim.vm.device.VirtualDeviceSpec(
+            operation="add", device=passthrough(key=-1, backing=passthrough.VmiopBackingInfo(vgpu="nvidia_l40s-24c"))
+        )
+        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])), what="add vGPU", timeout=60)
+        added = [d for d in vm.config.hardware.device if isinstance(d, passthrough)]
+        # lab_host left the host's VMs powered off; the guest persona answers only while its VM runs.
+        wait_for_task(vm.PowerOnVM_Task(), what=f"power on {VM}", timeout=60)
+        yield
+        wait_for_task(vm.PowerOffVM_Task(), what=f"power off {VM}", timeout=60)  # lab_host powers it on again
+        remove = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in added]
+        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=remove)), what="remove vGPU", timeout=60)
+    finally:
+        Disconnect(si)

@@ -3,59 +3,21 @@ create -> read -> diff (no change) -> drift (token removed behind its back) -> u
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dynamic_server import DIFF_NONE, DIFF_SOME, DynamicProviderServer, urn, with_provider
-from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim
 
 from components.providers.guest_licensing import GuestNvidiaLicensingProvider
 from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
-from gpufleet.connections import resolve_connections, resolve_vcenter
+from gpufleet.connections import resolve_connections
 from gpufleet.spec.stack import load_stack
-from gpufleet.vsphere.tasks import wait_for_task
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 LAB = load_stack(ROOT / "stacks" / "Pulumi.lab.yaml")
 VM = "vm-ts-01"
-
-
-@pytest.fixture
-def vgpu_guest(lab_env: Any, lab_host: Callable[[str], Any]) -> Iterator[None]:
-    """vm-ts-01 with a vGPU in vCenter (so its guest's nvidia-smi shows one); esxi-03 held by this test."""
-    lab_host("esxi-03.lab")
-    settings = resolve_vcenter(LAB.vcenter)
-    si = SmartConnect(
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        pwd=settings.password.reveal(),
-        sslContext=ssl.create_default_context(cafile=str(settings.ca_file)),
-    )
-    try:
-        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-        vm = next(v for v in view.view if v.name == VM)
-        view.Destroy()
-        passthrough = vim.vm.device.VirtualPCIPassthrough
-        add = vim.vm.device.VirtualDeviceSpec(
-            operation="add", device=passthrough(key=-1, backing=passthrough.VmiopBackingInfo(vgpu="nvidia_l40s-24c"))
-        )
-        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])), what="add vGPU", timeout=60)
-        added = [d for d in vm.config.hardware.device if isinstance(d, passthrough)]
-        # lab_host left the host's VMs powered off; the guest persona answers only while its VM runs.
-        wait_for_task(vm.PowerOnVM_Task(), what=f"power on {VM}", timeout=60)
-        yield
-        wait_for_task(vm.PowerOffVM_Task(), what=f"power off {VM}", timeout=60)  # lab_host powers it on again
-        remove = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in added]
-        wait_for_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=remove)), what="remove vGPU", timeout=60)
-    finally:
-        Disconnect(si)
 
 
 def test_guest_licensing_lifecycle(lab_server: DynamicProviderServer, vgpu_guest: None) -> None:

@@ -1,0 +1,130 @@
+"""``gpufleet guests prepare STACK [--vm NAME] [--dry-run] [--json] [--max-unavailable N] [--failure-threshold N]``:
+the guest side of the stack's GPU VMs (every VM with a ``guest:`` block, its own or its template's) over SSH, host
+keys verified: NVIDIA guest driver of the host's branch, nouveau, kernel parameters, Container Toolkit, Docker's
+nvidia runtime, at most one reboot, the assert (nvidia-smi, a GPU container), then NVIDIA licensing for vGPU VMs.
+
+Exit codes (as ``hosts prepare``): 0 every guest converged; 1 bad input, or a guest failed / needs a reboot it may
+not do / was skipped (each named with its state, step and output); 2 ``--dry-run`` with changes pending.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gpufleet.cli.output import console, err_console, handle_errors, print_json
+from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.spec.stack import load_stack
+from gpufleet.spec.validate import validated
+
+guests_app = typer.Typer(
+    name="guests",
+    help="The guest side of GPU VMs: NVIDIA driver, Container Toolkit, Docker runtime.",
+    no_args_is_help=True,
+)
+_STYLE = {
+    "converged": "green",
+    "changes-pending": "yellow",
+    "reboot-required": "yellow",
+    "failed": "bold red",
+    "skipped": "dim",
+}
+
+
+@guests_app.command("prepare")
+@handle_errors
+def prepare(
+    stack: Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")],
+    vm: Annotated[list[str] | None, typer.Option("--vm", help="Only this VM (repeatable)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only check (read-only); exit 2 when changes are pending")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")] = False,
+    max_unavailable: Annotated[
+        int | None,
+        typer.Option("--max-unavailable", min=1, help="Guests prepared at once (default: rollout.maxUnavailable)"),
+    ] = None,
+    failure_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--failure-threshold",
+            min=1,
+            help="Stop starting guests after this many failed (default: rollout.failureThreshold)",
+        ),
+    ] = None,
+) -> None:
+    """Install and configure the guest side of the stack's GPU VMs, then assert it and license vGPU guests."""
+    from gpufleet.checks.guest_prepare import GuestTarget, prepare_guests
+    from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
+    from gpufleet.checks.nodes import stack_ssh_settings
+    from gpufleet.connections import lab_dir, resolve_local_path
+    from gpufleet.spec.guest_desired import guest_desired
+
+    loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
+    fleet = loaded.fleet
+    desired = {v.name: d for v in fleet.vms if (d := guest_desired(fleet, v)) is not None}
+    if vm:
+        unknown = [n for n in vm if n not in desired]
+        if unknown:
+            raise SpecError([SpecIssue("--vm", f"{', '.join(unknown)}: not a VM with a guest: block", tuple(desired))])
+    names = [n for n in desired if not vm or n in vm]
+    guests = stack_ssh_settings(loaded)[1] if names else {}
+    missing = [n for n in names if n not in guests]
+    if missing:
+        raise SpecError([SpecIssue(f"vms[{n}].ssh", "no SSH settings: cannot reach the guest") for n in missing])
+    by_name = {v.name: v for v in fleet.vms}
+    licensed = [n for n in names if by_name[n].vgpu and by_name[n].nvidia_licensing]
+    token = resolve_client_token(loaded) if licensed and not dry_run and fleet.licensing.nvidia_client_token else None
+    targets = [
+        GuestTarget(
+            desired[n],
+            gpu_count=len(by_name[n].vgpu) + len(by_name[n].passthrough),
+            license_feature=fleet.licensing.feature_type if n in licensed and token is not None else None,
+        )
+        for n in names
+    ]
+    lab = lab_dir() if loaded.vcenter.lab else None
+    out = err_console if as_json else console
+
+    def on_event(name: str, message: str) -> None:
+        if not as_json:
+            out.print(f"[bold]{name:<14}[/] {message}", highlight=False)
+
+    report = prepare_guests(
+        targets,
+        lambda name: GuestSshRunner(guests[name]),
+        lambda path: resolve_local_path(path, lab),
+        max_unavailable=max_unavailable or fleet.rollout.max_unavailable,
+        failure_threshold=failure_threshold or fleet.rollout.failure_threshold,
+        dry_run=dry_run,
+        token=token,
+        on_event=on_event,
+    )
+    if as_json:
+        print_json({"stack": str(stack), **report.to_json()})
+    else:
+        table = Table(title="guests prepare (dry run)" if dry_run else "guests prepare", title_justify="left")
+        for column in ("VM", "state", "steps", "error"):
+            table.add_column(column, overflow="fold")
+        for g in report.guests:
+            steps = ", ".join(f"{s.name}:{s.state}" for s in g.steps if s.state != "ok") or "all ok"
+            error = f"[red]{g.error['step']}: {g.error['message']}[/]" if g.error else ""
+            table.add_row(g.name, f"[{_STYLE.get(g.state, '')}]{g.state}[/]", steps, error)
+        console.print(table)
+        summary = report.to_json()["summary"]
+        console.print(
+            f"{summary['guests']} guest(s): {summary['converged']} converged ({summary['changed']} changed), "
+            f"{summary['changes-pending']} with changes pending, {summary['reboot-required']} needing a reboot, "
+            f"{summary['failed']} failed, {summary['skipped']} skipped; at most {report.peak_in_progress} at once "
+            f"(max-unavailable {report.max_unavailable}) in {report.seconds:.1f} s",
+            highlight=False,
+        )
+    raise typer.Exit(report.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``gpufleet guests ...`` to the gpufleet app."""
+    app.add_typer(guests_app, name="guests")
