@@ -84,11 +84,25 @@ def _go_env(cache: Path | None = None) -> dict[str, str]:
 
 def _go_version(go: str) -> str:
     """``go version`` as the toolchain prints it, e.g. ``go version go1.26.8 linux/amd64``."""
-    try:
-        proc = subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, env=_go_env())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise VcsimError(f"cannot build the lab vCenter (vcsim): `{go} version` failed: {exc}") from exc
-    return proc.stdout.strip()
+    # Retried: on a machine short of memory a fork can fail for a moment, and one empty answer must not read as
+    # "not a Go toolchain" for a whole test session.
+    proc = None
+    for attempt in range(3):
+        try:
+            proc = subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, env=_go_env())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            if attempt == 2:
+                raise VcsimError(f"cannot build the lab vCenter (vcsim): `{go} version` failed: {exc}") from exc
+            time.sleep(1.0)
+            continue
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+        time.sleep(1.0)
+    if proc is not None and proc.returncode != 0:
+        raise VcsimError(
+            f"cannot build the lab vCenter (vcsim): `{go} version` exited {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        )
+    return proc.stdout.strip() if proc is not None else ""
 
 
 def _need_go(found: str) -> VcsimError:
