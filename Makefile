@@ -38,8 +38,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+## Every benchmark, then a table of each target met / missed (exit 3 if one is missed): scripts/bench.sh.
 bench: setup
-	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@scripts/bench.sh
 
 lab-up: setup
 	$(GPUFLEET) lab up

@@ -2,7 +2,7 @@
 
 It reads the stack config — ``gpufleet:fleet`` and ``gpufleet:vcenter`` — with ``pulumi.Config`` into the fleet
 spec, checks it with the same rules as ``gpufleet validate`` (any problem: one ``pulumi.RunError`` listing every
-issue, before anything is registered), builds the fleet's components (``components.fleet.build_fleet``) and
+issue, before anything is registered), holds the clusters' rollout lease (``pulumi up`` only), builds the fleet's components (``components.fleet.build_fleet``) and
 exports, per host and per VM, what was set.
 """
 
@@ -12,8 +12,10 @@ import pulumi
 
 from components.config import stack_from_config
 from components.fleet import build_fleet
+from components.rollout_lease import hold_rollout_leases
 
 stack = stack_from_config()
+hold_rollout_leases(stack)  # pulumi up: one rollout per cluster at a time, as `hosts prepare`
 resources = build_fleet(stack)
 for key, value in resources.exports().items():
     pulumi.export(key, value)

@@ -2,7 +2,8 @@
 
 Prints, side by side, for the planner (best fit, exact MIG search) and a first-fit baseline (spec order, first
 GPU that fits, MIG instances at the first free start slot): wall time, GPUs used, VMs left unplaced, and the
-slice lower bound. Target: planner under 1 s and at most one GPU above the bound. Every plan is re-checked by
+slice lower bound. Targets (TARGET lines, exit 0 met / 3 missed: benchmarks/targets.py): planner under 1 s and at
+most one GPU above the bound, every VM placed, the plan re-checked clean. Every plan is re-checked by
 pinning each VM to the host/GPU the plan chose and running the spec validator on that fleet.
 
     .venv/bin/python benchmarks/plan_bench.py [--repeat N]
@@ -20,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleets import benchmark_fleet  # noqa: E402
+from targets import Target, report  # noqa: E402
 
 from gpufleet.placement.bounds import lower_bounds  # noqa: E402
 from gpufleet.placement.planner import pinned_fleet, plan  # noqa: E402
@@ -76,10 +78,15 @@ def main() -> int:
     used_base = Counter((g.model, g.mode) for g in base.gpus if g.assignments)
     for (board, mode), b in sorted(bounds.items()):
         print(f"  {board:16} {mode:12} {b:5} {used_best[(board, mode)]:5} {used_base[(board, mode)]:5}")
-    ok = t_best < 1.0 and best.feasible and best.gpus_used <= bound + 1 and not recheck["planner"]
     print()
-    print(f"target (< 1 s, <= bound + 1, all placed, re-check clean): {'met' if ok else 'NOT met'}")
-    return 0 if ok else 1
+    return report(
+        [
+            Target("plan wall time", t_best < 1.0, f"{t_best * 1000:.0f} ms", "< 1000 ms"),
+            Target("plan GPUs above the lower bound", best.gpus_used <= bound + 1, str(best.gpus_used - bound), "<= 1"),
+            Target("plan places every VM", best.feasible, f"{len(best.unplaced)} unplaced", "0 unplaced"),
+            Target("plan re-check clean", not recheck["planner"], f"{len(recheck['planner'])} issues", "0 issues"),
+        ]
+    )
 
 
 if __name__ == "__main__":

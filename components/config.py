@@ -13,7 +13,7 @@ from gpufleet.connections import resolve_stack_secret
 from gpufleet.errors import SpecError
 from gpufleet.spec.models import SecretRef
 from gpufleet.spec.stack import FLEET_KEY, VCENTER_KEY, Stack, parse_stack
-from gpufleet.spec.validate import validate_fleet
+from gpufleet.spec.validate import stack_issues
 
 
 def stack_from_config(config: pulumi.Config | None = None, name: str | None = None) -> Stack:
@@ -24,7 +24,7 @@ def stack_from_config(config: pulumi.Config | None = None, name: str | None = No
     document = {"config": {VCENTER_KEY: vcenter} | ({FLEET_KEY: fleet} if fleet is not None else {})}
     try:
         stack = parse_stack(document, name=name or pulumi.get_stack())
-        issues = validate_fleet(stack.fleet)
+        issues = stack_issues(stack)  # named paths, as `gpufleet validate` reports them
         if issues:
             raise SpecError(issues, stack.name)
     except SpecError as exc:

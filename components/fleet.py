@@ -1,17 +1,21 @@
 """Build a whole fleet's components from a ``Stack`` (what ``__main__.py`` runs; usable from any Pulumi program).
 
-- one ``GpuHost`` per host (licence from ``hosts[].license`` or ``licensing.hostLicense``);
+- one ``BundleStaging`` per host that needs the driver bundle, and one ``GpuHost`` per host (licence from
+  ``hosts[].license`` or ``licensing.hostLicense``), chained in ``rollout.maxUnavailable`` lanes per cluster, each
+  after every staging of its cluster;
 - one ``GpuVmTemplate`` per template and one ``GpuVm`` per VM (its guest side too, given a ``guest:`` block), each VM's devices after its cluster's hosts are prepared —
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
   exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
   VMs' GPU/RDMA devices and the existing templates' GPU settings;
 - ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set.
 
-pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified).
+pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified, against the
+stack's CA only: ``gpufleet.provider_trust``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +23,7 @@ import pulumi
 import pulumi_vsphere as vsphere
 
 from components.config import secret_from_ref
-from components.gpu_host import GpuHost, GpuHostArgs
+from components.gpu_host import GpuHost, GpuHostArgs, bundle_staging
 from components.gpu_vm import GpuVm, GpuVmArgs
 from components.gpu_vm_template import GpuVmTemplate, GpuVmTemplateArgs
 from components.inventory import VsphereRefs
@@ -27,6 +31,7 @@ from components.licensing import Licensing, LicensingArgs
 from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
 from gpufleet.connections import resolve_vcenter
 from gpufleet.errors import GpufleetError
+from gpufleet.provider_trust import provider_trust
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 
@@ -70,7 +75,12 @@ class FleetResources:
 
 def vsphere_provider(stack: Stack, name: str = "vsphere") -> vsphere.Provider:
     """A pulumi-vsphere provider for the stack's vCenter: the lab's (from its env file) or the spec's, the
-    password a Pulumi secret. TLS is never skipped (pulumi-vsphere trusts the system CAs or SSL_CERT_FILE)."""
+    password a Pulumi secret. TLS is never skipped, and the provider (launched by the engine with this program's
+    environment) must trust exactly the stack's CA: RunError naming the stack field otherwise, before anything is
+    registered (a thumbprint-only stack, SSL_CERT_FILE / SSL_CERT_DIR not set to that CA alone)."""
+    problem = provider_trust(stack).environ_problem(os.environ)
+    if problem:
+        raise pulumi.RunError(problem)
     spec = stack.vcenter
     if spec.lab:
         try:
@@ -117,9 +127,17 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
     out = FleetResources()
     licensing = fleet.licensing
     host_default = secret_from_ref(stack, licensing.host_license, "licensing.hostLicense")
+    # Every driver bundle of a cluster staged and proven (in parallel) before any host of it is prepared.
+    staged: dict[str, list[pulumi.Resource]] = {}
+    for host in fleet.hosts:
+        staging = bundle_staging(host, fleet, vcenter, opts)
+        if staging is not None:
+            staged.setdefault(host.cluster or fleet.cluster, []).append(staging)
     for host, after in zip(fleet.hosts, rollout_lanes(fleet), strict=True):
         key = secret_from_ref(stack, host.license, f"hosts[{host.name}].license") or host_default
-        lane = pulumi.ResourceOptions(depends_on=[out.hosts[name] for name in after])
+        lane = pulumi.ResourceOptions(
+            depends_on=[out.hosts[name] for name in after] + staged.get(host.cluster or fleet.cluster, [])
+        )
         out.hosts[host.name] = GpuHost(
             host.name,
             GpuHostArgs(spec=host, fleet=fleet, vcenter=vcenter, license_key=key),

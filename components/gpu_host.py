@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 
 from components.providers.base import vcenter_input
+from components.providers.bundle_staging import BundleStaging
 from components.providers.host_license import HostLicenseAssignment
 from components.providers.host_prepare import HostPreparation
 from gpufleet.spec.derive import host_needs_vgpu_driver
@@ -38,6 +39,29 @@ class GpuHostArgs:
     """vSphere licence key to assign to the host (a Pulumi secret); None: the licence is left as it is."""
 
 
+def host_inputs(spec: HostSpec, fleet: Fleet, vcenter: VcenterSpec) -> dict[str, Any]:
+    """The inputs a host's resources share: vCenter, cluster, the host spec with its driver resolved, rollout."""
+    return {
+        "vcenter": vcenter_input(vcenter),
+        "cluster": spec.cluster or fleet.cluster,
+        "host": spec.model_copy(update={"driver": fleet.driver_for(spec)}).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        ),
+        "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def bundle_staging(
+    spec: HostSpec, fleet: Fleet, vcenter: VcenterSpec, opts: pulumi.ResourceOptions | None = None
+) -> BundleStaging | None:
+    """The host's ``BundleStaging`` (None when it needs no driver, or its bundle has no local copy to stage: then
+    the bundle must be on the datastore already, which the staging would only check)."""
+    driver = fleet.driver_for(spec)
+    if not host_needs_vgpu_driver(spec) or driver is None:
+        return None
+    return BundleStaging(f"{spec.name}-stage", host_inputs(spec, fleet, vcenter), opts)
+
+
 class GpuHost(pulumi.ComponentResource):
     """A GPU host: ``prepare`` (HostPreparation) and ``license`` (None when no key is given)."""
 
@@ -50,14 +74,8 @@ class GpuHost(pulumi.ComponentResource):
         driver = fleet.driver_for(spec)
         if host_needs_vgpu_driver(spec) and driver is None:
             raise pulumi.RunError(f"host {spec.name}: its vGPU/MIG GPUs need the NVIDIA driver: set `driver`")
-        props: dict[str, Any] = {
-            "vcenter": vcenter_input(args.vcenter),
-            "cluster": spec.cluster or fleet.cluster,
-            "host": spec.model_copy(update={"driver": driver}).model_dump(
-                mode="json", by_alias=True, exclude_none=True
-            ),
-            "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "mayPowerOff": sorted(Desired.of(fleet, spec).may_power_off),
+        props: dict[str, Any] = host_inputs(spec, fleet, args.vcenter) | {
+            "mayPowerOff": sorted(Desired.of(fleet, spec).may_power_off)
         }
         self.prepare = HostPreparation(f"{name}-prepare", props, pulumi.ResourceOptions(parent=self))
         self.license = None

@@ -10,6 +10,10 @@ the demo and the end-to-end tests all use it):
 - no update check, no automatic plugin download (``PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION``): the language
   host and providers are the binaries in ``.tools/bin``, first on ``PATH``, then the project's ``.venv/bin`` (the
   language host runs the program with that Python).
+- the trust of pulumi-vsphere (``gpufleet.provider_trust``): given the stack pulumi runs on, ``SSL_CERT_FILE`` is
+  the stack's vCenter CA and ``SSL_CERT_DIR`` an empty directory, so the provider the engine launches (with the
+  engine's environment) trusts exactly that CA; for a stack it cannot honour (a thumbprint only, a stack that does
+  not load) or no stack at all, an empty bundle: it trusts nothing. ``VSPHERE_ALLOW_UNVERIFIED_SSL`` is dropped.
 
 ``sync_workspace()`` lays out the project the engine runs: ``<state>/project/Pulumi.yaml`` is the repository's with
 ``main`` and the virtualenv pointing back at the repository (the program runs from there), and
@@ -24,12 +28,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from gpufleet.errors import GpufleetError
+from gpufleet.provider_trust import UNVERIFIED_ENV, ProviderTrust, provider_trust
+from gpufleet.spec.stack import load_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_ENV = "GPUFLEET_ENGINE_STATE"
@@ -133,13 +140,14 @@ def sync_workspace(state: Path, repo: Path = REPO_ROOT) -> Path:
     return project
 
 
-def engine_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``pulumi`` runs with: ``environ`` (default ``os.environ``) plus the hermetic settings."""
+def engine_environ(environ: Mapping[str, str] | None = None, stack: str | None = None) -> dict[str, str]:
+    """The environment ``pulumi`` runs with: ``environ`` (default ``os.environ``) plus the hermetic settings and,
+    when ``stack`` is given (the ``""`` of "no stack known" included), the trust of pulumi-vsphere for it."""
     env = dict(os.environ if environ is None else environ)
     state = state_dir(env)
     (state / "home").mkdir(parents=True, exist_ok=True)
     (state / "backend").mkdir(parents=True, exist_ok=True)
-    for name in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN"):  # one source each: the file, no cloud
+    for name in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN", UNVERIFIED_ENV):  # one source each, no cloud
         env.pop(name, None)
     env.update(
         PULUMI_HOME=str(state / "home"),
@@ -150,4 +158,68 @@ def engine_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         PATH=os.pathsep.join([str(TOOLS_BIN), str(VENV_BIN), env.get("PATH", "")]),
     )
     env.setdefault("PULUMI_DIY_BACKEND_NO_LEGACY_WARNING", "true")
+    if stack is not None:
+        env.update(trust_environ(stack, env))
     return env
+
+
+def trust_environ(stack: str, environ: Mapping[str, str], state: Path | None = None) -> dict[str, str]:
+    """``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` for the providers of ``stack`` ("": none known: trust nothing)."""
+    state = state or state_dir(environ)
+    # An empty directory for SSL_CERT_DIR, and an empty bundle for a provider that may trust nothing.
+    empty, nothing = state / "trust" / "no-ca-dir", state / "trust" / "no-ca.pem"
+    empty.mkdir(parents=True, exist_ok=True)
+    nothing.touch()
+    return stack_trust(stack, environ).environ(empty, nothing)
+
+
+def stack_file(stack: str, repo: Path = REPO_ROOT) -> Path:
+    """The repository's file of a stack (``org/project/lab`` is ``lab``), in Pulumi.yaml's stackConfigDir."""
+    manifest = YAML(typ="safe").load((repo / "Pulumi.yaml").read_text()) or {}
+    return repo / str(manifest.get("stackConfigDir") or ".") / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+
+
+def stack_trust(stack: str, environ: Mapping[str, str], repo: Path = REPO_ROOT) -> ProviderTrust:
+    """What pulumi-vsphere may trust on ``stack``; a refusal when no stack is known or its file does not load
+    (the program then names the problem itself)."""
+    if not stack:
+        return ProviderTrust("--stack", refusal="no stack selected")
+    try:
+        return provider_trust(load_stack(stack_file(stack, repo)), environ)
+    except (GpufleetError, OSError) as exc:
+        return ProviderTrust("--stack", refusal=f"stack {stack}: {exc}")
+
+
+# Commands that may launch the providers of a stack; for these the selected stack is asked when none is given.
+PROVIDER_COMMANDS = frozenset({"up", "update", "preview", "pre", "refresh", "destroy", "down", "import", "watch"})
+
+
+def stack_of_args(args: list[str], environ: Mapping[str, str]) -> str | None:
+    """The stack a pulumi command line runs on, as far as it says: ``--stack X`` / ``--stack=X`` / ``-s X``,
+    else ``$PULUMI_STACK``; None when neither (pulumi then uses the selected stack)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("--stack", "-s") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--stack="):
+            return arg.removeprefix("--stack=")
+        if arg.startswith("-s") and len(arg) > 2 and not arg.startswith("--"):
+            return arg[2:]
+    return environ.get("PULUMI_STACK") or None
+
+
+def selected_stack(env: Mapping[str, str], project: Path) -> str:
+    """The stack selected in the engine's workspace (``pulumi stack --show-name``), or "" when none is."""
+    try:
+        done = subprocess.run(
+            [str(pulumi_binary()), "stack", "--show-name", "--non-interactive"],
+            cwd=project,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired, EngineMissing):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""

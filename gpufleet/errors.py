@@ -14,15 +14,24 @@ class GpufleetError(Exception):
 
 @dataclass(frozen=True)
 class SpecIssue:
-    """One problem in a fleet spec: where (``vms[3].vgpu[1]``), why, and what would be valid."""
+    """One problem in a fleet spec: where (``vms[vm-mig-01].vgpu[1]``), why, and what would be valid; the
+    rejected value as echoed (bounded, never a secret's; None: not echoed) and the index form of a named path
+    (``vms[3].vgpu[1]``)."""
 
     path: str
     message: str
     valid: tuple[str, ...] = ()
+    value: str | None = None
+    index_path: str | None = None
+
+    @property
+    def got(self) -> str:
+        """The suffix `` (got 'latest')`` when the value is echoed and the message does not already say it."""
+        return f" (got {self.value})" if self.value is not None and self.value not in self.message else ""
 
     def __str__(self) -> str:
         hint = f" (valid: {', '.join(self.valid)})" if self.valid else ""
-        return f"{self.path}: {self.message}{hint}"
+        return f"{self.path}: {self.message}{self.got}{hint}"
 
 
 class SpecError(GpufleetError):

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from gpufleet.errors import GpufleetError
+from gpufleet.markup import esc
 from host_setup.cli import run_prepare
 
 app = typer.Typer(
@@ -54,7 +55,7 @@ def prepare(
             take_over=take_over,
         )
     except GpufleetError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {esc(exc)}", highlight=False)
         raise typer.Exit(exc.exit_code) from exc
     raise typer.Exit(code)
 

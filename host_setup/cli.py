@@ -1,7 +1,7 @@
 """The ``hosts prepare`` verb's front end: rich progress and tables for people, one JSON document for machines.
 
 ``run_prepare`` is called by ``gpufleet hosts prepare`` and by ``python -m host_setup prepare``; it returns the
-exit code (0 all done / nothing to do, 1 a host failed, 2 dry run with changes pending). Bad input raises
+exit code (0 all done / nothing to do, 1 a host failed, 2 dry run with changes pending, 130 interrupted). Bad input raises
 ``GpufleetError`` for the caller to print (``gpufleet.cli.output.handle_errors``).
 """
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gpufleet.markup import esc
 from host_setup.command import prepare_stack
 from host_setup.rollout import RolloutReport
 
@@ -39,10 +40,10 @@ def summary_table(report: RolloutReport) -> Table:
     table.add_column("error", overflow="fold")
     for host in report.hosts:
         steps = ", ".join(
-            f"[{_STATE_STYLE.get(s.state, '')}]{s.name}:{s.state}[/]" for s in host.steps if s.state != "ok"
+            f"[{_STATE_STYLE.get(s.state, '')}]{esc(s.name)}:{esc(s.state)}[/]" for s in host.steps if s.state != "ok"
         )
-        error = f"[red]{host.error['step']}: {host.error['message']}[/]" if host.error else ""
-        table.add_row(host.name, "yes" if host.changed else "no", steps or "[green]all ok[/]", error)
+        error = f"[red]{esc(host.error['step'])}: {esc(host.error['message'])}[/]" if host.error else ""
+        table.add_row(esc(host.name), "yes" if host.changed else "no", steps or "[green]all ok[/]", error)
     return table
 
 
@@ -81,6 +82,7 @@ def run_prepare(
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=not console.is_terminal,
     ) as progress:
         tasks: dict[str, int] = {}
 
@@ -88,9 +90,12 @@ def run_prepare(
             final = message == "done" or message.startswith(("failed", "skipped", "plan: nothing", "plan: failed"))
             final = final or (dry_run and message.startswith("plan:"))
             with lock:
+                if not console.is_terminal:  # a log: a line per step of each host instead of live spinners
+                    console.print(f"{host}: {message}", markup=False, highlight=False)
+                    return
                 if host not in tasks:
-                    tasks[host] = progress.add_task(message, host=host, total=1)
-                progress.update(tasks[host], description=message, completed=1 if final else 0)
+                    tasks[host] = progress.add_task(esc(message), host=esc(host), total=1)
+                progress.update(tasks[host], description=esc(message), completed=1 if final else 0)
 
         report = prepare_stack(
             stack,
@@ -103,8 +108,11 @@ def run_prepare(
         )
     console.print(summary_table(report))
     if report.stopped:
-        console.print(f"[bold red]{report.stopped}[/]")
-    peak = ", ".join(f"{c}: {n}" for c, n in report.peak_in_maintenance.items())
+        console.print(f"[bold red]{esc(report.stopped)}[/]")
+    left = [h.name for h in report.hosts if h.error and h.error.get("step") == "skipped"]
+    if report.interrupted and left:
+        console.print(f"[yellow]left for the next run ({len(left)}): {esc(', '.join(left))}[/]")
+    peak = esc(", ".join(f"{c}: {n}" for c, n in report.peak_in_maintenance.items()))
     summary = report.to_json()["summary"]
     console.print(
         f"{summary['hosts']} host(s): {summary['changed']} changed, {summary['unchanged']} unchanged, "
@@ -115,5 +123,7 @@ def run_prepare(
     )
     for host in report.failed:
         if host.in_maintenance:
-            console.print(f"[yellow]{host.name} is left in maintenance mode; fix the cause and rerun to continue[/]")
+            console.print(
+                f"[yellow]{esc(host.name)} is left in maintenance mode; fix the cause and rerun to continue[/]"
+            )
     return report.exit_code

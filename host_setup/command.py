@@ -15,7 +15,7 @@ from gpufleet.spec.validate import validated
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.lease import cluster_leases
 from host_setup.model import Desired
-from host_setup.rollout import EventSink, Rollout, RolloutOptions, RolloutReport
+from host_setup.rollout import EventSink, Rollout, RolloutOptions, RolloutReport, stop_on_sigint
 from host_setup.ssh import SshRunner
 from host_setup.vcenter import VsphereHostApi
 
@@ -33,7 +33,7 @@ def prepare_stack(
     """Prepare the stack's hosts (``only``: just these). Bad input raises ``SpecError`` before any host is
     touched; host failures are in the report (``exit_code`` 1), never raised. A real run holds its clusters'
     rollout lease (``gpufleet.vsphere.lease``): another run on them is refused (``LeaseHeld``) unless gone or
-    ``take_over``."""
+    ``take_over``. SIGINT during a real run stops it cleanly (``rollout.stop_on_sigint``; exit code 130)."""
     stack = validated(load_stack(stack_path))
     fleet = stack.fleet
     hosts = list(fleet.hosts)
@@ -72,5 +72,5 @@ def prepare_stack(
         )
         if dry_run:
             return rollout.run()
-        with cluster_leases(si, sorted({d.cluster for d in desired}), take_over=take_over):
+        with cluster_leases(si, sorted({d.cluster for d in desired}), take_over=take_over), stop_on_sigint(rollout):
             return rollout.run()

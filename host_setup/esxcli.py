@@ -378,12 +378,12 @@ def set_kernel_setting(runner: Runner, name: str, value: str) -> None:
     esxcli(runner, "system", "settings", "kernel", "set", "-s", name, "-v", value)
 
 
-def install(runner: Runner, path: str, kind: str, timeout: float) -> InstallResult:
-    """``software component apply -d PATH`` or ``software vib install -d PATH`` (esxcli needs absolute paths)."""
+def install(runner: Runner, path: str, kind: str, timeout: float, *, dry_run: bool = False) -> InstallResult:
+    """``software component apply -d PATH`` or ``software vib install -d PATH`` (esxcli needs absolute paths).
+    ``dry_run``: esxcli's own ``--dry-run`` (reads and checks the bundle, changes nothing), with
+    ``--maintenance-mode`` so a host not yet in maintenance is checked as it will be at install time."""
     if not path.startswith("/"):
         raise ValueError(f"esxcli needs an absolute path, got {path!r}")
-    if kind == "component":
-        value = esxcli(runner, "software", "component", "apply", "-d", path, timeout=timeout)
-    else:
-        value = esxcli(runner, "software", "vib", "install", "-d", path, timeout=timeout)
-    return parse_install_result(value)
+    verb = ("software", "component", "apply") if kind == "component" else ("software", "vib", "install")
+    extra = ("--dry-run", "--maintenance-mode") if dry_run else ()
+    return parse_install_result(esxcli(runner, *verb, "-d", path, *extra, timeout=timeout))

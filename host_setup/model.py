@@ -101,6 +101,7 @@ class HostReport:
     in_maintenance: bool | None = None
     reboots: int = 0
     seconds: float = 0.0
+    facts: HostFacts | None = field(default=None, repr=False, compare=False)  # the last read (not in the JSON)
 
     @property
     def changed(self) -> bool:

@@ -96,6 +96,7 @@ class _Run:
                 return
             report.step(name, StepState.OK if not check.needed else StepState.NEEDED, check.detail)
         reasons = reboot_reasons(ctx.desired, facts)
+        report.facts = facts
         if not needs_work(checks, reasons, facts):
             if facts.in_maintenance:
                 report.step("maintenance", StepState.OK, "in maintenance, not entered by gpufleet: left as is")
@@ -149,6 +150,7 @@ class _Run:
         if problems:
             raise StepFailed("; ".join(problems))
         report.step("verify", StepState.DONE, verify_summary(ctx.desired, facts))
+        report.facts = facts
 
         self.current = "maintenance"
         if maintenance.owned(ctx):

@@ -13,26 +13,36 @@ Safety rules (the README's "hosts prepare" section says the same to users):
   from that and continues (hosts a failed run left in maintenance go first).
 - **Bad input fails before any host is touched**: unknown hosts, missing driver bundles (``plan.check_inputs``,
   ``plan.check_bundles``); planning itself only reads.
+- **Pre-staged bundles.** Before the first host enters maintenance, every host that needs the driver gets its
+  bundle uploaded and proven (size, SHA-256, esxcli ``--dry-run``) in parallel (``host_setup.stage``); a host
+  whose bundle cannot be staged fails untouched (counting toward the threshold), so a maintenance window holds
+  only the install, the reboot and the verification.
+- **Interruptible.** ``request_stop`` (the CLI calls it on SIGINT): no new host starts, hosts already in their
+  window finish it (install, reboot, verify, leave maintenance, VMs back), the rest are reported ``skipped``
+  with the reason, and the report says the run was interrupted (exit 130).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpufleet.spec.models import RolloutPolicy
-from host_setup.model import Desired, HostReport, StepState
+from host_setup.model import Desired, HostReport, StepReport, StepState
 from host_setup.plan import HostPlan, check_bundles, check_inputs, plan_host
 from host_setup.prepare import prepare_host
 from host_setup.ssh import Runner
+from host_setup.stage import stage_bundle
 from host_setup.steps import StepContext
-from host_setup.steps.driver import stage_bundle
 from host_setup.vcenter import HostApi
 
 EventSink = Callable[[str, str], None]  # (host, message)
@@ -44,7 +54,7 @@ class RolloutOptions:
     failure_threshold: int
     dry_run: bool = False
     plan_workers: int = 8
-    stage_workers: int = 2  # concurrent bundle uploads ahead of the hosts' turns
+    stage_workers: int = 8  # concurrent bundle uploads and checks before the first maintenance
     install_timeout: float = 900.0
 
 
@@ -57,6 +67,7 @@ class RolloutReport:
     max_unavailable: int
     failure_threshold: int
     stopped: str | None = None
+    interrupted: bool = False
     seconds: float = 0.0
     peak_in_maintenance: dict[str, int] = field(default_factory=dict)
 
@@ -70,7 +81,10 @@ class RolloutReport:
 
     @property
     def exit_code(self) -> int:
-        """0 all done (or, dry run, nothing to do); 1 a host failed or could not be read; 2 dry run with changes."""
+        """0 all done (or, dry run, nothing to do); 1 a host failed or could not be read; 2 dry run with changes;
+        130 interrupted (SIGINT) before every host was done."""
+        if self.interrupted and any(h.error and h.error.get("step") == "skipped" for h in self.hosts):
+            return 130
         if self.failed:
             return 1
         if self.dry_run and self.pending:
@@ -94,6 +108,7 @@ class RolloutReport:
                 "unchanged": len([h for h in self.hosts if not h.changed and not h.error and not h.pending]),
             },
             "stopped": self.stopped,
+            "interrupted": self.interrupted,
             "peak_in_maintenance": self.peak_in_maintenance,
             "seconds": round(self.seconds, 2),
             "exit_code": self.exit_code,
@@ -140,8 +155,14 @@ class Rollout:
         self.local_bundles = local_bundles or {}
         self.on_event = on_event or (lambda host, message: None)
         self._runners: dict[str, Runner] = {}
-        self._staged: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+
+    def request_stop(self, reason: str = "interrupted (SIGINT)") -> None:
+        """Start no new host; the hosts already started finish their window. Safe from a signal handler."""
+        self._stop_reason = reason
+        self._stop.set()
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _context(self, desired: Desired) -> StepContext:
@@ -184,7 +205,8 @@ class Rollout:
         started = time.monotonic()
         try:
             plans = self.plan()
-            report = self._dry_run(plans) if self.options.dry_run else self._execute(plans)
+            staged = self.prestage(plans)
+            report = self._dry_run(plans, staged) if self.options.dry_run else self._execute(plans, staged)
         finally:
             self.close()
         report.seconds = time.monotonic() - started
@@ -193,17 +215,49 @@ class Rollout:
     def _new_report(self, plan: HostPlan) -> HostReport:
         return HostReport(name=plan.name, cluster=plan.cluster, in_maintenance=plan.in_maintenance)
 
-    def _dry_run(self, plans: list[HostPlan]) -> RolloutReport:
+    # -- pre-staging ----------------------------------------------------------------------------------------
+    def prestage(self, plans: list[HostPlan]) -> dict[str, StepReport]:
+        """Stage the bundle on every host whose driver step is needed, in parallel, before any maintenance (a dry
+        run only checks what is there). Returns host -> its ``stage`` step (FAILED ones fail the host)."""
+        todo = [p for p in plans if not p.error and self._needs_driver(p)]
+        if not todo:
+            return {}
+        dry = self.options.dry_run
+
+        def stage(plan: HostPlan) -> StepReport:
+            if self._stop.is_set():
+                return StepReport("stage", StepState.SKIPPED, self._stop_reason)
+            started = time.monotonic()
+            try:
+                detail = stage_bundle(self._context(plan.desired), dry_run=dry)
+            except Exception as exc:  # noqa: BLE001 - any failure here fails this host, untouched
+                self.on_event(plan.name, f"staging failed: {exc}")
+                return StepReport("stage", StepState.FAILED, str(exc), time.monotonic() - started)
+            self.on_event(plan.name, f"staged: {detail}")
+            state = StepState.NEEDED if dry and detail.startswith("would") else StepState.DONE
+            return StepReport("stage", state, detail, time.monotonic() - started)
+
+        workers = max(1, min(self.options.stage_workers, len(todo)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+            return dict(zip((p.name for p in todo), pool.map(stage, todo), strict=True))
+
+    def _needs_driver(self, plan: HostPlan) -> bool:
+        driver = plan.checks.get("driver")
+        return bool(driver and driver.needed and not driver.refused)
+
+    def _dry_run(self, plans: list[HostPlan], staged: dict[str, StepReport]) -> RolloutReport:
         reports = []
         for plan in plans:
             report = self._new_report(plan)
-            report.steps = plan.step_reports()
+            report.steps = ([staged[plan.name]] if plan.name in staged else []) + plan.step_reports()
             if plan.error:
                 report.error = plan.error
+            elif plan.name in staged and staged[plan.name].state == StepState.FAILED:
+                report.error = {"step": "stage", "message": staged[plan.name].detail}
             reports.append(report)
         return RolloutReport(reports, True, self.options.max_unavailable, self.options.failure_threshold)
 
-    def _execute(self, plans: list[HostPlan]) -> RolloutReport:
+    def _execute(self, plans: list[HostPlan], staged: dict[str, StepReport]) -> RolloutReport:
         opts = self.options
         reports = {plan.name: self._new_report(plan) for plan in plans}
         gate = MaintenanceGate(opts.max_unavailable)
@@ -215,20 +269,29 @@ class Rollout:
         for plan in plans:
             if plan.in_maintenance:
                 gate.hold(plan.cluster, plan.name)
+            stage = staged.get(plan.name)
+            if stage is not None:
+                reports[plan.name].steps = [stage]
             if plan.error:
                 reports[plan.name].steps = plan.step_reports()
                 reports[plan.name].fail(plan.error["step"], plan.error["message"])
                 failures += 1
+            elif stage is not None and stage.state == StepState.FAILED:
+                reports[plan.name].steps += plan.step_reports()
+                reports[plan.name].error = {"step": "stage", "message": stage.detail}
+                failures += 1
             elif not plan.needs_work:
                 reports[plan.name].steps = plan.step_reports()
         # Hosts a failed run left in maintenance first: they already hold a slot.
-        queue = sorted((p for p in plans if p.needs_work), key=lambda p: not p.in_maintenance)
-        stopped = self._threshold(failures)
+        queue = sorted(
+            (p for p in plans if p.needs_work and not reports[p.name].error), key=lambda p: not p.in_maintenance
+        )
+        stopped = self._threshold(failures) or self._interrupted()
         running: dict[Future[HostReport], HostPlan] = {}
         pool_size = max(1, min(len(queue), opts.max_unavailable * max(1, len({p.cluster for p in queue}))))
-        stager = ThreadPoolExecutor(max_workers=opts.stage_workers, thread_name_prefix="stage")
-        with stager, ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="host") as pool:
+        with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="host") as pool:
             while queue or running:
+                stopped = stopped or self._interrupted()
                 if not stopped:
                     for plan in list(queue):
                         cluster = plan.cluster
@@ -239,11 +302,6 @@ class Rollout:
                             running[pool.submit(self._prepare, plan, reports[plan.name])] = plan
                 if not running:
                     break  # nothing runs and nothing can start: no room left
-                # The next hosts in line get their bundle uploaded while they wait for their turn, so their
-                # maintenance window holds the install, not the copy.
-                for plan in queue[:pool_size]:
-                    if plan.name not in self._staged and self._needs_upload(plan):
-                        self._staged[plan.name] = stager.submit(self._stage, plan)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     plan = running.pop(future)
@@ -253,13 +311,10 @@ class Rollout:
                     if report.error:
                         failures += 1
                     self.on_event(plan.name, f"failed at {report.error['step']}" if report.error else "done")
-                stopped = stopped or self._threshold(failures)
-                if stopped:
-                    for future in self._staged.values():
-                        future.cancel()
+                stopped = stopped or self._threshold(failures) or self._interrupted()
         for plan in queue:  # never started
             report = reports[plan.name]
-            report.steps = plan.step_reports()
+            report.steps = report.steps + plan.step_reports()
             why = stopped or (
                 f"no maintenance slot: {', '.join(sorted(gate.inside[plan.cluster]))} are in maintenance in "
                 f"{plan.cluster} and max-unavailable is {opts.max_unavailable}"
@@ -273,29 +328,42 @@ class Rollout:
             opts.max_unavailable,
             opts.failure_threshold,
             stopped=stopped,
+            interrupted=self._stop.is_set(),
             peak_in_maintenance=dict(gate.peak),
         )
+
+    def _interrupted(self) -> str | None:
+        return f"{self._stop_reason}: no new host started" if self._stop.is_set() else None
 
     def _threshold(self, failures: int) -> str | None:
         if failures >= self.options.failure_threshold:
             return f"stopped after {failures} failed host(s) (failure threshold {self.options.failure_threshold})"
         return None
 
-    def _needs_upload(self, plan: HostPlan) -> bool:
-        driver = plan.checks.get("driver")
-        local = self.local_bundles.get(plan.name)
-        return bool(driver and driver.needed and plan.facts and not plan.facts.bundle_on_host and local)
-
-    def _stage(self, plan: HostPlan) -> None:
-        if stage_bundle(self._context(plan.desired)):
-            self.on_event(plan.name, "bundle staged on the datastore")
-
     def _prepare(self, plan: HostPlan, report: HostReport) -> HostReport:
-        staged = self._staged.get(plan.name)
-        if staged is not None:
-            try:
-                staged.result()
-            except Exception as exc:  # noqa: BLE001 - the driver step uploads again and reports the error
-                self.on_event(plan.name, f"staging the bundle failed ({exc}); uploading at install time")
-        report.steps = []
+        report.steps = [s for s in report.steps if s.name == "stage"]  # the pre-staging stays in the report
         return prepare_host(self._context(plan.desired), report)
+
+
+@contextlib.contextmanager
+def stop_on_sigint(rollout: Rollout) -> Iterator[None]:
+    """While the rollout runs, a first SIGINT (Ctrl-C) asks it to stop cleanly (``Rollout.request_stop``: hosts in
+    their window finish it, no new host starts); a second one aborts at once (KeyboardInterrupt; the journal in
+    vCenter lets the next run finish what was left). Only from the main thread (signals reach only it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum: int, frame: object) -> None:
+        rollout.request_stop("interrupted (SIGINT)")
+        sys.stderr.write(
+            "\ngpufleet: SIGINT: the hosts in their maintenance window finish it, no new host starts; "
+            "Ctrl-C again aborts now\n"
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

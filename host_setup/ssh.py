@@ -45,6 +45,7 @@ from tenacity import (
 
 from gpufleet.connections import SshSettings
 from gpufleet.errors import ConnectError, HostKeyError, TaskError
+from host_setup.known_hosts import KnownHosts, load_known_hosts
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +124,49 @@ def _known_name(address: str, port: int) -> str:
 class _RefuseUnknownKey(paramiko.RejectPolicy):
     """RejectPolicy that says which key was refused and how to trust it on purpose."""
 
-    def __init__(self, settings: SshSettings) -> None:
+    def __init__(self, settings: SshSettings, known: KnownHosts | None = None) -> None:
         self.settings = settings
+        self.known = known
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         s = self.settings
+        _refuse_revoked(s, hostname, key, self.known)
         source = "the pinned hostKey" if s.host_key else f"known_hosts {s.known_hosts}"
+        ca = self.known.cert_authorities_for(hostname) if self.known else []
+        why = (
+            f" (line {', '.join(str(m.line) for m in ca)} of {s.known_hosts} is a @cert-authority line: host "
+            "certificates are not supported by gpufleet's SSH client, so the host's own key must be listed or pinned)"
+            if ca
+            else ""
+        )
         raise HostKeyError(
-            f"{s.name} ({hostname}) offered an unknown {key.get_name()} host key {fingerprint(key)}, not in {source}: "
-            "refusing to connect. If this key is right (check it on the host's console), trust it explicitly: "
+            f"{s.name} ({hostname}) offered an unknown {key.get_name()} host key {fingerprint(key)}, not in {source}"
+            f"{why}: refusing to connect. If this key is right (check it on the host's console), trust it explicitly: "
             f"add it to the known_hosts file (ssh-keyscan -p {s.port} {s.address}) or pin it as the host's ssh.hostKey"
+        )
+
+
+def _refuse_revoked(s: SshSettings, hostname: str, key: paramiko.PKey, known: KnownHosts | None) -> None:
+    line = known.revoked_line(key) if known else None
+    if known is not None and line is not None:
+        raise HostKeyError(
+            f"{s.name} ({hostname}) offered the {key.get_name()} host key {fingerprint(key)}, which line {line} of "
+            f"{known.path} marks @revoked: refusing to connect. A revoked key is never trusted; give the host a new "
+            "key and list that one"
         )
 
 
 def verified_client(settings: SshSettings) -> paramiko.SSHClient:
     """A paramiko client that trusts only the pinned host key or the known_hosts file and refuses any other key
-    (``HostKeyError`` naming the offered key); HostKeyError before any connection when neither is given."""
+    (``HostKeyError`` naming the offered key; a key the file marks ``@revoked`` is refused as revoked);
+    HostKeyError before any connection when neither is given."""
+    return _verified_client(settings)[0]
+
+
+def _verified_client(settings: SshSettings) -> tuple[paramiko.SSHClient, KnownHosts | None]:
     s = settings
     client = paramiko.SSHClient()
+    known: KnownHosts | None = None
     if s.host_key:
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{_known_name(s.address, s.port)} {s.host_key}")
@@ -152,13 +178,13 @@ def verified_client(settings: SshSettings) -> paramiko.SSHClient:
             client.get_host_keys().add(name, entry.key.get_name(), entry.key)
     elif s.known_hosts:
         try:
-            client.load_host_keys(str(s.known_hosts))
+            known = load_known_hosts(s.known_hosts, into=client.get_host_keys())
         except OSError as exc:
             raise HostKeyError(f"{s.name}: cannot read known_hosts {s.known_hosts}: {exc}") from exc
     else:
         raise HostKeyError(f"{s.name}: no pinned hostKey and no known_hosts file: host keys are always verified")
-    client.set_missing_host_key_policy(_RefuseUnknownKey(s))
-    return client
+    client.set_missing_host_key_policy(_RefuseUnknownKey(s, known))
+    return client, known
 
 
 def open_client(settings: SshSettings, timeout: float) -> paramiko.SSHClient:
@@ -167,11 +193,16 @@ def open_client(settings: SshSettings, timeout: float) -> paramiko.SSHClient:
     a refused login ``ConnectError``; other failures (OSError, paramiko.SSHException) are raised as they are,
     for the caller to retry or report. The client is closed on any failure."""
     s = settings
-    client = verified_client(s)
+    client, known = _verified_client(s)
     try:
+        sock = socket.create_connection((s.address, s.port), timeout=timeout)
+        # Every command is a small request and a small answer: without TCP_NODELAY, Nagle's algorithm and the
+        # peer's delayed ACK add ~40 ms to each round trip (a channel open, each exec).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.connect(
             s.address,
             port=s.port,
+            sock=sock,
             username=s.user,
             key_filename=str(s.key_file) if s.key_file else None,
             password=s.password.reveal() if s.password else None,
@@ -184,6 +215,7 @@ def open_client(settings: SshSettings, timeout: float) -> paramiko.SSHClient:
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
+        _refuse_revoked(s, _known_name(s.address, s.port), exc.key, known)  # named as revoked, not as "changed"
         raise HostKeyError(
             f"{s.name} ({s.address}:{s.port}) presented a CHANGED host key {fingerprint(exc.key)} "
             f"(expected {fingerprint(exc.expected_key)}): refusing to connect. This can be an attack; if the host "

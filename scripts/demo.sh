@@ -5,30 +5,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=stacks/Pulumi.lab.yaml
-P=scripts/pulumi
+P() { scripts/pulumi --color "$PULUMI_COLOR" "$@"; }
 source scripts/demo_lib.sh
 mkdir -p reports
 
 step "1. Start the embedded lab (vcsim with GPU hosts over HTTPS, ESXi hosts and guests over SSH)"
-reused=$($G lab up --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["reused"])')
+reused=$(lab_up --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["reused"])')
 $G lab status
 check_and_plan "$STACK"
 step "5. pulumi preview: what the engine will do (local file backend in .engine/, generated passphrase)"
-if $P stack ls --json | .venv/bin/python -c 'import json, sys; sys.exit(0 if any(s["name"] == "lab" for s in json.load(sys.stdin)) else 1)'; then
+if P stack ls --json | .venv/bin/python -c 'import json, sys; sys.exit(0 if any(s["name"] == "lab" for s in json.load(sys.stdin)) else 1)'; then
   if [[ $reused == False ]]; then
     echo "a new lab was started: the lab stack's state describes the old one, starting it afresh"
-    $P stack rm lab --force --yes
-    $P stack init lab
+    P stack rm lab --force --yes
+    P stack init lab
   fi
 else
-  $P stack init lab
+  P stack init lab
 fi
-$P preview --stack lab
+P preview --stack lab
 step "6. pulumi up: hosts prepared (at most maxUnavailable at once), VMs' GPUs and templates converged, guests licensed"
 .venv/bin/python -c 'from lab.guest.units import reset_guest; from lab.paths import LabPaths; reset_guest(LabPaths.resolve(), "vm-rdma-01", bare=True); print("vm-rdma-01: guest reset bare (no NVIDIA software): GuestPreparation installs it")'
-$P up --stack lab --yes --skip-preview
+P up --stack lab --yes --skip-preview
 step "6b. Converged: pulumi up again changes nothing (--expect-no-changes)"
-$P up --stack lab --yes --expect-no-changes
+P up --stack lab --yes --expect-no-changes
 step "7. Post-deploy checks (pytest-testinfra) on hosts and guests"
 $G verify "$STACK" --junit reports/verify.xml
 step "8. Audit desired vs actual GPU state (without Pulumi)"

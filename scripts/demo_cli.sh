@@ -8,7 +8,7 @@ source scripts/demo_lib.sh
 mkdir -p reports
 
 step "1. Start the embedded lab (vcsim with GPU hosts over HTTPS, ESXi hosts and guests over SSH)"
-$G lab up
+lab_up
 check_and_plan "$STACK"
 step "5. Prepare the ESXi hosts (maintenance, NVIDIA driver, reboot, graphics, MIG, ATS), rolling"
 $G hosts prepare "$STACK"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,28 @@ def failures_from_issues(issues: list[SpecIssue], rename: Mapping[str, str] | No
     return failures
 
 
+def vcenter_settings_from(spec: VcenterSpec, config: Callable[[str], Any]) -> VcenterSettings:
+    """Where to connect: the lab's env file for ``lab: true``; else the spec's host/user/TLS settings with the
+    password from the stack config (``config(key)``: ``gpufleet:vcenterPassword`` or the secret reference's
+    ``config`` key) or, outside the engine, the reference's environment variable."""
+    if spec.lab:
+        return resolve_vcenter(spec)
+    keys = [spec.password.config] if spec.password and spec.password.config else []
+    for key in [*keys, VCENTER_PASSWORD_KEY]:
+        value = config(key)
+        if value:
+            assert spec.host and spec.user
+            return VcenterSettings(
+                host=spec.host,
+                port=spec.port,
+                user=spec.user,
+                password=Secret(str(value)),
+                ca_file=Path(spec.ca_file) if spec.ca_file else None,
+                thumbprint=spec.thumbprint,
+            )
+    return resolve_vcenter(spec)
+
+
 class GpufleetProvider(ResourceProvider):
     """Base of gpufleet's providers. Subclasses implement check/diff/create/read/update/delete."""
 
@@ -87,26 +109,8 @@ class GpufleetProvider(ResourceProvider):
         return config_value(self._config.get(key))
 
     def vcenter_settings(self, vcenter: Mapping[str, Any]) -> VcenterSettings:
-        """Where to connect: the lab's env file for ``lab: true``; else the input's host/user/TLS settings with the
-        password from the stack config (``gpufleet:vcenterPassword`` or the secret reference's ``config`` key) or,
-        outside the engine, the reference's environment variable."""
-        spec = VcenterSpec.model_validate(dict(vcenter))
-        if spec.lab:
-            return resolve_vcenter(spec)
-        keys = [spec.password.config] if spec.password and spec.password.config else []
-        for key in [*keys, VCENTER_PASSWORD_KEY]:
-            value = self.config(key)
-            if value:
-                assert spec.host and spec.user
-                return VcenterSettings(
-                    host=spec.host,
-                    port=spec.port,
-                    user=spec.user,
-                    password=Secret(str(value)),
-                    ca_file=Path(spec.ca_file) if spec.ca_file else None,
-                    thumbprint=spec.thumbprint,
-                )
-        return resolve_vcenter(spec)
+        """Where to connect (``vcenter_settings_from`` with this provider's stack config)."""
+        return vcenter_settings_from(VcenterSpec.model_validate(dict(vcenter)), self.config)
 
     def connections(self, vcenter: Mapping[str, Any], fleet: Fleet) -> Connections:
         """SSH (and vCenter) settings of ``fleet``'s hosts and guests through ``gpufleet.connections``: the lab's

@@ -2,7 +2,8 @@
 (``host_setup.prepare.prepare_host``) as one resource, so both faces share one choreography.
 
 - ``check``: the host's spec re-validated through the fleet spec (one ``CheckFailure`` per bad field).
-- ``create`` / ``update``: ``prepare_host``: every step checked first (driver, graphics, MIG, ATS); nothing to do ->
+- ``create`` / ``update``: refused (not started) once this run has ``rollout.failureThreshold`` failed hosts in the
+  cluster (counted in vCenter beside the rollout lease, ``gpufleet.vsphere.lease``); else ``prepare_host``: every step checked first (driver, graphics, MIG, ATS); nothing to do ->
   the host is not touched. Otherwise ONE maintenance window (evacuating; VMs that cannot move are powered off when
   ``mayPowerOff`` names them), every needed step applied, ONE reboot for everything pending (a fresh Ampere host may
   need the allowed second one: MIG can only be set once the new driver is loaded), verify, leave maintenance and put
@@ -34,6 +35,7 @@ from components.providers.base import GpufleetProvider, failures_from_issues, is
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
+from gpufleet.vsphere.lease import failed_hosts, record_failure
 from host_setup.facts import gather
 from host_setup.model import Desired, HostReport
 from host_setup.prepare import check_all, prepare_host
@@ -116,12 +118,22 @@ class HostPreparationProvider(GpufleetProvider):
         }
 
     def prepare(self, props: dict[str, Any]) -> dict[str, Any]:
-        """The per-host run; StepFailed naming the step and error when the host failed."""
+        """The per-host run; StepFailed naming the step and error when the host failed, or when this run has
+        already reached ``rollout.failureThreshold`` failed hosts in the cluster (then it is not started)."""
         with self._context(props) as ctx:
-            report = prepare_host(ctx, HostReport(name=ctx.desired.name, cluster=ctx.desired.cluster))
+            assert isinstance(ctx.api, VsphereHostApi)
+            si, cluster, name = ctx.api.si, ctx.desired.cluster, ctx.desired.name
+            failed = failed_hosts(si, cluster)
+            if len(failed) >= ctx.policy.failure_threshold:
+                raise StepFailed(
+                    f"{name}: not started: this run has {len(failed)} failed host(s) in {cluster} "
+                    f"({', '.join(failed)}), rollout.failureThreshold is {ctx.policy.failure_threshold}"
+                )
+            report = prepare_host(ctx, HostReport(name=name, cluster=cluster))
             if report.error is None:
-                facts = gather(ctx.desired, ctx.runner, ctx.api, bundle=False)
-                steps = _step_states(check_all(ctx, facts))
+                steps = _step_states(check_all(ctx, report.facts or gather(ctx.desired, ctx.runner, ctx.api)))
+            else:
+                record_failure(si, cluster, name)
         if report.error is not None:
             where = "it stays in maintenance; " if report.in_maintenance else ""
             raise StepFailed(

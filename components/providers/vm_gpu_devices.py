@@ -37,7 +37,7 @@ from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.models import Fleet, RolloutPolicy, VmSpec
 from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
-from gpufleet.vsphere.vm_changes import DesiredDevices, compute_change_set, removal_change_set
+from gpufleet.vsphere.vm_changes import DesiredDevices, compute_change_set, removal_change_set, stack_spelling
 from gpufleet.vsphere.vm_desired import allow_power_cycle, desired_devices
 from gpufleet.vsphere.vm_devices import VmDeviceState, read_vm_devices
 from gpufleet.vsphere.vm_reconfigure import apply_change_set
@@ -121,7 +121,7 @@ class VmGpuDevicesProvider(GpufleetProvider):
             fleet, vm = fleet_of(news)
             observed = VmDeviceState.from_dict(olds["observed"])
             change_set = compute_change_set(observed, desired_devices(fleet, vm, own_pvrdma=_own_pvrdma(news)))
-            planned, cycle = change_set.summaries(), change_set.power_cycle_required
+            planned, cycle = change_set.summaries(stack_spelling(vm)), change_set.power_cycle_required
             if cycle:
                 print(
                     f"gpufleet: {vm.name}: this update powers the VM off and on: {'; '.join(planned)}", file=sys.stderr
@@ -141,7 +141,7 @@ class VmGpuDevicesProvider(GpufleetProvider):
             props,
             observed=done.after.to_dict(),
             owned=done.desired.to_dict(),
-            lastChanges=done.change_set.summaries(),
+            lastChanges=done.change_set.summaries(stack_spelling(spec)),
             powerCycled=done.power_cycled,
         )
 

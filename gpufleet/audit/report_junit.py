@@ -6,11 +6,29 @@ errors (``<error>``) when its host could not be read; info findings go to ``<sys
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from gpufleet.audit.findings import AuditedObject, Finding
 from gpufleet.audit.result import AuditResult
+
+# What XML 1.0 cannot carry at all, escaped or not (control characters but tab/newline/CR, surrogates, U+FFFE/F):
+# a host's error message or command output may hold any of them, and one makes the whole report unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(value: str) -> str:
+    """``value`` with every character XML cannot hold shown as ``\\xNN`` / ``\\uNNNN`` (visible, not dropped)."""
+    return _NOT_XML.sub(lambda m: repr(m.group())[1:-1], value)
+
+
+def _xml_safe(root: ET.Element) -> None:
+    for element in root.iter():
+        if element.text:
+            element.text = _xml_text(element.text)
+        for key, value in element.attrib.items():
+            element.set(key, _xml_text(value))
 
 
 def _host_of(obj: AuditedObject) -> str | None:
@@ -82,6 +100,7 @@ def render_junit(result: AuditResult) -> str:
         ET.SubElement(props, "property", name=f"unreachable.{u.target}", value=u.reason)
     for case, _ in cases:
         suite.append(case)
+    _xml_safe(suites)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

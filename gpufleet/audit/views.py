@@ -1,9 +1,12 @@
 """What the HTML report draws, computed from an ``AuditResult``: per host its facts (desired / actual), its GPUs
 as MIG slice maps (8 memory slices, desired and actual side by side) or vGPU occupancy bars, its VMs and findings.
 
-The actual MIG map is what the host's ``nvidia-smi mig -lgi`` reports; while the VMs are off no GPU instance
-exists (vSphere creates them at power-on), so the map is then projected from the VMs' MIG-backed vGPUs, placed as
-the driver would place them, and labelled so.
+The two sides are drawn each from its own state: the desired side from the spec, the actual side from what was
+read only (the GPU's MIG mode from the host's nvidia-smi, passthrough from vCenter), so a GPU the spec wants as
+time-sliced vGPU but that really runs MIG is drawn as a vGPU bar beside a MIG map. The actual MIG map is what the
+host's ``nvidia-smi mig -lgi`` reports; while the VMs are off no GPU instance exists (vSphere creates them at
+power-on), so the map is then projected from the VMs' MIG-backed vGPUs, placed on the GPUs that really are in MIG
+mode as the driver would place them, and labelled so.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class GpuView:
     actual_bar: Bar | None = None
     desired_owner: str | None = None  # passthrough: the VM the spec gives it to
     actual_owner: str | None = None
+    actual_mode: str | None = None  # mig | vgpu | passthrough as read; None: not read
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,9 @@ def host_views(result: AuditResult) -> list[HostView]:
         view.findings = findings
 
         actual_vms = [v for v in vc_vms.values() if v.host == want.name and not v.template]
-        gpu_specs = [GpuSpec(pci=g.pci, model=g.model, mode=g.mode) for g in want.gpus]
+        modes = {g.pci: _actual_mode(g, vc, ssh) for g in want.gpus}
+        # The VMs' vGPUs placed on the GPUs as they really are (MIG mode as read), never as the spec wants them.
+        gpu_specs = [GpuSpec(pci=g.pci, model=g.model, mode=m) for g in want.gpus if (m := modes[g.pci]) is not None]
         actual_requests = [(v.name, vg.profile, None) for v in actual_vms for vg in v.devices.vgpus]
         actual_slots, _ = assign_vgpus(gpu_specs, actual_requests)
         vms_off = all(v.power_state != "poweredOn" for v in actual_vms)
@@ -222,70 +228,40 @@ def host_views(result: AuditResult) -> list[HostView]:
             gfind = tuple(f for f in findings if f.object == f"hosts/{want.name}/gpus/{gpu.pci}")
             gstatus = "drift" if any(f.drift for f in gfind) else ("unknown" if vc is None and ssh is None else "ok")
             seen = ssh.gpu(gpu.pci) if ssh else None
-            slot = actual_slots.get(gpu.pci)
-            model = lookup_gpu(gpu.model)
+            slices = gpu.memory_slices or 8
+            fields: dict[str, object] = {}
             if gpu.mode == "mig":
-                projected = mig_layout(model, slot.mig if slot else [])
-                slices = gpu.memory_slices or 8
-                view.gpus.append(
-                    GpuView(
-                        gpu.pci,
-                        gpu.model,
-                        gpu.mode,
-                        gstatus,
-                        gfind,
-                        mig_desired=_onoff(gpu.mig_enabled),
-                        mig_actual=_onoff(seen.mig_current) if seen else None,
-                        desired_map=SliceMap(slices, _blocks(gpu.mig_layout, slices), "spec (planned placement)"),
-                        actual_map=_actual_map(gpu, seen, projected, vms_off),
-                    )
-                )
+                fields["desired_map"] = SliceMap(slices, _blocks(gpu.mig_layout, slices), "spec (planned placement)")
             elif gpu.mode == "vgpu":
-                uses = tuple(
-                    VgpuUse(vm, p, (model.profile(p).framebuffer_mb if model and model.profile(p) else 0))
-                    for vm, p in (slot.timesliced if slot else [])
-                )
-                cap = gpu.max_vgpus
-                if cap is None and uses and model is not None:
-                    first = model.profile(uses[0].profile)
-                    cap = first.max_per_gpu if first else None
-                view.gpus.append(
-                    GpuView(
-                        gpu.pci,
-                        gpu.model,
-                        gpu.mode,
-                        gstatus,
-                        gfind,
-                        mig_desired=_onoff(gpu.mig_enabled) if gpu.mig_capable else None,
-                        mig_actual=_onoff(seen.mig_current) if seen and gpu.mig_capable else None,
-                        desired_bar=Bar(gpu.vgpus, gpu.max_vgpus, "spec"),
-                        actual_bar=Bar(uses, cap, "vCenter (VMs' vGPUs)"),
-                    )
-                )
+                fields["desired_bar"] = Bar(gpu.vgpus, gpu.max_vgpus, "spec")
             else:
-                desired_owner = next(
-                    (
-                        v.name
-                        for v in result.desired.vms.values()
-                        if v.host == want.name and gpu.pci in [normalize_pci(d) for d in v.devices.directpath]
-                    ),
-                    None,
-                )
-                actual_owner = next(
-                    (v.name for v in actual_vms if gpu.pci in [normalize_pci(d.id) for d in v.devices.directpath]),
-                    None,
-                )
-                view.gpus.append(
-                    GpuView(
-                        gpu.pci,
-                        gpu.model,
-                        gpu.mode,
-                        gstatus,
-                        gfind,
-                        desired_owner=desired_owner or "(none)",
-                        actual_owner=actual_owner or "(none)",
+                fields["desired_owner"] = (
+                    next(
+                        (
+                            v.name
+                            for v in result.desired.vms.values()
+                            if v.host == want.name and gpu.pci in [normalize_pci(d) for d in v.devices.directpath]
+                        ),
+                        None,
                     )
+                    or "(none)"
                 )
+            slot = actual_slots.get(gpu.pci)
+            uses = (slot.mig, slot.timesliced) if slot else ([], [])
+            fields.update(_actual_side(gpu, modes[gpu.pci], seen, *uses, actual_vms, vms_off))
+            view.gpus.append(
+                GpuView(
+                    gpu.pci,
+                    gpu.model,
+                    gpu.mode,
+                    gstatus,
+                    gfind,
+                    mig_desired=_onoff(gpu.mig_enabled) if gpu.mig_capable else None,
+                    mig_actual=_onoff(seen.mig_current) if seen and gpu.mig_capable else None,
+                    actual_mode=modes[gpu.pci],
+                    **fields,  # type: ignore[arg-type]
+                )
+            )
         for f in findings:
             if f.kind == "gpu.unknown":
                 view.gpus.append(GpuView(f.object.rsplit("/", 1)[-1], f.actual or "?", "not in spec", "drift", (f,)))
@@ -298,6 +274,49 @@ def host_views(result: AuditResult) -> list[HostView]:
             view.status = "drift"  # at a glance: something on this host drifted (its VM)
         views.append(view)
     return views
+
+
+def _actual_mode(gpu: DesiredGpu, vc: HostVcState | None, ssh: HostSshState | None) -> str | None:
+    """How the GPU really runs, from what was read: MIG when its nvidia-smi says so, passthrough when vCenter has
+    it enabled for DirectPath, else time-sliced vGPU; None when neither could be read (MIG mode unknown)."""
+    seen = ssh.gpu(gpu.pci) if ssh else None
+    device = vc.device(gpu.pci) if vc else None
+    if seen is not None and seen.mig_current:
+        return "mig"
+    if device is not None and device.passthrough_enabled:
+        return "passthrough"
+    mig_known = not gpu.mig_capable or (seen is not None and seen.mig_current is not None)
+    return "vgpu" if mig_known and (device is not None or seen is not None) else None
+
+
+def _actual_side(
+    gpu: DesiredGpu,
+    mode: str | None,
+    seen: GpuSshState | None,
+    mig_uses: list[tuple[str, str]],
+    timesliced: list[tuple[str, str]],
+    actual_vms: list[VmVcState],
+    vms_off: bool,
+) -> dict[str, object]:
+    """The actual half of a GPU card, in the shape of the GPU's actual mode (``mig_uses`` / ``timesliced``: the
+    (vm, profile) vGPUs placed on it)."""
+    model = lookup_gpu(gpu.model)
+    if mode == "mig":
+        projected = mig_layout(model, mig_uses)
+        return {"actual_map": _actual_map(gpu, seen, projected, vms_off)}
+    if mode == "vgpu":
+        uses = tuple(
+            VgpuUse(vm, p, (model.profile(p).framebuffer_mb if model and model.profile(p) else 0))
+            for vm, p in timesliced
+        )
+        first = model.profile(uses[0].profile) if uses and model is not None else None
+        return {"actual_bar": Bar(uses, first.max_per_gpu if first else None, "vCenter (VMs' vGPUs)")}
+    if mode == "passthrough":
+        owner = next(
+            (v.name for v in actual_vms if gpu.pci in [normalize_pci(d.id) for d in v.devices.directpath]), None
+        )
+        return {"actual_owner": owner or "(none)"}
+    return {}  # not read: the card says so
 
 
 def _vm_view(result: AuditResult, name: str, have: VmVcState | None) -> VmView:

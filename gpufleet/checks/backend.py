@@ -5,6 +5,13 @@ never loads a known_hosts file. ``VerifiedParamikoBackend`` keeps testinfra's co
 client with gpufleet's SSH runner code (``host_setup.ssh.open_client``: a ``RejectPolicy`` that names the refused
 key, host keys from the pinned key or the known_hosts file of the stack / lab env, or ``UserKnownHostsFile`` of an
 ``--ssh-config``); ``StrictHostKeyChecking no`` is ignored.
+
+testinfra's OpenSSH backends (``ssh://``, ``safe-ssh://``) run the ``ssh`` command, which obeys the ssh_config:
+``StrictHostKeyChecking no`` or ``UserKnownHostsFile /dev/null`` there would turn verification off. So an effective
+config (``ssh -G``) that says so is refused up front, naming the option and the file (``refuse_unverified_openssh``),
+and every ssh command line carries ``-o StrictHostKeyChecking=yes`` before any other option (``openssh_host``):
+ssh keeps the first value it obtains and reads its command line before any config file, so no config (an
+``Include``, a ``Match`` block) can turn verification off.
 """
 
 from __future__ import annotations
@@ -12,17 +19,20 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import subprocess
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import testinfra.backend
 import testinfra.host
 from testinfra.backend.base import CommandResult as TestinfraResult
+from testinfra.backend.ssh import SshBackend
 
 from gpufleet.connections import Secret, SshSettings
-from gpufleet.errors import ConnectError
+from gpufleet.errors import ConnectError, HostKeyError
 from host_setup.ssh import CommandResult, open_client
 
 try:  # paramiko is only needed for SSH nodes (the device run uses the local backend with no paramiko)
@@ -63,7 +73,12 @@ class Sh:
 def run(host: testinfra.host.Host, argv: Sequence[str]) -> Sh:
     """Run an argument list on a testinfra host (each argument quoted with shlex.quote)."""
     command = " ".join(shlex.quote(a) for a in argv)
-    result: TestinfraResult = host.run(command)
+    try:
+        result: TestinfraResult = host.run(command)
+    except RuntimeError as exc:  # testinfra's ssh:// backend raises on exit 255 (ssh's own failure) with the result
+        result = exc.args[0] if exc.args and isinstance(exc.args[0], TestinfraResult) else None
+        if result is None:
+            raise
     return Sh(command, result.rc, result.stdout, result.stderr)
 
 
@@ -171,3 +186,66 @@ def settings_from_hostspec(hostspec: str, ssh_config: str | None = None, identit
         known_hosts=Path(known_hosts),
         password=Secret(urllib.parse.unquote(url.password)) if url.password else None,
     )
+
+
+OPENSSH_SCHEMES = ("ssh://", "safe-ssh://")
+FORCED_OPENSSH_OPTIONS = "-o StrictHostKeyChecking=yes"
+_NO_CHECK = {"false": "no", "accept-new": "accept-new"}  # `ssh -G` spellings of values that accept unknown keys
+
+
+def _openssh_backend(hostspec: str, ssh_config: str | None, identity: str | None) -> SshBackend:
+    """testinfra's backend for an ``ssh://`` / ``safe-ssh://`` spec (the spec's own ?ssh_config= wins)."""
+    options = {k: v for k, v in (("ssh_config", ssh_config), ("ssh_identity_file", identity)) if v}
+    backend = testinfra.backend.get_backend(hostspec, **options)
+    assert isinstance(backend, SshBackend), hostspec
+    return backend
+
+
+def _effective_config(backend: SshBackend) -> dict[str, str]:
+    """What ssh will use for this host (``ssh -G``: Include and Match resolved), with the options testinfra passes."""
+    argv = ["ssh", "-G"]
+    if backend.ssh_config:
+        argv += ["-F", backend.ssh_config]
+    if backend.host.user:
+        argv += ["-o", f"User={backend.host.user}"]
+    if backend.host.port:
+        argv += ["-o", f"Port={backend.host.port}"]
+    argv += [*shlex.split(backend.ssh_extra_args or ""), backend.host.name]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConnectError(f"{backend.host.name}: cannot run `ssh -G` to read its ssh_config: {exc}") from exc
+    if done.returncode != 0:
+        raise ConnectError(f"{backend.host.name}: ssh cannot read its ssh_config: {done.stderr.strip()}")
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+
+def refuse_unverified_openssh(hostspec: str, ssh_config: str | None = None, identity: str | None = None) -> None:
+    """HostKeyError when the ssh_config in effect for an OpenSSH hostspec turns host key verification off."""
+    backend = _openssh_backend(hostspec, ssh_config, identity)
+    config = _effective_config(backend)
+    where = f"the ssh_config {backend.ssh_config}" if backend.ssh_config else "~/.ssh/config or /etc/ssh/ssh_config"
+    name = backend.host.name
+    strict = config.get("stricthostkeychecking", "ask")
+    if strict in _NO_CHECK:
+        raise HostKeyError(
+            f"{name}: {where} sets StrictHostKeyChecking {_NO_CHECK[strict]} for this host: unknown host keys would "
+            "be accepted. gpufleet always verifies host keys: remove that option, and list the host's key in a "
+            "known_hosts file (UserKnownHostsFile)"
+        )
+    files = config.get("userknownhostsfile", "").split()
+    if files and all(f == os.devnull for f in files):
+        raise HostKeyError(
+            f"{name}: {where} sets UserKnownHostsFile {os.devnull} for this host: no host key would be known. "
+            "gpufleet always verifies host keys: name the known_hosts file that holds the host's key"
+        )
+
+
+def openssh_host(hostspec: str, ssh_config: str | None = None, identity: str | None = None) -> testinfra.host.Host:
+    """A testinfra host over the ``ssh`` command with host keys verified whatever the ssh_config says
+    (``StrictHostKeyChecking=yes`` first on every command line)."""
+    backend = _openssh_backend(hostspec, ssh_config, identity)
+    backend.ssh_extra_args = " ".join(filter(None, [FORCED_OPENSSH_OPTIONS, backend.ssh_extra_args]))
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host

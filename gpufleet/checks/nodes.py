@@ -11,7 +11,17 @@ from typing import Any, TypeVar
 
 import testinfra.host
 
-from gpufleet.checks.backend import Sh, TestinfraRunner, local_host, run, settings_from_hostspec, ssh_host
+from gpufleet.checks.backend import (
+    OPENSSH_SCHEMES,
+    Sh,
+    TestinfraRunner,
+    local_host,
+    openssh_host,
+    refuse_unverified_openssh,
+    run,
+    settings_from_hostspec,
+    ssh_host,
+)
 from gpufleet.checks.expect import GuestExpect, guest_expect, host_expect
 from gpufleet.connections import SshSettings, resolve_connections, ssh_from_spec
 from gpufleet.errors import ConnectError, SpecError, SpecIssue
@@ -34,6 +44,8 @@ class Node:
     desired: Desired | None = None  # ESXi expectations
     expect: GuestExpect | None = None  # guest expectations
     unreachable: str | None = None  # why this node cannot be reached (checks skip with this reason)
+    ssh_config: str | None = None  # testinfra's --ssh-config / --ssh-identity-file, for an ssh:// hostspec
+    ssh_identity_file: str | None = None
     _host: testinfra.host.Host | None = field(default=None, repr=False)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _runner: TestinfraRunner | None = field(default=None, repr=False)
@@ -43,6 +55,8 @@ class Node:
         if self._host is None:
             if self.hostspec is not None and self.hostspec.startswith("local://"):
                 self._host = local_host()
+            elif self.hostspec is not None and self.hostspec.startswith(OPENSSH_SCHEMES):
+                self._host = openssh_host(self.hostspec, self.ssh_config, self.ssh_identity_file)
             elif self.hostspec is not None and not self.hostspec.startswith("paramiko://"):
                 self._host = testinfra.get_host(self.hostspec)
             elif self.settings is not None:
@@ -174,7 +188,10 @@ def build_nodes(
             node.settings = settings_from_hostspec(spec, ssh_config, ssh_identity_file)
             node.hostspec = None
         else:
+            if spec.startswith(OPENSSH_SCHEMES):
+                refuse_unverified_openssh(spec, ssh_config, ssh_identity_file)  # before any test runs
             node.hostspec = spec
+            node.ssh_config, node.ssh_identity_file = ssh_config, ssh_identity_file
     if hostspecs and stack_path:
         named = {_hostspec_name(s) for s in hostspecs}
         nodes = [n for n in nodes if n.name in named]

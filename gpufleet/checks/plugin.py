@@ -4,6 +4,7 @@ has gpufleet installed; inert unless a test asks for its fixtures).
     pytest --pyargs gpufleet.checks --stack stacks/Pulumi.lab.yaml            # every host and VM of the stack
     pytest --pyargs gpufleet.checks --stack S --hosts paramiko://vm-ts-01?ssh_config=cfg   # testinfra's --hosts
     pytest --pyargs gpufleet.checks --stack S --hosts local://vm-h100        # this machine is the VM vm-h100
+    pytest --pyargs gpufleet.checks --stack S --hosts ssh://esxi-01?ssh_config=cfg   # OpenSSH, host keys verified
 
 Fixtures, one test item per node (or per GPU / vGPU / RDMA NIC of a node), ids are node names:
 ``esxi_node``, ``esxi_gpu``, ``esxi_ats_nic``, ``guest_node``, ``guest_vgpu``, ``guest_passthrough``,

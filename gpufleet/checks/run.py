@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,13 @@ class CheckRun:
         }
 
 
+def node_of(item_node: str, names: Sequence[str]) -> str:
+    """The host or VM a check item belongs to: its id is the node's name, or the name and a part
+    (``esxi-01.lab-0000:3b:00.0``, ``vm-rdma-01-0-pvrdma``); the longest matching name wins."""
+    matches = [n for n in names if item_node == n or item_node.startswith(n + "-")]
+    return max(matches, key=len) if matches else item_node
+
+
 def _message(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str:
     if excinfo is None:
         return ""
@@ -63,19 +70,41 @@ def _message(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str:
     return text or excinfo.exconly()
 
 
+def _item_node(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec is not None else ""
+
+
+OnResult = Callable[[CheckResult, int, list[str]], None]
+"""``on_result(result, done, planned)``: a check ended; ``done`` checks so far of ``len(planned)``, ``planned``
+the node id of every check to run."""
+
+
 class _Collector:
     """pytest plugin object: one CheckResult per item (the first non-passing phase wins)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_result: OnResult | None = None) -> None:
         self.results: dict[str, CheckResult] = {}
         self.order: list[str] = []
+        self.on_result = on_result
+        self.planned: list[str] = []  # the node id of every collected item, in run order
+        self.done = 0
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.planned = [_item_node(item) for item in session.items]
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        """Every phase of the item is over: its result is final (for progress)."""
+        self.done += 1
+        result = self.results.get(nodeid)
+        if self.on_result is not None and result is not None:
+            self.on_result(result, self.done, self.planned)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
         outcome = yield
         report = outcome.get_result()
-        callspec = getattr(item, "callspec", None)
-        node = callspec.id if callspec is not None else ""
+        node = _item_node(item)
         check = getattr(item, "originalname", item.name)
         if item.nodeid not in self.order:
             self.order.append(item.nodeid)
@@ -103,9 +132,11 @@ def run_checks(
     nodes: list[str] | None = None,
     hosts: str | None = None,
     extra_args: list[str] | None = None,
+    on_result: OnResult | None = None,
 ) -> CheckRun:
     """Run every packaged check for ``stack`` (or testinfra ``hosts``) and return the results. pytest's own
-    terminal output is discarded; the junit XML file is written when asked for."""
+    terminal output is discarded; the junit XML file is written when asked for. ``on_result`` is called as
+    each check ends (progress); it runs while sys.stdout is redirected."""
     # --noconftest: the checks need no conftest, and a project's own conftest.py (picked up from the current
     # directory) must not change them (a test suite's conftest may repoint GPUFLEET_LAB_DIR, for instance).
     args = [
@@ -133,7 +164,7 @@ def run_checks(
     if junit is not None:
         args += [f"--junitxml={junit}", "-o", "junit_family=xunit2", "-o", "junit_suite_name=gpufleet-verify"]
     args += extra_args or []
-    collector = _Collector()
+    collector = _Collector(on_result)
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         status = pytest.main(args, plugins=[collector])

@@ -23,7 +23,7 @@ from gpufleet.audit.report_html import write_html
 from gpufleet.audit.report_junit import write_junit
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.run import audit_stack
-from gpufleet.cli.output import console, err_console, handle_errors, print_json
+from gpufleet.cli.output import console, err_console, esc, handle_errors, print_json
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
 
@@ -44,14 +44,14 @@ def _print_human(result: AuditResult, written: list[str], stack: Path) -> None:
     c = counts(result.findings)
     vc = result.vcenter
     console.print(
-        f"audit of stack [bold]{result.stack}[/] ({result.datacenter}): {_STATUS[result.status]} · "
+        f"audit of stack [bold]{esc(result.stack)}[/] ({esc(result.datacenter)}): {_STATUS[result.status]} · "
         f"{len(result.desired.hosts)} hosts, {sum(not v.template for v in result.desired.vms.values())} VMs, "
         f"{len(result.objects)} objects · {c['error']} errors, {c['warning']} warnings, {c['info']} info"
         + (f" · vCenter read in {vc.round_trips} round trips, {result.timings.get('vcenter', 0):.2f} s" if vc else ""),
         highlight=False,
     )
     for u in result.unreachable:
-        console.print(f"[bold dark_orange]unreachable[/] {u.target}: {u.reason}", highlight=False)
+        console.print(f"[bold dark_orange]unreachable[/] {esc(u.target)}: {esc(u.reason)}", highlight=False)
     if result.findings:
         table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("severity", no_wrap=True)
@@ -63,15 +63,15 @@ def _print_human(result: AuditResult, written: list[str], stack: Path) -> None:
         for f in result.findings:
             table.add_row(
                 Text(str(f.severity), style=_STYLE[str(f.severity)]),
-                f.id,
-                f.path,
-                f.desired or "–",
-                f.actual or "–",
-                _short_fix(f.hint, stack),
+                esc(f.id),
+                esc(f.path),
+                esc(f.desired or "–"),
+                esc(f.actual or "–"),
+                esc(_short_fix(f.hint, stack)),
             )
         console.print(table)
     for path in written:
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {esc(path)}", highlight=False)
 
 
 @handle_errors
@@ -101,7 +101,7 @@ def audit(
         _print_human(result, written, stack)
     if result.unreachable and json_out:
         names = ", ".join(u.target for u in result.unreachable)
-        err_console.print(f"[bold dark_orange]could not audit:[/] {names} unreachable", highlight=False)
+        err_console.print(f"[bold dark_orange]could not audit:[/] {esc(names)} unreachable", highlight=False)
     raise typer.Exit(result.exit_code)
 
 

@@ -2,7 +2,8 @@
 never more than ``--max-unavailable`` hosts per cluster in maintenance, stop at the failure threshold, a failed
 host left in maintenance and reported, resumable, hosts that need nothing untouched.
 
-Exit codes: 0 all hosts as wanted; 1 bad input or a host failed; 2 ``--dry-run`` with changes pending.
+Exit codes: 0 all hosts as wanted; 1 bad input or a host failed; 2 ``--dry-run`` with changes pending; 130
+interrupted (SIGINT: the hosts in their maintenance window finished it, the rest were not started).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json, progress
 from gpufleet.errors import GpufleetError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
@@ -77,8 +77,8 @@ def up_cmd(
             }
         )
         return
-    with console.status("starting the lab ...") as spinner:
-        result = manager.up(shape, progress=lambda msg: spinner.update(msg))
+    with progress(console, "lab up") as update:
+        result = manager.up(shape, progress=update)
     _print_env(result.env, title=f"lab {'reused' if result.reused else 'started'} in {result.seconds:.1f} s")
 
 
@@ -86,7 +86,7 @@ def _print_env(env: Any, title: str) -> None:
     from lab.paths import LabPaths
 
     vc = env.vcenter
-    console.print(f"[bold green]{title}[/]  ({LabPaths.resolve().root})", emoji=False)
+    console.print(f"[bold green]{title}[/]  ({esc(LabPaths.resolve().root)})", emoji=False)
     console.print(f"vCenter  [cyan]{vc.url}[/]  user [cyan]{vc.user}[/]  CA {vc.ca_file}", emoji=False)
     console.print(f"         SHA-256 thumbprint {vc.thumbprint}", emoji=False, markup=False)
     console.print("         password: in the lab env file (0600); `gpufleet lab env --json` prints it")
@@ -150,9 +150,9 @@ def status_cmd(json_out: JsonOpt = False) -> None:
                 f"{h['address']}:{h['port']}",
                 h["gpus"],
                 h["power"],
-                "yes" if h["ssh"] else "no",
-                str(h["connection_state"]),
-                str(h["maintenance"]),
+                _word(bool(h["ssh"])),
+                _word(h["connection_state"]),
+                _word(h["maintenance"]),
                 h["driver"] or "-",
                 ", ".join(h["faults"]) or "-",
             )
@@ -164,6 +164,15 @@ def status_cmd(json_out: JsonOpt = False) -> None:
             )
     if not doc["running"]:
         raise typer.Exit(ExitCode.NO)
+
+
+def _word(value: Any) -> str:
+    """A status value in words: yes / no, "unknown" where vCenter did not say (never Python's True/None)."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 @lab_app.command("env")
@@ -229,7 +238,7 @@ def fault_cmd(
     if json_out:
         print_json(doc)
     else:
-        console.print(message)
+        console.print(esc(message))
 
 
 @lab_app.command("events")
@@ -252,9 +261,9 @@ def events_cmd(
         details = {k: v for k, v in e.items() if k not in ("ts", "host", "event")}
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}",
-            e["host"],
-            e["event"],
-            json.dumps(details) if details else "",
+            esc(e["host"]),
+            esc(e["event"]),
+            esc(json.dumps(details)) if details else "",
         )
     console.print(table)
 
@@ -266,7 +275,7 @@ def reset_cmd(host: Annotated[str, typer.Argument(help="Lab host to put back to 
     from lab import manager
 
     manager.reset_host(host)
-    err_console.print(f"{host}: reset")
+    err_console.print(f"{esc(host)}: reset")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from gpufleet.cli import audit_cmd, guests_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
-from gpufleet.cli.output import GpufleetGroup
+from gpufleet.cli.output import GpufleetGroup, console, gpufleet_version
 
 app = typer.Typer(
     name="gpufleet",
@@ -15,6 +17,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"gpufleet {gpufleet_version()}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print gpufleet's version and exit"),
+    ] = False,
+) -> None:
+    """NVIDIA GPUs on VMware vSphere as code: validate, plan, prepare hosts, apply VMs, audit, verify."""
+
 
 for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, pulumi_cmd):
     module.register(app)

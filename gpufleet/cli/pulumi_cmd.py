@@ -2,7 +2,8 @@
 
 Everything after ``pulumi`` goes to the real ``pulumi`` unchanged (``gpufleet pulumi up --stack lab --yes``), run in
 the engine's project dir (``gpufleet.engine.sync_workspace``: the repository's program and stack files, this
-machine's passphrase salt and secrets); its exit code is pulumi's. ``scripts/pulumi`` is the same command for
+machine's passphrase salt and secrets); its exit code is pulumi's. One option is gpufleet's own: ``--take-over``
+(``gpufleet pulumi up --take-over``) lets the program take over a cluster's rollout lease from a run that is gone. ``scripts/pulumi`` is the same command for
 people who type ``pulumi``.
 """
 
@@ -15,7 +16,19 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.output import handle_errors
-from gpufleet.engine import engine_environ, pulumi_binary, state_dir, sync_workspace
+from gpufleet.engine import (
+    PROVIDER_COMMANDS,
+    engine_environ,
+    pulumi_binary,
+    selected_stack,
+    stack_of_args,
+    state_dir,
+    sync_workspace,
+    trust_environ,
+)
+
+TAKE_OVER = "--take-over"
+TAKE_OVER_ENV = "GPUFLEET_TAKE_OVER"  # read by the program (components.rollout_lease)
 
 
 @handle_errors
@@ -25,9 +38,22 @@ def pulumi_cmd(
 ) -> None:
     """Run the Pulumi CLI built by `make engine` (local file backend, generated passphrase, no downloads)."""
     binary = pulumi_binary()
-    argv = [str(binary), *pulumi_args(sys.argv, [*(args or []), *ctx.args])]
+    passed = pulumi_args(sys.argv, [*(args or []), *ctx.args])
     env = engine_environ()
-    os.chdir(sync_workspace(state_dir(env)))
+    if TAKE_OVER in passed:  # ours, not pulumi's: the program reads it (components.rollout_lease)
+        passed = [a for a in passed if a != TAKE_OVER]
+        env[TAKE_OVER_ENV] = "1"
+    argv = [str(binary), *passed]
+    state = state_dir(env)
+    project = sync_workspace(state)
+    os.chdir(project)
+    # pulumi-vsphere trusts what the stack says (gpufleet.provider_trust): which stack, the command line tells,
+    # else the one selected in the workspace.
+    stack = stack_of_args(argv[1:], env)
+    if stack is None:
+        command = next((a for a in argv[1:] if not a.startswith("-")), "")
+        stack = selected_stack(env, project) if command in PROVIDER_COMMANDS else ""
+    env.update(trust_environ(stack, env, state))
     os.execve(binary, argv, env)
 
 

@@ -17,29 +17,38 @@ import typer
 from rich.table import Table
 
 from gpufleet.catalog import CatalogError
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.placement.mig import MigFit, fit
 from gpufleet.placement.planner import Plan, plan
 from gpufleet.spec.schema import stack_schema
 from gpufleet.spec.stack import Stack, load_stack
-from gpufleet.spec.validate import validate_fleet
+from gpufleet.spec.validate import stack_issues
 
 StackArg = Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
 
 
 def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
-    return [{"path": i.path, "message": i.message, "valid": list(i.valid)} for i in issues]
+    return [
+        {
+            "path": i.path,
+            "index_path": i.index_path or i.path,
+            "message": i.message,
+            "value": i.value,
+            "valid": list(i.valid),
+        }
+        for i in issues
+    ]
 
 
 def _print_issues(title: str, issues: list[SpecIssue]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=esc(title), title_justify="left")
     table.add_column("path", style="cyan", no_wrap=True)
     table.add_column("problem")
     table.add_column("valid values", style="green")
     for issue in issues:
-        table.add_row(issue.path, issue.message, ", ".join(issue.valid))
+        table.add_row(esc(issue.path), esc(issue.message + issue.got), esc(", ".join(issue.valid)))
     console.print(table)
 
 
@@ -47,11 +56,12 @@ def _pinned_capacity_issues(loaded: Stack) -> list[SpecIssue]:
     """VMs pinned to a host whose GPUs cannot hold them (e.g. two 4g.40gb on one A100): impossible whatever the
     plan, so an invalid stack. Unpinned VMs that find no room are a capacity answer of `plan` (exit 2)."""
     pinned = {vm.name for vm in loaded.fleet.vms if vm.host}
-    return [
+    found = [
         SpecIssue(u.path, f"does not fit on its pinned host: {u.reason}")
         for u in plan(loaded.fleet).unplaced
         if u.vm in pinned
     ]
+    return stack_issues(loaded, found)
 
 
 def _load_and_check(stack: Path, pinned_capacity: bool = False) -> tuple[Stack | None, list[SpecIssue]]:
@@ -61,7 +71,7 @@ def _load_and_check(stack: Path, pinned_capacity: bool = False) -> tuple[Stack |
         loaded = load_stack(stack)
     except SpecError as exc:
         return None, exc.issues
-    issues = validate_fleet(loaded.fleet)
+    issues = stack_issues(loaded)
     if not issues and pinned_capacity:
         issues = _pinned_capacity_issues(loaded)
     return loaded, issues
@@ -99,7 +109,7 @@ def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
             _plural(s[k], noun)
             for k, noun in (("hosts", "host"), ("gpus", "GPU"), ("templates", "template"), ("vms", "VM"))
         )
-        console.print(f"[green]valid[/]: {stack} ({counts})")
+        console.print(f"[green]valid[/]: {esc(stack)} ({counts})")
     if issues:
         raise typer.Exit(ExitCode.ERROR)
 
@@ -115,19 +125,23 @@ def _slice_bar(start: int, size: int, total: int) -> str:
 
 def _print_fit(result: MigFit) -> None:
     if result.fits:
-        table = Table(title=f"MIG placement on {result.gpu}", title_justify="left")
+        table = Table(title=esc(f"MIG placement on {result.gpu}"), title_justify="left")
         for col in ("profile", "instance", "start", "size", "slices"):
             table.add_column(col)
         for p in result.placements:
             table.add_row(
-                p.profile, p.instance, str(p.start), str(p.size), _slice_bar(p.start, p.size, result.memory_slices)
+                esc(p.profile),
+                esc(p.instance),
+                str(p.start),
+                str(p.size),
+                _slice_bar(p.start, p.size, result.memory_slices),
             )
         console.print(table)
         free = ",".join(map(str, result.free_slices)) or "none"
         console.print(f"[green]fits[/]; free memory slices (by index 0-{result.memory_slices - 1}): {free}")
     else:
-        console.print(f"[red]does not fit[/] on {result.gpu}: {', '.join(result.conflicts)}")
-        console.print(result.reason)
+        console.print(f"[red]does not fit[/] on {esc(result.gpu)}: {esc(', '.join(result.conflicts))}")
+        console.print(esc(result.reason))
 
 
 def mig_fit(
@@ -142,7 +156,7 @@ def mig_fit(
         if json_out:
             print_json({"gpu": gpu, "error": str(exc), "valid": list(exc.valid)})
         else:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {esc(exc)}", highlight=False)
         raise typer.Exit(ExitCode.ERROR) from exc
     if json_out:
         print_json(result.to_json())
@@ -155,17 +169,19 @@ def mig_fit(
 def _print_plan(name: str, result: Plan) -> None:
     doc = result.to_json()
     for host in doc["hosts"]:
-        table = Table(title=host["name"], title_justify="left")
+        table = Table(title=esc(host["name"]), title_justify="left")
         for col in ("GPU", "model", "mode", "assigned", "free", "density"):
             table.add_column(col)
         for gpu in host["gpus"]:
             assigned = "\n".join(_assignment_text(a) for a in gpu["assignments"]) or "-"
             mode = gpu["mode"] + (" (mixed)" if gpu["mixed_size"] else "")
-            table.add_row(gpu["pci"], gpu["model"], mode, assigned, gpu["free"], f"{gpu['density']:.0%}")
+            table.add_row(
+                esc(gpu["pci"]), esc(gpu["model"]), esc(mode), esc(assigned), esc(gpu["free"]), f"{gpu['density']:.0%}"
+            )
         console.print(table)
     s = doc["summary"]
     console.print(
-        f"{name}: {s['vms_placed']} VM(s) placed on {s['gpus_used']} of {s['gpus_total']} GPUs "
+        f"{esc(name)}: {s['vms_placed']} VM(s) placed on {s['gpus_used']} of {s['gpus_total']} GPUs "
         f"(lower bound {s['lower_bound']}, mean density of used GPUs {s['density']:.0%})"
     )
     if result.unplaced:
@@ -174,7 +190,7 @@ def _print_plan(name: str, result: Plan) -> None:
         table.add_column("path", style="cyan")
         table.add_column("why")
         for u in result.unplaced:
-            table.add_row(u.vm, u.path, u.reason)
+            table.add_row(esc(u.vm), esc(u.path), esc(u.reason))
         console.print(table)
 
 

@@ -18,18 +18,24 @@ bad input, 2 a ``--dry-run`` found vSphere licences to assign (guests are not co
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, handle_errors, print_json
+from gpufleet.checks.run import CheckResult, CheckRun, OnResult, node_of
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json, progress
 from gpufleet.errors import GpufleetError, SpecError, SpecIssue
+from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack, load_stack
 from gpufleet.spec.validate import validated
 
 _STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+_OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
 @handle_errors
@@ -43,40 +49,84 @@ def verify(
     from gpufleet.checks.nodes import build_nodes
     from gpufleet.checks.run import run_checks
 
-    validated(load_stack(stack))  # a stack `validate` rejects is refused before anything is reached
+    loaded = validated(load_stack(stack))  # a stack `validate` rejects is refused before anything is reached
     build_nodes(str(stack), None, node or None)  # bad input (stack, lab not running, unknown node) fails here
-    run = run_checks(stack, junit=junit, nodes=node or None)
+    names = [h.name for h in loaded.fleet.hosts] + [v.name for v in loaded.fleet.vms]
+    if json_out:
+        run = run_checks(stack, junit=junit, nodes=node or None)
+    else:
+        with progress(console, "verify", counted=True, ticking=False) as update:
+            run = run_checks(stack, junit=junit, nodes=node or None, on_result=_progress_of(update, names))
     if run.usage_error:
         raise SpecError([SpecIssue(str(stack), f"the checks could not run:\n{run.usage_error}")])
     if json_out:
         print_json({"stack": str(stack), **run.to_json()})
     else:
-        table = Table(title=f"gpufleet verify {stack}")
-        for column in ("node", "check", "result", "detail"):
-            table.add_column(column, overflow="fold")
-        skipped: dict[str, list[str]] = {}
-        for r in run.results:
-            check = r.check.removeprefix("test_").replace("_", " ")
-            if r.outcome == "skipped":
-                skipped.setdefault(r.message, []).append(check)
-                continue
-            detail = r.message.splitlines()[0] if r.message else ""
-            table.add_row(r.node, check, f"[{_STYLE[r.outcome]}]{r.outcome}[/]", detail)
-        console.print(table)
-        if skipped:
-            console.print("[yellow]skipped[/] (the check does not apply):", highlight=False)
-            for reason, checks in skipped.items():
-                console.print(f"  {reason} [dim]({len(checks)} check(s))[/]", highlight=False)
-        for r in run.results:
-            if r.outcome in ("failed", "error"):
-                console.print(f"\n[bold red]{r.outcome.upper()}[/] {r.node} {r.check}", highlight=False)
-                console.print(r.message, markup=False, highlight=False)
-        summary = ", ".join(f"{run.count(o)} {o}" for o in ("passed", "failed", "error", "skipped"))
-        console.print(f"\n{summary}" + (f"; JUnit report: {junit}" if junit else ""), highlight=False)
+        _print_verify(stack, run, names, junit)
     if run.count("error") or (not run.results and run.exit_status not in (0, 5)):
         raise typer.Exit(ExitCode.ERROR)
     if run.count("failed"):
         raise typer.Exit(ExitCode.NO)
+
+
+def _progress_of(update: Callable[..., None], names: list[str]) -> OnResult:
+    """Progress of the checks: every check on a terminal, a line per host / VM once all its checks ran."""
+    left: Counter[str] = Counter()
+    seen: dict[str, Counter[str]] = {}
+
+    def on_result(result: CheckResult, done: int, planned: list[str]) -> None:
+        if done == 1:
+            left.update(node_of(n, names) for n in planned)
+        name = node_of(result.node, names)
+        outcomes = seen.setdefault(name, Counter())
+        outcomes[result.outcome] += 1
+        left[name] -= 1
+        update(f"{name}: {_check_words(result.check)}", advance=1, log=False, total=len(planned))
+        if left[name] == 0:
+            counts = ", ".join(f"{outcomes[o]} {o}" for o in _OUTCOMES if outcomes[o])
+            update(f"{name}: {sum(outcomes.values())} checks ({counts})")
+
+    return on_result
+
+
+def _check_words(check: str) -> str:
+    return check.removeprefix("test_").replace("_", " ")
+
+
+def _print_verify(stack: Path, run: CheckRun, names: list[str], junit: Path | None) -> None:
+    """Compact: one row per host / VM with its counts, the skip reasons once each, every failure in full."""
+    per_node: dict[str, Counter[str]] = {}
+    for r in run.results:
+        per_node.setdefault(node_of(r.node, names), Counter())[r.outcome] += 1
+    table = Table(title=esc(f"gpufleet verify {stack}"), title_justify="left")
+    table.add_column("host / VM")
+    for outcome in _OUTCOMES:
+        table.add_column(outcome, justify="right")
+    for name, counts in per_node.items():
+        table.add_row(
+            esc(name),
+            *(f"[{_STYLE[o]}]{counts[o]}[/]" if counts[o] and o != "passed" else str(counts[o]) for o in _OUTCOMES),
+        )
+    console.print(table)
+    skipped: dict[str, list[str]] = {}  # reason -> the host / VM of each check skipped for it
+    for r in run.results:
+        if r.outcome == "skipped":
+            name = node_of(r.node, names)
+            label, sep, reason = r.message.partition(": ")
+            # "esxi-03.lab 0000:3b:00.0: L40S has no MIG": the reason once, with the hosts / VMs it applies to
+            reason = reason if sep and label.split(" ")[0] == name else r.message
+            skipped.setdefault(reason, []).append(name)
+    if skipped:
+        console.print(f"[yellow]skipped[/] (the check does not apply), {run.count('skipped')} check(s):")
+        for reason, nodes in skipped.items():
+            where = ", ".join(dict.fromkeys(nodes))
+            console.print(f"  {esc(reason)}: {esc(where)} [dim]({len(nodes)})[/]", highlight=False)
+    for r in run.results:
+        if r.outcome in ("failed", "error"):
+            console.print(f"\n[bold red]{r.outcome.upper()}[/] {esc(r.node)} {esc(r.check)}", highlight=False)
+            console.print(r.message, markup=False, highlight=False)
+    summary = ", ".join(f"{run.count(o)} {o}" for o in _OUTCOMES)
+    console.print(f"\n{summary}" + (f"; JUnit report: {junit}" if junit else ""), highlight=False, markup=False)
 
 
 def _vsphere_rows(loaded: Stack, hosts: list[str] | None, include_vcenter: bool, dry_run: bool) -> list[dict]:
@@ -105,23 +155,39 @@ def _print_license_tables(stack: Path, vsphere_rows: list[dict], guest_rows: lis
                 result = "[yellow]pending[/]" if dry_run else "[green]assigned[/]"
             else:
                 result = "in place"
-            table.add_row(row["target"], result, row["desired"], row["error"] or row["before"] or "(none)")
+            table.add_row(
+                esc(row["target"]), result, esc(row["desired"]), esc(row["error"] or row["before"] or "(none)")
+            )
         console.print(table)
     else:
         console.print("vSphere licences: the stack names none for these targets", highlight=False)
-    table = Table(title=f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}")
+    table = Table(title=esc(f"gpufleet license apply {stack}: NVIDIA guest licensing{suffix}"))
     for column in ("VM", "result", "licence status", "detail"):
         table.add_column(column, overflow="fold")
     for row in guest_rows:
-        if row["error"]:
-            table.add_row(row["vm"], "[red]error[/]", "", row["error"])
+        if row.get("error"):
+            table.add_row(esc(row["vm"]), "[red]error[/]", "", esc(row["error"]))
         elif row.get("skipped"):
-            table.add_row(row["vm"], "[dim]skipped[/]", "", row["skipped"])
+            table.add_row(esc(row["vm"]), "[dim]skipped[/]", "", esc(row["skipped"]))
+        elif row.get("reason"):
+            table.add_row(esc(row["vm"]), "not needed", "", esc(row["reason"]))
         else:
             what = "[green]changed[/]" if row["changed"] else "in place"
             detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
-            table.add_row(row["vm"], what, row["status"], detail)
+            table.add_row(esc(row["vm"]), what, esc(row["status"]), esc(detail))
     console.print(table)
+
+
+def _not_needed(fleet: Fleet) -> list[dict[str, str]]:
+    """The stack's VMs that get no NVIDIA licensing, and why: shown, so a VM is never silently left out."""
+    rows = []
+    for vm in fleet.vms:
+        if not vm.vgpu:
+            why = "passthrough GPU: no vGPU licence" if vm.passthrough else "no GPU"
+            rows.append({"vm": vm.name, "reason": why})
+        elif not vm.nvidia_licensing:
+            rows.append({"vm": vm.name, "reason": "nvidiaLicensing: false in the stack"})
+    return rows
 
 
 @handle_errors
@@ -143,6 +209,7 @@ def license_apply(
     on every vGPU VM. Idempotent; keys and token are never printed. With --host/--vm only those are handled."""
     from gpufleet.checks.licensing import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
+
     loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
     selective = bool(vm or host)
     # Every input (keys, token, SSH settings) is read and checked before anything changes.
@@ -158,23 +225,43 @@ def license_apply(
     if host or not selective:
         vsphere_rows = _vsphere_rows(loaded, host or None, include_vcenter=not selective, dry_run=dry_run)
     guest_rows: list[dict] = []
-    for name in targets:
-        if dry_run:
-            guest_rows.append(
-                {"vm": name, "changed": False, "status": "", "error": None, "skipped": "dry run: guests not contacted"}
-            )
-            continue
-        assert token is not None
-        try:
-            with GuestSshRunner(guests[name]) as runner:
-                result = apply_licensing(runner, token, loaded.fleet.licensing.feature_type, timeout=timeout)
-            guest_rows.append({**result.to_json(), "error": None})
-        except GpufleetError as exc:
-            guest_rows.append({"vm": name, "changed": False, "status": "", "error": str(exc)})
+    with contextlib.ExitStack() as stack_of_progress:
+        update = (lambda *a, **k: None) if json_out else stack_of_progress.enter_context(progress(console, "license"))
+        for name in targets:
+            if dry_run:
+                guest_rows.append(
+                    {
+                        "vm": name,
+                        "changed": False,
+                        "status": "",
+                        "error": None,
+                        "skipped": "dry run: guests not contacted",
+                    }
+                )
+                continue
+            assert token is not None
+            update(f"{name}: token, gridd.conf, nvidia-gridd restart, waiting for Licensed", log=False)
+            try:
+                with GuestSshRunner(guests[name]) as runner:
+                    result = apply_licensing(runner, token, loaded.fleet.licensing.feature_type, timeout=timeout)
+                guest_rows.append({**result.to_json(), "error": None})
+                update(f"{name}: {result.to_json()['status'] or 'done'}")
+            except GpufleetError as exc:
+                guest_rows.append({"vm": name, "changed": False, "status": "", "error": str(exc)})
+                update(f"{name}: failed")
+    not_needed = [] if selective else _not_needed(loaded.fleet)
     if json_out:
-        print_json({"stack": str(stack), "dryRun": dry_run, "vsphere": vsphere_rows, "guests": guest_rows})
+        print_json(
+            {
+                "stack": str(stack),
+                "dryRun": dry_run,
+                "vsphere": vsphere_rows,
+                "guests": guest_rows,
+                "notNeeded": not_needed,
+            }
+        )
     else:
-        _print_license_tables(stack, vsphere_rows, guest_rows, dry_run)
+        _print_license_tables(stack, vsphere_rows, guest_rows + not_needed, dry_run)
     if any(row["error"] for row in vsphere_rows + guest_rows):
         if not json_out:
             err_console.print("[red]licensing failed on at least one target[/]")

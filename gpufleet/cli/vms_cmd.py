@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, handle_errors, print_json
+from gpufleet.cli.output import ExitCode, console, esc, handle_errors, print_json
 from gpufleet.connections import resolve_vcenter
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
@@ -32,15 +32,15 @@ def _templates_table(report: ApplyReport) -> Table:
     table.add_column("not changed (reported only)")
     for tpl in report.templates:
         if tpl.error:
-            result, detail = "[red]error[/]", tpl.error
+            result, detail = "[red]error[/]", esc(tpl.error)
         elif not tpl.exists:
             result, detail = "[dim]not in vCenter[/]", "pulumi up creates it"
         elif tpl.changed:
             result = "[yellow]pending[/]" if report.dry_run else "[green]changed[/]"
-            detail = "\n".join(tpl.changes)
+            detail = esc("\n".join(tpl.changes))
         else:
             result, detail = "in sync", ""
-        table.add_row(tpl.name, result, detail, "\n".join(s.describe() for s in tpl.skipped))
+        table.add_row(esc(tpl.name), result, detail, esc("\n".join(s.describe() for s in tpl.skipped)))
     return table
 
 
@@ -53,22 +53,22 @@ def _print_human(report: ApplyReport) -> None:
     for vm in report.vms:
         if vm.error:
             result = "[red]error[/]"
-            detail = vm.error
+            detail = esc(vm.error)
         elif vm.changed:
             result = "[yellow]pending[/]" if report.dry_run else "[green]changed[/]"
-            detail = "\n".join(vm.changes) + ("\n(power-cycled)" if vm.power_cycled else "")
+            detail = esc("\n".join(vm.changes) + ("\n(power-cycled)" if vm.power_cycled else ""))
         else:
             result = "in sync"
             detail = ""
-        table.add_row(vm.name, vm.host or "", result, detail)
+        table.add_row(esc(vm.name), esc(vm.host or ""), result, detail)
     console.print(table)
     if report.templates:
         console.print(_templates_table(report))
     for setting in report.settings:
         state = ("would set" if report.dry_run else "set") if setting.changed else "in sync"
-        console.print(f"vCenter setting {setting.key}: {state} ({setting.before} -> {setting.after})")
+        console.print(esc(f"vCenter setting {setting.key}: {state} ({setting.before} -> {setting.after})"))
     for error in report.setting_errors:
-        console.print(f"[red]vCenter setting error:[/] {error}")
+        console.print(f"[red]vCenter setting error:[/] {esc(error)}")
 
 
 @handle_errors

@@ -42,6 +42,7 @@ class Device:
     mode: str
     profile: VgpuProfile | None  # None for a whole GPU
     pinned_pci: str | None
+    spelled: str = ""  # the profile as the stack writes it (grid_/nvidia_): what people are shown
 
     @property
     def weight(self) -> float:
@@ -71,7 +72,7 @@ def vm_devices(vm: VmSpec) -> list[Device]:
             raise _NoRoom(f"vgpu[{k}]: unknown profile {req.profile!r}")
         board, prof = found
         mode = GpuMode.MIG.value if prof.mig_backed else GpuMode.VGPU.value
-        devices.append(Device("vgpu", k, board, mode, prof, req.gpu))
+        devices.append(Device("vgpu", k, board, mode, prof, req.gpu, req.profile))
     for k, pt in enumerate(vm.passthrough):
         if pt.gpu is not None:
             devices.append(Device("passthrough", k, None, GpuMode.PASSTHROUGH.value, None, pt.gpu))
@@ -348,7 +349,7 @@ class Planner:
         parts = []
         for d in devices:
             board = d.board.name if d.board else "passthrough"
-            what = d.profile.vsphere_name if d.profile else (f"GPU {d.pinned_pci}" if d.pinned_pci else board)
+            what = d.spelled if d.profile else (f"GPU {d.pinned_pci}" if d.pinned_pci else board)
             label = f"{d.kind}[{d.index}] {what}"
             scope = self.by_host.get(host, []) if host else self.gpus
             pool = [g for g in scope if self._compatible(g, d)]
@@ -365,6 +366,9 @@ class Planner:
         return "; ".join(parts)
 
     def _report(self, plan: Plan) -> None:
+        # Profiles are reported as the stack spells them: nvidia_h100-3-40c and grid_h100-3-40c are one profile,
+        # and a user looking for the VM's request must find its own words.
+        spelled = {(vm.name, ("vgpu", k)): r.profile for vm in self.fleet.vms for k, r in enumerate(vm.vgpu)}
         device_of: dict[tuple[str, tuple[str, int]], DevicePlacement] = {}
         for gpu in self.gpus:
             assignments: list[dict[str, Any]] = []
@@ -372,21 +376,17 @@ class Planner:
                 for (vm, slot), inst, start, size in gpu.mig_layout():
                     profile = next(p for o, p, _ in gpu.owners if o == (vm, slot))
                     assert profile is not None
-                    assignments.append(
-                        {"vm": vm, "profile": profile.vsphere_name, "instance": inst.name, "start": start, "size": size}
-                    )
-                    device_of[(vm, slot)] = DevicePlacement(
-                        slot[0], slot[1], gpu.pci, profile.vsphere_name, inst.name, start, size
-                    )
+                    name = spelled.get((vm, slot), profile.vsphere_name)
+                    assignments.append({"vm": vm, "profile": name, "instance": inst.name, "start": start, "size": size})
+                    device_of[(vm, slot)] = DevicePlacement(slot[0], slot[1], gpu.pci, name, inst.name, start, size)
             else:
                 for (vm, slot), profile, _ in gpu.owners:
                     entry: dict[str, Any] = {"vm": vm, "device": f"{slot[0]}[{slot[1]}]"}
-                    if profile is not None:
-                        entry["profile"] = profile.vsphere_name
+                    name = spelled.get((vm, slot), profile.vsphere_name) if profile is not None else None
+                    if name is not None:
+                        entry["profile"] = name
                     assignments.append(entry)
-                    device_of[(vm, slot)] = DevicePlacement(
-                        slot[0], slot[1], gpu.pci, profile.vsphere_name if profile else None
-                    )
+                    device_of[(vm, slot)] = DevicePlacement(slot[0], slot[1], gpu.pci, name)
             plan.gpus.append(
                 GpuReport(
                     gpu.host,

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from gpufleet.catalog.licensing import FEATURE_TYPES
+from gpufleet.spec.echo import shown
 from gpufleet.spec.guest_models import GuestSpec
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -33,8 +34,23 @@ SHA256_THUMBPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
+# Control characters (C0, DEL, C1) and the bidirectional overrides: a name carrying one prints as something else
+# on a terminal, breaks XML reports and log lines, and is never what an operator meant.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(value: str) -> str:
+    bad = CONTROL_CHARACTER.search(value)
+    if bad:
+        raise ValueError(
+            f"contains a control character (U+{ord(bad.group()):04X}) at position {bad.start() + 1}: "
+            "names and values in a stack are printable text"
+        )
+    return value
+
+
 class SpecModel(BaseModel):
-    """Base of every spec model: camelCase aliases, unknown keys rejected, immutable."""
+    """Base of every spec model: camelCase aliases, unknown keys rejected, immutable, text printable."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -44,11 +60,19 @@ class SpecModel(BaseModel):
         str_strip_whitespace=True,
     )
 
+    @field_validator("*", mode="after", check_fields=False)
+    @classmethod
+    def _no_control_characters(cls, value: object) -> object:
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                _printable(text)
+        return value
+
 
 def _pci(value: str) -> str:
     value = value.lower()
     if not PCI_ADDRESS.match(value):
-        raise ValueError(f"{value!r} is not a PCI address like 0000:3b:00.0 (domain:bus:device.function)")
+        raise ValueError(f"{shown(value)} is not a PCI address like 0000:3b:00.0 (domain:bus:device.function)")
     return value
 
 
@@ -68,7 +92,7 @@ class SecretRef(SpecModel):
         if not self.config and not self.env:
             raise ValueError("a secret reference needs `config` (a Pulumi secret key) or `env` (a variable name)")
         if self.env and not ENV_NAME.match(self.env):
-            raise ValueError(f"env {self.env!r} is not an environment variable name (A-Z, 0-9, _)")
+            raise ValueError(f"env {shown(self.env)} is not an environment variable name (A-Z, 0-9, _)")
         return self
 
 
@@ -158,7 +182,7 @@ def _no_bool_or_text(value: object) -> object:
     """Whole numbers only: YAML's `true` or `"8"` is refused, not read as 1 or 8. (A float that is a whole number
     passes: numbers reach the dynamic providers through Pulumi as floats.)"""
     if isinstance(value, (bool, str)):
-        raise ValueError(f"must be a whole number, not {value!r}")
+        raise ValueError(f"must be a whole number, not {shown(value)}")
     return value
 
 
@@ -189,7 +213,7 @@ class DriverSpec(SpecModel):
     @classmethod
     def _version(cls, value: str) -> str:
         if not DRIVER_VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a driver version as esxcli reports it (e.g. 550.90.05)")
+            raise ValueError(f"{shown(value)} is not a driver version as esxcli reports it (e.g. 550.90.05)")
         return value
 
     @model_validator(mode="after")
@@ -313,7 +337,7 @@ class LicensingSpec(SpecModel):
     def _feature_type(cls, value: int) -> int:
         if value not in FEATURE_TYPES:
             valid = ", ".join(f"{k} ({v})" for k, v in FEATURE_TYPES.items())
-            raise ValueError(f"{value} is not a gridd.conf FeatureType (valid: {valid})")
+            raise ValueError(f"{shown(value)} is not a gridd.conf FeatureType (valid: {valid})")
         return value
 
 

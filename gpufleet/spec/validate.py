@@ -15,15 +15,16 @@ search over start slots).
 from __future__ import annotations
 
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.spec.issues import with_names
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.rules.capacity import check_pinned_capacity
 from gpufleet.spec.rules.context import Context
 from gpufleet.spec.rules.guest_driver import check_guest_drivers
 from gpufleet.spec.rules.hosts import check_hosts, check_names
 from gpufleet.spec.rules.vms import VmRules
-from gpufleet.spec.stack import Stack
+from gpufleet.spec.stack import FLEET_KEY, Stack
 
-__all__ = ["validate_fleet", "validated"]
+__all__ = ["stack_issues", "validate_fleet", "validated"]
 
 
 def validate_fleet(fleet: Fleet) -> list[SpecIssue]:
@@ -37,9 +38,16 @@ def validate_fleet(fleet: Fleet) -> list[SpecIssue]:
     return ctx.issues
 
 
+def stack_issues(stack: Stack, issues: list[SpecIssue] | None = None) -> list[SpecIssue]:
+    """The hardware-rule issues of a loaded stack (or ``issues`` found on it) as people read them: named paths
+    (``vms[vm-mig-01].vgpu[0]``), the index form beside them."""
+    found = validate_fleet(stack.fleet) if issues is None else issues
+    return with_names(found, stack.config.get(FLEET_KEY))
+
+
 def validated(stack: Stack) -> Stack:
     """The stack itself when its fleet is valid; otherwise ``SpecError`` listing every issue."""
-    issues = validate_fleet(stack.fleet)
+    issues = stack_issues(stack)
     if issues:
         raise SpecError(issues, str(stack.path) if stack.path else stack.name)
     return stack

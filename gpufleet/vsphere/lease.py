@@ -125,3 +125,47 @@ def cluster_leases(si: vim.ServiceInstance, clusters: Sequence[str], *, take_ove
             now = Lease.parse(fields.get_field(si, cluster, LEASE_FIELD) or "")
             if now is not None and now.run == run:  # never clear a lease someone took over from us
                 fields.set_field(si, cluster, LEASE_FIELD, "")
+
+
+# -- the failure threshold across processes ----------------------------------------------------------------------
+# Under `pulumi up` every host is its own resource, prepared by the engine in parallel lanes: what counts the failed
+# hosts of this run is kept beside the lease (``gpufleet.failed`` on the cluster: the lease's run id and the hosts),
+# so each host resource can refuse to start once the run has reached ``rollout.failureThreshold``.
+FAILED_FIELD = "gpufleet.failed"
+_FAILED_LOCK = threading.Lock()
+
+
+def _cluster(si: vim.ServiceInstance, name: str) -> vim.ClusterComputeResource:
+    return find_by_name(si, vim.ClusterComputeResource, name)
+
+
+def current_run(si: vim.ServiceInstance, cluster: str) -> str | None:
+    """The id of the run holding ``cluster``'s lease now (None: no lease, or an unreadable one)."""
+    lease = Lease.parse(fields.get_field(si, _cluster(si, cluster), LEASE_FIELD) or "")
+    return lease.run if lease is not None and not lease.gone() else None
+
+
+def failed_hosts(si: vim.ServiceInstance, cluster: str) -> list[str]:
+    """The hosts that failed in the run holding ``cluster``'s lease (another run's list does not count)."""
+    run = current_run(si, cluster)
+    try:
+        data = json.loads(fields.get_field(si, _cluster(si, cluster), FAILED_FIELD) or "{}")
+    except ValueError:
+        return []
+    if run is None or not isinstance(data, dict) or data.get("run") != run:
+        return []
+    return [str(h) for h in data.get("hosts") or []]
+
+
+def record_failure(si: vim.ServiceInstance, cluster: str, host: str) -> list[str]:
+    """Add ``host`` to the failed hosts of the run holding ``cluster``'s lease; returns them all (nothing is
+    recorded without a lease: then there is no run to count for)."""
+    with _FAILED_LOCK:
+        run = current_run(si, cluster)
+        if run is None:
+            return []
+        hosts = failed_hosts(si, cluster)
+        if host not in hosts:
+            hosts.append(host)
+            fields.set_field(si, _cluster(si, cluster), FAILED_FIELD, json.dumps({"run": run, "hosts": hosts}))
+        return hosts

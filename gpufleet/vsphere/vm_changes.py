@@ -9,11 +9,13 @@ read at power-on only.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from gpufleet.catalog import gpu_by_pci_device_id, strip_prefix
 from gpufleet.errors import GpufleetError
+from gpufleet.spec.models import VmSpec
 from gpufleet.vsphere.vm_devices import (
     MANAGED_EXTRA_CONFIG,
     POWERED_OFF,
@@ -45,6 +47,12 @@ def profile_key(profile: str) -> str:
     """vSphere spells a vGPU profile ``grid_a100d-4-40c`` or ``nvidia_a100d-4-40c`` depending on the board and
     driver; both name the same type."""
     return strip_prefix(profile.strip().lower())
+
+
+def stack_spelling(vm: VmSpec) -> dict[str, str]:
+    """The VM's vGPU profiles as its stack writes them, by ``profile_key``: what change summaries show people
+    (``ChangeSet.summaries``), whatever the host calls them."""
+    return {profile_key(r.profile): r.profile for r in vm.vgpu}
 
 
 def _norm_value(value: str | None) -> str | None:
@@ -118,7 +126,13 @@ class Change:
     def needs_power_off(self) -> bool:
         return self.kind in _NEEDS_POWER_OFF
 
-    def describe(self) -> str:
+    def describe(self, spelled: Mapping[str, str] | None = None) -> str:
+        """One line for people. ``spelled``: the stack's spelling of vGPU profiles by ``profile_key``, so a
+        profile reads as the stack writes it, with the host's spelling beside it when the two differ."""
+        if self.kind == "vgpu" and spelled and self.target:
+            own = spelled.get(profile_key(self.target), self.target)
+            if own != self.target:
+                return f"{self.action} vgpu {own} (the host's name: {self.target})"
         if self.action == "edit" or (self.action == "set" and self.before is not None):
             return f"{self.action} {self.kind} {self.target}: {self.before} -> {self.after}"
         if self.action == "set":
@@ -145,8 +159,8 @@ class ChangeSet:
     def power_cycle_required(self) -> bool:
         return self.power_state != POWERED_OFF and any(c.needs_power_off for c in self.changes)
 
-    def summaries(self) -> list[str]:
-        return [c.describe() for c in self.changes]
+    def summaries(self, spelled: Mapping[str, str] | None = None) -> list[str]:
+        return [c.describe(spelled) for c in self.changes]
 
     def require_power(self, allow_power_cycle: bool) -> None:
         """Raise ``PowerCycleRequiredError`` when the changes need the VM off and gpufleet may not power it off."""

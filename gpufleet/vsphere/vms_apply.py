@@ -19,7 +19,7 @@ from gpufleet.spec.models import Fleet, VmSpec
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.settings import VGPU_HOTMIGRATE, SettingChange, ensure_setting
 from gpufleet.vsphere.template_apply import TemplateReport, apply_templates, error_text
-from gpufleet.vsphere.vm_changes import ChangeSet, DesiredDevices, compute_change_set
+from gpufleet.vsphere.vm_changes import ChangeSet, DesiredDevices, compute_change_set, stack_spelling
 from gpufleet.vsphere.vm_desired import allow_power_cycle, desired_devices
 from gpufleet.vsphere.vm_devices import VmDeviceState, read_vm_devices
 from gpufleet.vsphere.vm_preconditions import check_preconditions, read_host_facts, resolve_desired
@@ -170,6 +170,6 @@ def apply_vms(
             entry.error = error_text(exc)
             continue
         entry.changed = done.change_set.changed
-        entry.changes = done.change_set.summaries()
+        entry.changes = done.change_set.summaries(stack_spelling(spec))
         entry.power_cycled = done.power_cycled
     return report

@@ -1,7 +1,8 @@
 """The NVIDIA vGPU host driver: install the component / VIB by absolute datastore path, comparing versions.
 
-- none installed or an older one: install (the bundle is uploaded over SFTP when the datastore lacks it: by the
-  rollout while the host waits for its turn (``stage_bundle``), else right before the install);
+- none installed or an older one: install (the bundle is on the datastore already: pre-staged and proven before
+  the first host entered maintenance, ``host_setup.stage``; uploaded right before the install only where nothing
+  staged it);
 - the same release: nothing to do;
 - a newer one: refused (no silent downgrade): the host fails untouched, the message says how to proceed.
 
@@ -57,12 +58,3 @@ class DriverStep:
         said = "true" if result.reboot_required else "false"
         return f"{uploaded}installed {driver.version} (esxcli: Reboot Required: {said}; the driver loads at boot)"
 
-
-def stage_bundle(ctx: StepContext) -> bool:
-    """Upload the driver bundle to the datastore ahead of the host's turn (outside maintenance: copying a file
-    to a datastore changes nothing on the host), so the maintenance window holds only the install. True when
-    it uploaded."""
-    driver = ctx.desired.driver
-    if driver is None or ctx.local_bundle is None or not ctx.local_bundle.is_file():
-        return False
-    return ctx.runner.upload(ctx.local_bundle, driver.bundle)

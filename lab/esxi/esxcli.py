@@ -495,15 +495,17 @@ def _fire_fault(ctx: Ctx, state: dict[str, Any], kind: str) -> dict[str, Any] | 
 def _software_install(ctx: Ctx, opts: dict[str, Any], mode: str) -> Output:
     """vib install / vib update / component apply. ``mode``: install | update | component.
 
-    Faults: ``vib-install-error`` fails the transaction after the packages were read (nothing changes);
+    Faults (never on ``--dry-run``): ``vib-install-error`` fails the transaction after the packages were read (nothing changes);
     ``ssh-drop`` cuts the connection - with ``when=after`` (default) once the install is committed to the image
     (the caller never sees the result, a retry must find it installed), with ``when=before`` before any change."""
     from lab.esxi.bundle import version_key
 
     metas = _load_metas(ctx, opts)
-    with ctx.store.edit() as state:
-        install_error = _fire_fault(ctx, state, "vib-install-error")
-        drop = _fire_fault(ctx, state, "ssh-drop")
+    install_error = drop = None
+    if not opts.get("dryrun"):  # the faults are the install's: a dry run writes nothing for them to break
+        with ctx.store.edit() as state:
+            install_error = _fire_fault(ctx, state, "vib-install-error")
+            drop = _fire_fault(ctx, state, "ssh-drop")
     if install_error is not None:
         raise EsxcliError(
             "There was an error checking file system on altbootbank, please see log for detail.",

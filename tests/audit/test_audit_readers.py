@@ -223,11 +223,8 @@ def test_read_hosts_is_parallel_with_a_bound_and_isolates_unreachable_hosts(monk
         f"h{i}": host_state.HostTarget(f"h{i}", SshSettings(f"h{i}", f"127.0.0.{10 + i}"), desired=None)
         for i in range(6)
     }
-    t0 = time.perf_counter()
     states, unreachable = host_state.read_hosts(targets, parallel=2, runner_factory=Runner)
-    elapsed = time.perf_counter() - t0
-    assert peak[0] == 2  # never more than the bound, and really parallel
-    assert 0.25 < elapsed < 1.0  # 6 hosts, 2 at a time, 0.1 s each: 3 rounds
+    assert peak[0] == 2  # never more than the bound, and really parallel (counted, not timed: no clock bound)
     assert sorted(states) == ["h0", "h1", "h2", "h4", "h5"]
     assert unreachable == [Unreachable("h3", "h3 (127.0.0.13:22) is unreachable over SSH: timed out", "host")]
     assert sorted(closed) == sorted(targets)  # every connection closed, the failed one too

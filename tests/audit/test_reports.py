@@ -16,15 +16,19 @@ from pathlib import Path
 
 import pytest
 from audit_fixtures import (
+    LICENSE_ENV,
+    LICENSE_KEY,
     in_sync_ssh,
     in_sync_vcenter,
     lab_desired,
+    lab_stack,
     replace_host,
     replace_ssh,
     replace_vm,
     result_for,
 )
 
+from gpufleet.audit.desired import desired_state
 from gpufleet.audit.report_html import render_html
 from gpufleet.audit.report_junit import render_junit
 from gpufleet.audit.state import GpuInstance, Unreachable
@@ -218,3 +222,50 @@ def test_chromium_screenshot(drifted, tmp_path: Path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1400, 1800)
     assert len(data) > 50_000  # a drawn page, not a blank one (a blank 1400x1800 PNG is a few KB)
+
+
+def _cards(dom: _Dom, host: str) -> dict[str, dict[str, dict[str, object]]]:
+    """Per GPU of ``host``, per side (desired / actual): the MIG map's instances or the vGPU bar's count."""
+    cards: dict[str, dict[str, dict[str, object]]] = {}
+    blocks: list[tuple[str, int, int]] = []
+    for e in dom.elements:
+        if e["_host"] != host or not e["_gpu"]:
+            continue
+        if "data-map" in e:
+            blocks = []
+            cards.setdefault(e["_gpu"], {})[e["data-map"]] = {"map": blocks}
+        elif "data-bar" in e:
+            cards.setdefault(e["_gpu"], {})[e["data-bar"]] = {"bar": int(e["data-used"])}
+        elif "data-profile" in e and e["data-profile"] != "free":
+            blocks.append((e["data-profile"], int(e["data-start"]), int(e["data-size"])))
+    return cards
+
+
+def test_chromium_draws_the_actual_side_from_what_was_read(tmp_path: Path):
+    """The stack changes esxi-01's first A100 to time-sliced vGPU; the GPU really still runs MIG with
+    vm-mig-01's 3g.40gb instance. The actual side draws that instance on that GPU (from nvidia-smi), not an idle
+    vGPU bar, and the other A100 holds no instance."""
+    really = lab_desired()  # how the lab is deployed: both A100s in MIG mode, the 3g.40gb on 0000:3b:00.0
+    stack = lab_stack()
+    host = next(h for h in stack.fleet.hosts if h.name == "esxi-01.lab")
+    host.gpus[0] = host.gpus[0].model_copy(update={"mode": "vgpu"})
+    wanted = desired_state(stack.fleet, {LICENSE_ENV: LICENSE_KEY})
+    result = result_for(wanted, in_sync_vcenter(really), in_sync_ssh(really))
+    page = tmp_path / "audit.html"
+    page.write_text(render_html(result))
+    done = _chromium_run(["--dump-dom"], page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(done.stdout)
+    cards = _cards(dom, "esxi-01.lab")
+    first, second = cards["0000:3b:00.0"], cards["0000:5e:00.0"]
+    # desired: the spec's modes (an idle vGPU bar; the 3g.40gb planned on the other A100)
+    assert first["desired"] == {"bar": 0} and second["desired"] == {"map": [("3g.40gb", 0, 4)]}
+    # actual: what nvidia-smi showed, on the GPU that holds it; the other A100 is in MIG mode with no instance
+    assert first["actual"] == {"map": [("3g.40gb", 0, 4)]} and second["actual"] == {"map": []}
+    modes = [
+        (e["data-side"], e["data-side-mode"])
+        for e in dom.elements
+        if "data-side" in e and (e["_host"], e["_gpu"]) == ("esxi-01.lab", "0000:3b:00.0")
+    ]
+    assert modes == [("desired", "vgpu"), ("actual", "mig")]

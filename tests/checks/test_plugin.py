@@ -173,7 +173,7 @@ def test_verify_exit_codes_for_bad_input_and_unreachable_nodes(tmp_path: Path) -
     invalid = _stack_file(tmp_path, None)
     invalid.write_text(invalid.read_text().replace("mode: dynamic-passthrough", "mode: vgpu"))
     refused = _verify(str(invalid), "--json")  # the T4 is no passthrough GPU any more: validate rejects the stack
-    assert refused.returncode == 1 and "vms[0].passthrough[0].model" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and "vms[vm-a].passthrough[0].model" in refused.stderr, refused.stderr
     no_ssh = _verify(str(_stack_file(tmp_path, None)), "--json")
     assert no_ssh.returncode == 0 and json.loads(no_ssh.stdout)["summary"]["passed"] == 0
     assert {c["message"] for c in json.loads(no_ssh.stdout)["checks"]} >= {

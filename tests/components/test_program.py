@@ -94,12 +94,31 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
     return done.apply(check)
 
 
+DEV_SECRETS = {"gpufleet:vcenterPassword": "pw", "gpufleet:nvidiaClientToken": TOKEN, "gpufleet:hostLicense": HOST_KEY}
+
+
+def _dev_with_ca(ca: Path) -> dict[str, str]:
+    """The dev stack's vCenter with a CA bundle instead of its thumbprint (pulumi-vsphere can trust only CAs)."""
+    vcenter = YAML(typ="safe").load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["gpufleet:vcenter"]
+    vcenter.pop("thumbprint")
+    return {"gpufleet:vcenter": json.dumps(vcenter | {"caFile": str(ca)})}
+
+
+@pytest.fixture
+def vcenter_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CA bundle, and the provider environment gpufleet pulumi sets for it (SSL_CERT_FILE, empty SSL_CERT_DIR)."""
+    ca = tmp_path / "vcenter-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    (tmp_path / "no-ca-dir").mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-ca-dir"))
+    monkeypatch.delenv("VSPHERE_ALLOW_UNVERIFIED_SSL", raising=False)
+    return ca
+
+
 @pulumi.runtime.test
-def test_dev_stack_is_greenfield_templates_and_clones(mocks: GraphMocks):
-    set_stack_config(
-        "Pulumi.dev.yaml",
-        {"gpufleet:vcenterPassword": "pw", "gpufleet:nvidiaClientToken": TOKEN, "gpufleet:hostLicense": HOST_KEY},
-    )
+def test_dev_stack_is_greenfield_templates_and_clones(mocks: GraphMocks, vcenter_ca: Path):
+    set_stack_config("Pulumi.dev.yaml", DEV_SECRETS, _dev_with_ca(vcenter_ca))
     done = run_program()
 
     def check(_):
@@ -118,6 +137,41 @@ def test_dev_stack_is_greenfield_templates_and_clones(mocks: GraphMocks):
     return done.apply(check)
 
 
+def test_a_thumbprint_only_stack_gets_no_pulumi_vsphere_resources(mocks: GraphMocks, vcenter_ca: Path) -> None:
+    """The Go provider cannot pin a thumbprint: refused naming the field, never trusting the system CAs instead."""
+    set_stack_config("Pulumi.dev.yaml", DEV_SECRETS)  # vcenter.thumbprint only
+    with pytest.raises(pulumi.RunError, match=r"^vcenter\.thumbprint: .*cannot pin a thumbprint.*vcenter\.caFile"):
+        run_program()
+    assert not mocks.of_type("pulumi:providers:vsphere") and not mocks.of_type("virtualMachine:VirtualMachine")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("SSL_CERT_FILE", None, "SSL_CERT_FILE: unset, so the system CAs"),
+        ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt", "SSL_CERT_FILE: /etc/ssl/certs/ca-certificates.crt"),
+        ("SSL_CERT_DIR", None, "SSL_CERT_DIR (unset, so /etc/ssl/certs)"),
+        ("SSL_CERT_DIR", "/etc/ssl/certs", "every CA of SSL_CERT_DIR (/etc/ssl/certs)"),
+        ("VSPHERE_ALLOW_UNVERIFIED_SSL", "true", "VSPHERE_ALLOW_UNVERIFIED_SSL is set"),
+    ],
+)
+def test_the_provider_is_refused_unless_its_environment_trusts_the_stack_ca_alone(
+    mocks: GraphMocks, vcenter_ca: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str | None, named: str
+) -> None:
+    if value is None:
+        monkeypatch.delenv(variable)
+    else:
+        monkeypatch.setenv(variable, value)
+    set_stack_config("Pulumi.dev.yaml", DEV_SECRETS, _dev_with_ca(vcenter_ca))
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program()
+    message = str(caught.value)
+    assert named in message
+    if variable != "VSPHERE_ALLOW_UNVERIFIED_SSL":
+        assert message.startswith("vcenter.caFile: ") and str(vcenter_ca) in message and "gpufleet pulumi" in message
+    assert not mocks.of_type("pulumi:providers:vsphere")
+
+
 def test_invalid_fleet_is_one_run_error_listing_every_issue(mocks: GraphMocks) -> None:
     config = YAML(typ="safe").load((ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
     fleet = config["gpufleet:fleet"]
@@ -129,7 +183,7 @@ def test_invalid_fleet_is_one_run_error_listing_every_issue(mocks: GraphMocks) -
     with pytest.raises(pulumi.RunError) as err:
         stack_from_config(name="lab")
     message = str(err.value)
-    assert "vms[0].vgpu[0].profile" in message and "vms[1].host" in message
+    assert "vms[vm-ts-01].vgpu[0].profile" in message and "vms[vm-mig-01].host" in message
 
 
 def test_rollout_lanes_keep_max_unavailable_hosts_per_cluster_in_parallel() -> None:

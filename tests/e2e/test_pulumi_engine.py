@@ -187,6 +187,29 @@ def _lab_events(story: Story, since: float) -> list[dict[str, Any]]:
     return read_events(LabPaths.resolve(story.lab_dir), since=since)
 
 
+def _commands_since(story: Story, host: str, since: float, containing: str) -> list[float]:
+    """When the lab host ran commands containing ``containing`` (its commands.log), from ``since`` on."""
+    from lab.paths import LabPaths
+
+    log = LabPaths.resolve(story.lab_dir).host_dir(host) / "commands.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sorted(float(line.split()[0]) for line in lines if containing in line and float(line.split()[0]) >= since)
+
+
+def _cluster_field(story: Story, name: str) -> str | None:
+    from gpufleet.vsphere import fields
+
+    with story.si() as si:
+        return fields.get_field(si, find_by_name(si, vim.ClusterComputeResource, "GPU-Cluster"), name)
+
+
+def _set_cluster_field(story: Story, name: str, value: str) -> None:
+    from gpufleet.vsphere import fields
+
+    with story.si() as si:
+        fields.set_field(si, find_by_name(si, vim.ClusterComputeResource, "GPU-Cluster"), name, value)
+
+
 def test_preview_plans_gpufleet_resources_and_changes_nothing(story: Story) -> None:
     story.before = _lab_snapshot(story)
     started = time.time()
@@ -214,7 +237,7 @@ def test_preview_of_a_broken_stack_names_the_field_and_changes_nothing(story: St
     done = story.pulumi("preview", "--stack", "broken")
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "vms[0].vgpu[0].profile" in output and "nvidia_l40s-99c" in output, output
+    assert "vms[vm-ts-01].vgpu[0].profile" in output and "nvidia_l40s-99c" in output, output
     assert "nvidia_l40s-24c" in output  # the valid choices are named
     assert "Traceback" not in output
     assert [e for e in _lab_events(story, started) if e["event"] != "ssh_session"] == []
@@ -252,6 +275,13 @@ def test_up_prepares_hosts_within_the_bound_converges_vms_and_licenses_guests(st
     windows = {h: sum(1 for e in events if e["host"] == h and e["event"] == "maintenance_enter") for h in _host_names()}
     reboots = {h: sum(1 for e in events if e["host"] == h and e["event"] == "reboot_start") for h in _host_names()}
     assert windows == dict.fromkeys(_host_names(), 1), windows
+    # Pre-staging: every host's bundle was checked by esxcli --dry-run before the first host entered maintenance.
+    first_window = min(e["ts"] for e in events if e["event"] == "maintenance_enter")
+    for host in _host_names():
+        dry_runs = _commands_since(story, host, story.up_started, "--dry-run")
+        assert dry_runs and dry_runs[0] < first_window, (host, dry_runs, first_window)
+    # The program held the cluster's rollout lease for the run and released it at the end.
+    assert _cluster_field(story, "gpufleet.lease") is None
     assert reboots == {"esxi-01.lab": 2, "esxi-02.lab": 1, "esxi-03.lab": 1, "esxi-04.lab": 1}, reboots
     verify = story.gpufleet("verify", str(LAB_STACK), "--json")
     assert verify.returncode == 0, verify.stdout[-4000:] + verify.stderr[-2000:]
@@ -263,6 +293,25 @@ def test_up_prepares_hosts_within_the_bound_converges_vms_and_licenses_guests(st
 def test_second_up_has_no_changes(story: Story) -> None:
     done = story.pulumi("up", "--yes", "--expect-no-changes")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_up_is_refused_while_another_run_holds_the_cluster_and_takes_over_on_request(story: Story) -> None:
+    """The same lease as `hosts prepare`: a live run elsewhere holds GPU-Cluster -> `pulumi up` fails naming it,
+    before any resource runs; `gpufleet pulumi up --take-over` takes it (and releases it at the end)."""
+    from gpufleet.vsphere.lease import Lease
+
+    other = Lease("ops@jumphost-7 pid 4242", "f" * 32, "jumphost-7", 4242, time.time() + 600)
+    _set_cluster_field(story, "gpufleet.lease", other.to_value())
+    started = time.time()
+    refused = story.pulumi("up", "--yes", "--skip-preview")
+    output = " ".join((refused.stdout + refused.stderr).split())
+    assert refused.returncode != 0
+    assert "cluster GPU-Cluster is being rolled out by ops@jumphost-7 pid 4242" in output, output[-3000:]
+    assert "--take-over" in output and "Traceback" not in output
+    assert [e for e in _lab_events(story, started) if e["event"] != "ssh_session"] == []
+    taken = story.pulumi("up", "--yes", "--skip-preview", "--take-over")
+    assert taken.returncode == 0, taken.stdout[-4000:] + taken.stderr[-2000:]
+    assert _cluster_field(story, "gpufleet.lease") is None
 
 
 def _make_drift(story: Story) -> None:

@@ -8,6 +8,7 @@ hosts enter and leave maintenance, to check the concurrency bound.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import threading
 import time
@@ -76,6 +77,7 @@ class FakeHost:
     graphics: list[str] = field(default_factory=lambda: ["Shared", "Performance"])
     ats_kernel: list[str] = field(default_factory=lambda: ["FALSE", "FALSE"])  # configured, runtime
     files: dict[str, int] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)  # datastore path -> content hash (uploaded files)
     bundle_versions: dict[str, str] = field(default_factory=dict)  # datastore path -> driver version in it
     reboot_seconds: float = 0.0
     install_seconds: float = 0.0
@@ -109,6 +111,9 @@ class FakeHost:
         if self.files.get(remote) == local.stat().st_size:
             return False
         self.files[remote] = local.stat().st_size
+        self.file_sha256[remote] = hashlib.sha256(local.read_bytes()).hexdigest()
+        if "corrupt-upload" in self.faults:
+            self.file_sha256[remote] = "0" * 64
         self.bundle_versions.setdefault(remote, local.name.split("_")[1].split("-")[0])
         self.commands.append(f"<upload {remote}>")
         return True
@@ -130,8 +135,8 @@ class FakeHost:
     @property
     def changing_commands(self) -> list[str]:
         """Commands that change something (what an untouched host must never see)."""
-        words = ("apply", "install", " set", "-mig", "reboot", "xorg", "<upload")
-        return [c for c in self.commands if any(w in c for w in words)]
+        words = ("apply", "install", " set", "-mig", "reboot", "xorg", "<upload", "rm ")
+        return [c for c in self.commands if any(w in c for w in words) and "--dry-run" not in c]
 
     def _boot(self) -> None:
         self._down = False
@@ -156,6 +161,15 @@ class FakeHost:
             return self._mlx(argv[1:])
         if argv[:2] == ["test", "-f"]:
             return (0 if argv[2] in self.files else 1), ""
+        if argv[0] == "sha256sum":
+            path = argv[1]
+            if path not in self.files:
+                return 1, f"sha256sum: can't open '{path}': No such file or directory\n"
+            return 0, f"{self.file_sha256.get(path, 'f' * 64)}  {path}\n"
+        if argv[:2] == ["rm", "-f"]:
+            self.files.pop(argv[2], None)
+            self.file_sha256.pop(argv[2], None)
+            return 0, ""
         if argv == ["reboot"]:
             if "reboot-ignored" not in self.faults:
                 self._down = True
@@ -198,6 +212,19 @@ class FakeHost:
             path = args[args.index("-d") + 1]
             if path not in self.files:
                 return 1, f"[MetadataDownloadError]\nCould not download from depot at zip:{path}?index.xml, skipping\n"
+            if "--dry-run" in args:
+                version = self.bundle_versions.get(path, "550.90.05")
+                return 0, esxcli_xml(
+                    {
+                        "__type__": "InstallationResult",
+                        "Message": "Dryrun only, host not changed. The following installers will be applied: "
+                        "[BootBankInstaller]",
+                        "RebootRequired": True,
+                        "ComponentsInstalled": [f"NVD-AIE-800_{version}-1OEM.800.1.0.20613240"],
+                        "ComponentsRemoved": [],
+                        "ComponentsSkipped": [],
+                    }
+                )
             if "install-error" in self.faults:
                 return 1, "[InstallationError]\nFailed to setup upgrade using esx-update VIB: simulated failure\n"
             time.sleep(self.install_seconds)

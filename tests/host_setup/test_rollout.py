@@ -85,7 +85,9 @@ def test_no_room_at_all_skips_hosts_without_touching_them(bundle: Path) -> None:
     report = rollout(hosts, api, desired, fl, bundle, max_unavailable=1)
     assert report.exit_code == 1
     assert all(h.error["step"] == "skipped" and "other-99.lab" in h.error["message"] for h in report.hosts)
-    assert api.calls == [] and all(h.changing_commands == [] for h in hosts)
+    # Only the pre-staging copied the bundle to the datastores (outside maintenance, changing nothing on the host).
+    assert api.calls == [] and all(h.changing_commands == [f"<upload {BUNDLE}>"] for h in hosts)
+    assert all(h.steps[0].name == "stage" and h.steps[0].state == "done" for h in report.hosts)
 
 
 def test_failure_threshold_stops_the_rollout(bundle: Path) -> None:
@@ -103,7 +105,7 @@ def test_failure_threshold_stops_the_rollout(bundle: Path) -> None:
     assert skipped, "hosts after the threshold must not start"
     for entry in skipped:
         host = next(h for h in hosts if h.name == entry["name"])
-        # Never started: no maintenance, install or reboot (the next in line may have had its bundle staged).
+        # Never started: no maintenance, install or reboot (its bundle was pre-staged, like every host's).
         assert [c for c in host.changing_commands if not c.startswith("<upload")] == []
         assert f"enter {host.name}" not in api.calls
     assert document["summary"]["failed"] == 2 and document["summary"]["skipped"] == len(skipped)
@@ -164,6 +166,7 @@ def test_dry_run_reports_pending_changes_with_exit_2_and_changes_nothing(bundle:
     document = json.loads(json.dumps(report.to_json()))
     one = document["hosts"][0]
     assert {s["name"]: s["state"] for s in one["steps"]} == {
+        "stage": "needed",  # a dry run uploads nothing: it says it would
         "maintenance": "needed",
         "driver": "needed",
         "graphics": "needed",
@@ -183,4 +186,91 @@ def test_json_document_shape(bundle: Path) -> None:
     host = document["hosts"][0]
     assert set(host) >= {"name", "changed", "steps", "error"}
     assert host["changed"] is True and host["error"] is None
-    assert [s["name"] for s in host["steps"]] == ["driver", "graphics", "mig", "ats", "maintenance", "reboot", "verify"]
+    assert [s["name"] for s in host["steps"]] == ["stage", "driver", "graphics", "mig", "ats", "maintenance", "reboot", "verify"]
+
+
+def _rollout_with_events(hosts, api, desired, fl, bundle, events, **options) -> Rollout:
+    by_name = {h.name: h for h in hosts}
+    opts = RolloutOptions(
+        max_unavailable=options.pop("max_unavailable", 2), failure_threshold=options.pop("failure_threshold", 2)
+    )
+    return Rollout(
+        desired,
+        fl.rollout,
+        opts,
+        api,
+        runner_for=lambda d: by_name[d.name],
+        local_bundles={d.name: bundle for d in desired},
+        on_event=lambda host, message: events.append((host, message)),
+    )
+
+
+def test_every_bundle_is_staged_and_proven_before_the_first_host_enters_maintenance(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(6)
+    events: list[tuple[str, str]] = []
+    report = _rollout_with_events(hosts, api, desired, fl, bundle, events).run()
+    assert report.exit_code == 0, report.to_json()
+    first_start = next(i for i, (_, m) in enumerate(events) if m == "started")
+    staged = {h for h, m in events[:first_start] if m.startswith("staged:")}
+    assert staged == {h.name for h in hosts}
+    for h in report.hosts:
+        stage = h.steps[0]
+        assert stage.name == "stage" and "sha256" in stage.detail and "--dry-run: would install" in stage.detail
+        driver = next(s for s in h.steps if s.name == "driver")
+        assert "uploaded" not in driver.detail  # the window held the install only, not the copy
+    for host in hosts:  # the esxcli dry run came before the install, on every host
+        dry = [i for i, c in enumerate(host.commands) if "--dry-run" in c]
+        real = [i for i, c in enumerate(host.commands) if "component apply" in c and "--dry-run" not in c]
+        assert dry and real and dry[0] < real[0]
+
+
+def test_a_damaged_copy_fails_its_host_untouched_and_counts_toward_the_threshold(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(4)
+    hosts[1].faults.add("corrupt-upload")
+    report = rollout(hosts, api, desired, fl, bundle, max_unavailable=2, failure_threshold=1)
+    bad = next(h for h in report.hosts if h.name == hosts[1].name)
+    assert bad.error["step"] == "stage" and "SHA-256" in bad.error["message"]
+    assert f"enter {hosts[1].name}" not in api.calls and not hosts[1].reboots
+    # Threshold 1: the failure was known before any maintenance, so no host entered it.
+    assert report.exit_code == 1 and "1 failed host(s)" in (report.stopped or "")
+    assert not any(c.startswith("enter") for c in api.calls)
+
+
+def test_a_stale_file_of_the_same_name_is_replaced(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(1)
+    hosts[0].files[BUNDLE] = bundle.stat().st_size  # same size, other bytes (another build of the same name)
+    hosts[0].file_sha256[BUNDLE] = "a" * 64
+    report = rollout(hosts, api, desired, fl, bundle)
+    assert report.exit_code == 0, report.to_json()
+    assert f"rm -f {BUNDLE}" in hosts[0].commands and f"<upload {BUNDLE}>" in hosts[0].commands
+    second = rollout(hosts, api, desired, fl, bundle)  # converged: nothing staged or done again
+    assert not any(h.changed for h in second.hosts)
+    assert hosts[0].commands.count(f"<upload {BUNDLE}>") == 1
+
+
+def test_stop_request_lets_started_hosts_finish_and_skips_the_rest(bundle: Path) -> None:
+    hosts, api, desired, fl = make_fleet(4)
+    for h in hosts:
+        h.reboot_seconds = 0.3
+    events: list[tuple[str, str]] = []
+    run = _rollout_with_events(hosts, api, desired, fl, bundle, events, max_unavailable=2)
+    original = run.on_event
+
+    def on_event(host: str, message: str) -> None:
+        original(host, message)
+        if message == "started":
+            run.request_stop()  # SIGINT while the first hosts are in their window
+
+    run.on_event = on_event
+    report = run.run()
+    assert report.exit_code == 130 and report.interrupted
+    finished = [h for h in report.hosts if not h.error]
+    skipped = [h for h in report.hosts if h.error and h.error["step"] == "skipped"]
+    assert finished and skipped and len(finished) + len(skipped) == 4
+    assert all("interrupted" in h.error["message"] for h in skipped)
+    assert not any(api.maintenance.values())  # the started hosts finished their window and left maintenance
+    for h in finished:
+        assert next(x for x in hosts if x.name == h.name).driver_loaded == WANTED
+    for h in skipped:
+        host = next(x for x in hosts if x.name == h.name)
+        assert host.reboots == 0 and f"enter {host.name}" not in api.calls

@@ -168,3 +168,50 @@ def test_a_second_run_on_the_cluster_is_refused_naming_the_holder(crash_lab: Any
     again = subprocess.run(_prepare(stack), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
     assert _lease(crash_lab) is None
+
+
+def test_sigint_finishes_the_host_in_its_window_and_starts_no_other(crash_lab: Any, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the first host is in maintenance: that
+    host finishes its window (install, reboot, verify, out of maintenance, its VM back), the second is never
+    started, the JSON names it as left, exit 130; a rerun does only the second."""
+    import json
+
+    from lab.esxi.events import read_events
+
+    stack = _stack(tmp_path)
+    env = dict(os.environ, GPUFLEET_LAB_DIR=str(crash_lab.root))
+    started = time.time()
+    proc = subprocess.Popen(
+        _prepare(stack),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(crash_lab, "maintenance_enter", started, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:] + err[-2000:]
+    assert "Traceback" not in err and "SIGINT" in err
+    document = json.loads(out)
+    assert document["interrupted"] is True
+    by_name = {h["name"]: h for h in document["hosts"]}
+    assert by_name[HOST]["error"] is None and by_name[HOST]["in_maintenance"] is False
+    assert by_name["esxi-04.lab"]["error"]["step"] == "skipped"
+    assert "interrupted (SIGINT)" in by_name["esxi-04.lab"]["error"]["message"]
+    after = _where(crash_lab)
+    assert after["in_maintenance"] == {HOST: False, "esxi-04.lab": False}
+    assert (after["vm_host"], after["vm_power"], after["vm_home_note"]) == (HOST, "poweredOn", None)
+    other = [e["event"] for e in read_events(crash_lab, since=started) if e["host"] == "esxi-04.lab"]
+    assert "maintenance_enter" not in other and "reboot_start" not in other
+
+    rerun = subprocess.run(_prepare(stack), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]
+    done = {h["name"]: h["changed"] for h in json.loads(rerun.stdout)["hosts"]}
+    assert done == {HOST: False, "esxi-04.lab": True}

@@ -308,3 +308,25 @@ def test_state_of_every_host(si: vim.ServiceInstance) -> None:
     states = {s.name: s for s in hosts.all_host_states(si)}
     assert set(states) == {"esxi-01.lab", "esxi-02.lab", "esxi-03.lab", "esxi-04.lab"}
     assert all(s.cluster == "GPU-Cluster" for s in states.values())
+
+
+def test_failed_hosts_are_counted_for_the_run_holding_the_lease_only(si: vim.ServiceInstance) -> None:
+    """The failure threshold across the engine's host resources: failures recorded beside the lease count for the
+    run that holds it; without a lease nothing is recorded; the next run starts from zero."""
+    from gpufleet.vsphere.lease import cluster_leases, failed_hosts, record_failure
+
+    cluster = next(
+        c.name
+        for c in si.content.viewManager.CreateContainerView(
+            si.content.rootFolder, [vim.ClusterComputeResource], True
+        ).view
+    )
+    assert record_failure(si, cluster, "esxi-01.lab") == [] and failed_hosts(si, cluster) == []
+    with cluster_leases(si, [cluster]):
+        assert record_failure(si, cluster, "esxi-01.lab") == ["esxi-01.lab"]
+        assert record_failure(si, cluster, "esxi-02.lab") == ["esxi-01.lab", "esxi-02.lab"]
+        assert record_failure(si, cluster, "esxi-01.lab") == ["esxi-01.lab", "esxi-02.lab"]  # once per host
+        assert failed_hosts(si, cluster) == ["esxi-01.lab", "esxi-02.lab"]
+    assert failed_hosts(si, cluster) == []  # no lease: no run to count for
+    with cluster_leases(si, [cluster]):
+        assert failed_hosts(si, cluster) == []  # another run: the earlier one's failures do not count

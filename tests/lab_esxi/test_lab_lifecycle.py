@@ -62,16 +62,18 @@ def test_up_reuse_status_env_and_down_leave_nothing_behind(tmp_path: Path) -> No
         assert first.returncode == 0, first.stderr
         first_doc = json.loads(first.stdout)
         assert first_doc["reused"] is False
+        started_by_first = sorted(lab_processes(LabPaths(root)))
         started = time.monotonic()
         second = gf(*up_args)
         second_s = time.monotonic() - started
         assert second.returncode == 0, second.stderr
         second_doc = json.loads(second.stdout)
         assert second_doc["reused"] is True and second_doc["env"] == first_doc["env"]
+        # Reused means nothing started or restarted (the same processes), not "fast": no clock bound under load.
+        assert sorted(lab_processes(LabPaths(root))) == started_by_first
         print(
             f"\nlab up (1 host, vcsim cached): first {first_s:.1f} s (lab.manager {first_doc['seconds']:.2f} s), second {second_s:.1f} s (reused)"
         )
-        assert second_s < 60
 
         other = gf("up", "--hosts", "2", "--ssh-port", str(ssh_port), "--vcenter-port", str(vc_port))
         assert other.returncode == 1 and "another shape" in other.stderr

@@ -58,7 +58,9 @@ def test_lab_stack_plan() -> None:
     mig = result.placements["vm-mig-01"]
     assert mig.host == "esxi-01.lab" and mig.devices[0].instance == "3g.40gb"
     assert result.placements["vm-pt-01"].devices[0].gpu == "0000:5e:00.0"
-    assert result.placements["vm-rdma-01"].devices[0].profile == "grid_h100-3-40c"  # canonical spelling
+    # as the stack spells it (the catalog's canonical name is grid_h100-3-40c): people find their own words
+    assert result.placements["vm-rdma-01"].devices[0].profile == "nvidia_h100-3-40c"
+    assert result.to_json()["hosts"][1]["gpus"][0]["assignments"][0]["profile"] == "nvidia_h100-3-40c"
     assert result.gpus_used == result.lower_bound == 4
 
 

@@ -47,11 +47,12 @@ def test_validate_an_invalid_stack(tmp_path: Path) -> None:
     code, doc, _ = run("validate", stack, "--json")
     assert code == 1 and doc["valid"] is False
     paths = {i["path"] for i in doc["issues"]}
-    assert {"vms[0].vgpu[0].profile", "templates[0].firmware"} <= paths
-    issue = next(i for i in doc["issues"] if i["path"] == "templates[0].firmware")
+    assert {"vms[vm-mig].vgpu[0].profile", "templates[tpl].firmware"} <= paths
+    issue = next(i for i in doc["issues"] if i["path"] == "templates[tpl].firmware")
+    assert issue["index_path"] == "templates[0].firmware"
     assert issue["valid"] == ["efi"]
     code, _, out = run("validate", stack)
-    assert code == 1 and "vms[0].vgpu[0].profile" in out
+    assert code == 1 and "vms[vm-mig].vgpu[0].profile" in out
 
 
 def test_validate_a_missing_or_broken_file(tmp_path: Path) -> None:
@@ -129,7 +130,7 @@ def test_plan_refuses_an_invalid_stack(tmp_path: Path) -> None:
     fleet = base()
     fleet["vms"][0]["host"] = "nowhere"
     code, doc, _ = run("plan", write_stack(tmp_path, fleet), "--json")
-    assert code == 1 and doc["issues"][0]["path"] == "vms[0].host"
+    assert code == 1 and doc["issues"][0]["path"] == "vms[vm-mig].host"
 
 
 def test_validate_rejects_vms_that_cannot_fit_on_their_pinned_host(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_validate_rejects_vms_that_cannot_fit_on_their_pinned_host(tmp_path: Pat
     stack = write_stack(tmp_path, fleet)
     code, doc, _ = run("validate", stack, "--json")
     assert code == 1 and doc["valid"] is False
-    assert [i["path"] for i in doc["issues"]] == ["vms[2]"]
+    assert [(i["path"], i["index_path"]) for i in doc["issues"]] == [("vms[vm-big-2]", "vms[2]")]
     assert "does not fit on its pinned host" in doc["issues"][0]["message"]
     # plan answers the same stack with its placement and exit 2, not an input error.
     code, doc, _ = run("plan", stack, "--json")

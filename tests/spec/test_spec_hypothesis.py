@@ -22,7 +22,7 @@ PCIS = ["0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0", "0000:af:00.0", "3b:00.0
 MODES = ["vgpu", "mig", "passthrough", "dynamic-passthrough", "sriov"]
 PATH = re.compile(
     r"^(version|datacenter|cluster|datastore|driver|licensing|rollout|config|vcenter|"
-    r"hosts\[\d+\]|templates\[\d+\]|vms\[\d+\])"
+    r"hosts\[[^\]]+\]|templates\[[^\]]+\]|vms\[[^\]]+\])"  # an index, or the item's name
 )
 
 gpu = st.fixed_dictionaries(

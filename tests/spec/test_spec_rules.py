@@ -478,7 +478,7 @@ def test_rule(mutate: Callable[[Fleet], None], path: str, words: str, valid: tup
     fleet = base()
     mutate(fleet)
     issues = issues_of(fleet)
-    at_path = [i for i in issues if i.path == path]
+    at_path = [i for i in issues if (i.index_path or i.path) == path]  # the cases name index paths
     assert at_path, f"no issue at {path}; got: {[str(i) for i in issues]}"
     matching = [i for i in at_path if words in i.message]
     assert matching, f"issues at {path} do not say {words!r}: {[str(i) for i in at_path]}"
@@ -502,9 +502,9 @@ def test_validated_raises_spec_error_with_every_issue() -> None:
     stack = parse_stack({"config": {"gpufleet:fleet": fleet, "gpufleet:vcenter": {"lab": True}}}, name="t")
     with pytest.raises(SpecError) as err:
         validated(stack)
-    paths = {i.path for i in err.value.issues}
-    assert {"templates[0].firmware", "vms[0].host"} <= paths
-    assert "vms[0].host" in str(err.value)
+    paths = {(i.path, i.index_path) for i in err.value.issues}
+    assert {("templates[tpl].firmware", "templates[0].firmware"), ("vms[vm-mig].host", "vms[0].host")} <= paths
+    assert "vms[vm-mig].host" in str(err.value)
 
 
 def test_validated_returns_a_valid_stack() -> None:

@@ -51,7 +51,7 @@ def test_feature_type_is_one_of_the_documented_ones(value: int) -> None:
 @pytest.mark.parametrize("value", [True, "8", 8.5])
 def test_whole_numbers_are_whole_numbers(value: Any) -> None:
     [(path, _message)] = _issues(lambda f: f["templates"][0].update(cpus=value))
-    assert path == "templates[0].cpus"
+    assert path == "templates[tpl-ubuntu2204-gpu].cpus"
 
 
 def test_a_float_that_is_a_whole_number_passes_as_pulumi_sends_numbers() -> None:
@@ -62,7 +62,7 @@ def test_a_float_that_is_a_whole_number_passes_as_pulumi_sends_numbers() -> None
 
 def test_booleans_are_booleans() -> None:
     [(path, _message)] = _issues(lambda f: f["hosts"][1]["nics"][0].update(ats="yes"))
-    assert path == "hosts[1].nics[0].ats"
+    assert path == "hosts[esxi-02.lab].nics[0].ats"
 
 
 def _keys_in_schema(value: Any, schema: dict[str, Any], defs: dict[str, Any], where: str) -> list[str]:

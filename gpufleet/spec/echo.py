@@ -1,0 +1,38 @@
+"""How a value from a stack file is echoed back in a message: short, one line, safe to print.
+
+A stack is hostile input like any other: a value may be 5,000 characters, an integer of thousands of digits
+(``str()`` of it raises past Python's 4,300-digit limit), carry control characters or a whole mapping. Every
+message that names a value goes through ``shown``; secrets never do (see ``gpufleet.spec.issues``).
+"""
+
+from __future__ import annotations
+
+import math
+
+MAX_SHOWN = 60  # characters of a value echoed in a message
+_BIG_INT_BITS = 256  # beyond this an integer is described, not printed
+
+
+def shown(value: object) -> str:
+    """``value`` as the stack spells it (``true``, ``null``, ``'text'``, ``12``), bounded to ``MAX_SHOWN``
+    characters; control characters escaped; containers described, not dumped (they may hold anything)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if value.bit_length() > _BIG_INT_BITS:
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"a number of about {digits} digits"
+        text = str(value)
+    elif isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, str):
+        text = repr(value[: MAX_SHOWN + 1])  # repr escapes control characters; slice first: bounded work
+    elif isinstance(value, dict):
+        return f"a mapping of {len(value)} key(s)"
+    elif isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    else:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"

@@ -1,0 +1,87 @@
+"""Pre-staging the driver bundle: before the first host of a rollout enters maintenance, every host that needs
+the driver gets its bundle on the datastore, proven whole (size, then SHA-256 against the local file) and
+accepted by esxcli's own ``--dry-run`` — so a bad or truncated bundle, a full datastore or an unreachable host
+fails that host untouched, and a maintenance window holds only the install, the reboot and the verification.
+
+Copying a file to a datastore changes nothing on the host, so staging runs outside maintenance and in parallel
+(``hosts prepare``: ``Rollout.prestage``; ``pulumi up``: the ``BundleStaging`` resources every host of the
+cluster waits for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+from host_setup import esxcli
+from host_setup.ssh import CommandFailed
+from host_setup.steps.base import StepContext, StepFailed
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SHA_LOCK = threading.Lock()
+
+
+def local_sha256(path: Path) -> str:
+    """SHA-256 of a local file, computed once per (path, size, mtime): 24 hosts share one bundle."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _SHA_LOCK:
+        if key not in _SHA_CACHE:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            _SHA_CACHE[key] = digest.hexdigest()
+        return _SHA_CACHE[key]
+
+
+def remote_sha256(ctx: StepContext, remote: str) -> str | None:
+    """The datastore file's SHA-256 (busybox ``sha256sum`` on the host); None when it is not there."""
+    result = ctx.runner.run(["sha256sum", remote], timeout=ctx.install_timeout)
+    if not result.ok:
+        return None
+    head = result.output.strip().split()
+    return head[0].lower() if head else None
+
+
+def stage_bundle(ctx: StepContext, *, dry_run: bool = False) -> str:
+    """Put the driver bundle on the host's datastore (SFTP, when missing or not the same file), prove it is the
+    local file (SHA-256), and have esxcli check it (``--dry-run``). Returns what was done, one line; raises
+    ``StepFailed`` naming what is wrong. ``dry_run`` (``hosts prepare --dry-run``): uploads nothing, checks what
+    is there."""
+    driver = ctx.desired.driver
+    if driver is None:
+        return "no driver for this host"
+    local = ctx.local_bundle if ctx.local_bundle and ctx.local_bundle.is_file() else None
+    remote = driver.bundle
+    done: list[str] = []
+    there = remote_sha256(ctx, remote)
+    if local is not None:
+        want = local_sha256(local)
+        if there != want:
+            if dry_run:
+                return f"would upload {local.name} ({'not on the datastore' if there is None else 'differs'})"
+            if there is not None:  # same name, other bytes (a truncated copy, another build): replace it
+                ctx.runner.run(["rm", "-f", remote]).check(ctx.desired.name)
+            ctx.note(f"staging {local.name}")
+            ctx.runner.upload(local, remote)
+            there = remote_sha256(ctx, remote)
+            if there != want:
+                raise StepFailed(
+                    f"{remote}: SHA-256 on the host is {there or 'unreadable'} after the upload, the local "
+                    f"{local.name} is {want}: the copy is damaged (datastore full or failing?)"
+                )
+            done.append(f"uploaded {local.name}")
+        done.append(f"sha256 {want[:12]} matches")
+    elif there is None:
+        if dry_run:
+            return f"{remote} is not on the datastore and no driver.localPath to upload"
+        raise StepFailed(f"{remote} is not on the host's datastore and no local bundle (driver.localPath) to upload")
+    try:
+        result = esxcli.install(ctx.runner, remote, driver.kind, ctx.install_timeout, dry_run=True)
+    except (CommandFailed, esxcli.EsxcliParseError) as exc:
+        raise StepFailed(f"esxcli --dry-run refused {remote}: {exc}") from exc
+    would = ", ".join(result.installed) or "nothing (already installed)"
+    done.append(f"esxcli --dry-run: would install {would}")
+    return "; ".join(done)
