@@ -87,6 +87,7 @@ def _run_wrapper(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str
     monkeypatch.setattr(pulumi_cmd, "sync_workspace", lambda _state: tmp_path)
     monkeypatch.setattr(pulumi_cmd, "selected_stack", lambda _env, _project: asked.append("?") or selected)
     monkeypatch.setattr(os, "execve", lambda binary, argv, env: ran.append(dict(env)))
+    monkeypatch.chdir(Path.cwd())  # the wrapper chdirs into the (temporary) project dir: come back after
     result = CliRunner().invoke(app, ["pulumi", *args])
     assert result.exit_code == 0, result.output
     (env,) = ran
