@@ -64,6 +64,7 @@ def test_pulumi_gets_its_arguments_unchanged(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(pulumi_cmd, "sync_workspace", lambda _state: tmp_path)
     monkeypatch.setattr(pulumi_cmd, "state_dir", lambda _env: tmp_path)
     monkeypatch.setattr(os, "execve", lambda binary, argv, env: ran.append(list(argv)))
+    monkeypatch.chdir(Path.cwd())  # the verb chdirs into the workspace before its (here faked) exec: undone after
     args = ["preview", "--stack", "lab", "--no-such-pulumi-flag", "--json", "-v=3", "x"]
     result = CliRunner().invoke(app, ["pulumi", *args])
     assert result.exit_code == 0, result.output

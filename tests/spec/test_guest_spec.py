@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from gpufleet.spec.stack import load_stack, parse_stack
 from gpufleet.spec.validate import validate_fleet
 from host_setup import guest_readers as rd
 
-LAB = "stacks/Pulumi.lab.yaml"
+LAB = str(Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.lab.yaml")  # not cwd-relative: a test may chdir
 
 
 def test_branch_table_pairs_and_defaults() -> None:
