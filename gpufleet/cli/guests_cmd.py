@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import console, err_console, handle_errors, print_json
+from gpufleet.cli.output import console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
@@ -91,7 +91,7 @@ def prepare(
 
     def on_event(name: str, message: str) -> None:
         if not as_json:
-            out.print(f"[bold]{name:<14}[/] {message}", highlight=False)
+            out.print(f"[bold]{esc(name):<14}[/] {esc(message)}", highlight=False)
 
     report = prepare_guests(
         targets,
@@ -110,9 +110,9 @@ def prepare(
         for column in ("VM", "state", "steps", "error"):
             table.add_column(column, overflow="fold")
         for g in report.guests:
-            steps = ", ".join(f"{s.name}:{s.state}" for s in g.steps if s.state != "ok") or "all ok"
-            error = f"[red]{g.error['step']}: {g.error['message']}[/]" if g.error else ""
-            table.add_row(g.name, f"[{_STYLE.get(g.state, '')}]{g.state}[/]", steps, error)
+            steps = esc(", ".join(f"{s.name}:{s.state}" for s in g.steps if s.state != "ok") or "all ok")
+            error = f"[red]{esc(g.error['step'])}: {esc(g.error['message'])}[/]" if g.error else ""
+            table.add_row(esc(g.name), f"[{_STYLE.get(g.state, '')}]{esc(g.state)}[/]", steps, error)
         console.print(table)
         summary = report.to_json()["summary"]
         console.print(

@@ -220,7 +220,7 @@ def fault_cmd(
                 message = f"{host}: {kind} armed ({guest_faults.GUEST_FAULT_KINDS[kind]})"
         except guest_faults.GuestFaultError as exc:
             raise _BadInput(str(exc)) from exc
-        print_json(doc_g) if json_out else console.print(message)
+        print_json(doc_g) if json_out else console.print(esc(message))
         return
     try:
         if clear:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from gpufleet.spec.echo import PrintableModel, shown
 
 DRIVER_VERSION = re.compile(r"\d{3}\.\d{1,3}(\.\d{1,3})?")
 RUN_FILE = re.compile(r"NVIDIA-Linux-(x86_64|aarch64)-(\d{3}\.\d{1,3}(?:\.\d{1,3})?)(-grid)?\.run$")
@@ -30,7 +32,7 @@ TOOLKIT_VERSION = re.compile(r"\d+\.\d+\.\d+(-[0-9A-Za-z.~]+)?")
 KERNEL_PARAM = re.compile(r"[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.,:/\-]+)?")
 
 
-class _GuestModel(BaseModel):
+class _GuestModel(PrintableModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, str_strip_whitespace=True
     )
@@ -57,7 +59,7 @@ class GuestDriverSpec(_GuestModel):
     @classmethod
     def _version(cls, value: str | None) -> str | None:
         if value is not None and not DRIVER_VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not an NVIDIA driver version (e.g. 550.90.07)")
+            raise ValueError(f"{shown(value)} is not an NVIDIA driver version (e.g. 550.90.07)")
         return value
 
     @model_validator(mode="after")
@@ -66,7 +68,7 @@ class GuestDriverSpec(_GuestModel):
             named = run_file_version(self.path)
             if named is None:
                 raise ValueError(
-                    f"path {self.path.rsplit('/', 1)[-1]!r} is not an NVIDIA .run package "
+                    f"path {shown(self.path.rsplit('/', 1)[-1])} is not an NVIDIA .run package "
                     "(NVIDIA-Linux-x86_64-<version>-grid.run)"
                 )
             if self.version is not None and named != self.version:
@@ -96,7 +98,7 @@ class ContainerToolkitSpec(_GuestModel):
     @classmethod
     def _version(cls, value: str) -> str:
         if not TOOLKIT_VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a package version (e.g. 1.16.2 or 1.16.2-1)")
+            raise ValueError(f"{shown(value)} is not a package version (e.g. 1.16.2 or 1.16.2-1)")
         return value
 
     @property
@@ -119,7 +121,7 @@ class GuestSpec(_GuestModel):
     def _params(cls, value: list[str]) -> list[str]:
         for param in value:
             if not KERNEL_PARAM.fullmatch(param):
-                raise ValueError(f"{param!r} is not a kernel parameter (name or name=value, no spaces or quotes)")
+                raise ValueError(f"{shown(param)} is not a kernel parameter (name or name=value, no spaces or quotes)")
         return value
 
     @model_validator(mode="after")

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gpufleet.errors import SpecIssue
-from gpufleet.spec.echo import shown
-from gpufleet.spec.models import CONTROL_CHARACTER, Fleet, SecretRef
+from gpufleet.spec.echo import CONTROL_CHARACTER, shown
+from gpufleet.spec.models import Fleet, SecretRef
 
 NAMED_LISTS = ("hosts", "templates", "vms")  # top-level lists whose items carry a `name`
 _REF = re.compile(r"(?<![\w.\[\]])(hosts|templates|vms)\[(\d+)\]")

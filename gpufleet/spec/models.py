@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -25,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from gpufleet.catalog.licensing import FEATURE_TYPES
-from gpufleet.spec.echo import shown
+from gpufleet.spec.echo import PrintableModel, shown
 from gpufleet.spec.guest_models import GuestSpec
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -34,22 +33,7 @@ SHA256_THUMBPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
-# Control characters (C0, DEL, C1) and the bidirectional overrides: a name carrying one prints as something else
-# on a terminal, breaks XML reports and log lines, and is never what an operator meant.
-CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _printable(value: str) -> str:
-    bad = CONTROL_CHARACTER.search(value)
-    if bad:
-        raise ValueError(
-            f"contains a control character (U+{ord(bad.group()):04X}) at position {bad.start() + 1}: "
-            "names and values in a stack are printable text"
-        )
-    return value
-
-
-class SpecModel(BaseModel):
+class SpecModel(PrintableModel):
     """Base of every spec model: camelCase aliases, unknown keys rejected, immutable, text printable."""
 
     model_config = ConfigDict(
@@ -59,14 +43,6 @@ class SpecModel(BaseModel):
         frozen=True,
         str_strip_whitespace=True,
     )
-
-    @field_validator("*", mode="after", check_fields=False)
-    @classmethod
-    def _no_control_characters(cls, value: object) -> object:
-        for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str):
-                _printable(text)
-        return value
 
 
 def _pci(value: str) -> str:

@@ -194,3 +194,17 @@ def test_an_unknown_key_is_named_quoted_and_bounded(tmp_path: Path, key: str, pa
     issue = only_issue(stack_of(tmp_path, fleet))
     assert issue["path"].startswith(f"vms[vm-mig].{path}") and len(issue["path"]) < 100, issue
     assert "\x1b" not in issue["path"] and "unknown key" in issue["message"]
+
+
+def test_control_characters_in_the_guest_block_are_refused_too(tmp_path: Path) -> None:
+    fleet = base()
+    fleet["templates"][0]["guest"] = {
+        "driver": {"source": "run", "path": "/depot/NVIDIA-Linux-x86_64-550.90.07-grid.run\x1b[2J"},
+        "kernelParams": ["pci=realloc\x07"],
+    }
+    code, _, doc = run("validate", stack_of(tmp_path, fleet), "--json")
+    assert code == 1
+    by_path = {i["index_path"]: i["message"] for i in doc["issues"]}
+    assert "control character (U+001B)" in by_path["templates[0].guest.driver.path"], by_path
+    assert "control character (U+0007)" in by_path["templates[0].guest.kernelParams"], by_path
+    assert "\x1b" not in json.dumps(doc, ensure_ascii=False)
