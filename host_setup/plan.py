@@ -3,7 +3,9 @@
 ``plan_host`` reads one host's facts and runs every step's check; ``check_inputs`` refuses bad input before any
 host is touched (a host vCenter does not know, a driver bundle that is neither on the host nor available
 locally). A host that cannot be read (SSH down, unknown host key) gets a plan with ``error``: the rollout
-reports it failed and never touches it.
+reports it failed and never touches it — except a host that does not answer SSH while in a maintenance window
+gpufleet opened (its marker is set: a run killed mid-reboot), which is waited for up to
+``rollout.rebootTimeoutSeconds``, as the reboot step would have.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpufleet.errors import GpufleetError, SpecError, SpecIssue
+from gpufleet.errors import ConnectError, GpufleetError, SpecError, SpecIssue
 from host_setup.facts import gather
 from host_setup.model import Desired, HostFacts, StepReport, StepState
 from host_setup.prepare import check_all, needs_work
@@ -80,7 +82,16 @@ def plan_host(ctx: StepContext) -> HostPlan:
     """Read one host and check every step (read-only). Errors become ``HostPlan.error``."""
     plan = HostPlan(ctx.desired)
     try:
-        plan.facts = gather(ctx.desired, ctx.runner, ctx.api, bundle=True)
+        try:
+            plan.facts = gather(ctx.desired, ctx.runner, ctx.api, bundle=True)
+        except ConnectError:
+            if not _rebooting_in_our_window(ctx):
+                raise
+            # A run killed mid-window may have left the host rebooting: wait for it as the reboot step would.
+            timeout = float(ctx.policy.reboot_timeout_seconds)
+            ctx.note(f"not answering SSH, in gpufleet's maintenance (rebooting?): waiting up to {timeout:.0f} s")
+            ctx.runner.reconnect(timeout=timeout)
+            plan.facts = gather(ctx.desired, ctx.runner, ctx.api, bundle=True)
         plan.checks = check_all(ctx, plan.facts)
         plan.reboot = reboot_reasons(ctx.desired, plan.facts)
     except GpufleetError as exc:
@@ -91,6 +102,14 @@ def plan_host(ctx: StepContext) -> HostPlan:
             plan.error = {"step": name, "message": check.refused}
             break
     return plan
+
+
+def _rebooting_in_our_window(ctx: StepContext) -> bool:
+    """In maintenance with gpufleet's marker (an earlier run's window): an SSH refusal may be its reboot."""
+    try:
+        return ctx.api.state(ctx.desired.name).in_maintenance and bool(ctx.api.marker(ctx.desired.name))
+    except GpufleetError:
+        return False
 
 
 def check_inputs(desired: list[Desired], vcenter_hosts: list[str], local_bundles: dict[str, Path | None]) -> None:

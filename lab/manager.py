@@ -329,7 +329,14 @@ def _create(shape: LabShape, paths: LabPaths, say: Progress, started: float) -> 
 
     say("starting vCenter (vcsim)")
     proc = vcenter.start_vcsim(
-        binary, paths.topology_file, tls, shape.vcenter_port, VCENTER_USER, password, paths.logs_dir / "vcsim.log"
+        binary,
+        paths.topology_file,
+        tls,
+        shape.vcenter_port,
+        VCENTER_USER,
+        password,
+        paths.logs_dir / "vcsim.log",
+        events_file=paths.events_file,
     )
     record["pids"]["vcsim"] = proc.pid
     _write_record(paths, record)

@@ -204,7 +204,6 @@ class Supervisor:
             {k: v for k, v in self.initial_vcenter.get(host, {}).items() if k in ("graphicsType", "assignmentPolicy")}
         )
         self._vc_update(host, **fields)
-        self._last_mm[host] = False
         events.record(self.paths, host, "host_reset")
         return {"ok": True}
 
@@ -216,37 +215,6 @@ class Supervisor:
             client.close()
         except VcenterUnavailable as exc:
             log.warning("vCenter update of %s %s failed: %s", host, fields, exc)
-
-    _last_mm: dict[str, bool]
-
-    def watch_maintenance(self) -> None:
-        """Record maintenance transitions made through vCenter (the ESXi side records its own, exactly)."""
-        self._last_mm = {}
-        hosts = [n for n, u in self.units.items() if u.kind == "esxi"]
-        interval = max(0.25, 0.02 * len(hosts))
-        client: VcenterClient | None = None
-        while not self.stopping.wait(interval):
-            try:
-                client = client or VcenterClient(self.paths)
-                for host in hosts:
-                    mm = bool(client.host_view(host)["inMaintenanceMode"])
-                    before = self._last_mm.get(host)
-                    self._last_mm[host] = mm
-                    if before is None or before == mm:
-                        continue
-                    kind = "maintenance_enter" if mm else "maintenance_exit"
-                    # The ESXi side records its own changes right after making them: give it a moment, then
-                    # record only if the host's last maintenance event does not already say so.
-                    time.sleep(0.3)
-                    last = [
-                        e for e in events.read_events(self.paths, host=host) if e["event"].startswith("maintenance_")
-                    ]
-                    if not last or last[-1]["event"] != kind:
-                        events.record(self.paths, host, kind, via="vcenter")
-            except VcenterUnavailable:
-                client = None
-            except Exception:  # noqa: BLE001
-                log.exception("maintenance watch failed")
 
     # -- control socket -----------------------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -334,9 +302,8 @@ class Supervisor:
             signal.signal(sig, lambda *_: threading.Thread(target=self.shutdown, daemon=True).start())
         for name in self.units:
             self.start_unit(name)
-        self._last_mm = {}
         threading.Thread(target=self.monitor, daemon=True, name="monitor").start()
-        threading.Thread(target=self.watch_maintenance, daemon=True, name="mm-watch").start()
+        # Maintenance transitions made through vCenter are recorded by vcsim itself (-events), exactly.
         log.info("supervisor ready: %d units", len(self.units))
         self.serve(server)
         self.stopping.wait()

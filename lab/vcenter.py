@@ -461,6 +461,7 @@ def start_vcsim(
     *,
     address: str = "127.0.0.1",
     datastore_dir: Path | None = None,
+    events_file: Path | None = None,
     timeout: float = 60.0,
 ) -> subprocess.Popen:
     """Start vcsim in a new session; return once /lab/health answers over TLS verified with the lab CA."""
@@ -484,6 +485,8 @@ def start_vcsim(
         "-datastore-dir",
         str(ds_parent),
     ]
+    if events_file is not None:  # vcsim appends each maintenance transition to the lab's events log
+        cmd += ["-events", str(events_file)]
     env = dict(os.environ, **{PASSWORD_ENV: password})
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(

@@ -10,11 +10,18 @@ package main
 //     key given as "" (reconfigVm, createVm; cloneVm through its createVm).
 //   - clone: vcsim drops the source's extraConfig, firmware and boot options, and the clone spec's
 //     extraConfig, numCPUs and memoryMB (captured from the request by Lab.route).
+//   - maintenance mode: each transition is appended to the lab's events log when the task completes (the
+//     test oracle of "never more than k hosts in maintenance"), exactly, however short the window.
 //   - power on: Dynamic DirectPath devices get an assignedId (a free matching device on the host);
 //     a VM that has a lab guest persona reports the persona's address as guest.ipAddress.
 
 import (
+	"encoding/json"
+	"log"
+	"os"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -53,6 +60,10 @@ func (h *taskHook) PutObject(_ *simulator.Context, obj mo.Reference) {
 		fix = h.afterPowerOn
 	case "VirtualMachine.powerOff":
 		fix = h.afterPowerOff
+	case "HostSystem.enterMaintenanceMode":
+		fix = func(e types.ManagedObjectReference, _ types.AnyType) { h.lab.recordHostEvent(e, "maintenance_enter") }
+	case "HostSystem.exitMaintenanceMode":
+		fix = func(e types.ManagedObjectReference, _ types.AnyType) { h.lab.recordHostEvent(e, "maintenance_exit") }
 	default:
 		return
 	}
@@ -324,4 +335,31 @@ func (l *Lab) setGuestInfo(ctx *simulator.Context, vm *simulator.VirtualMachine,
 		{Name: "guest.toolsRunningStatus", Val: runStatus},
 		{Name: "guest.guestState", Val: state},
 	})
+}
+
+// recordHostEvent appends {"ts", "host", "event", "via": "vcenter"} to the lab's events log, under the same
+// exclusive lock the Python side (lab/esxi/events.py) takes.
+func (l *Lab) recordHostEvent(ref types.ManagedObjectReference, event string) {
+	host, ok := l.hostByRef[ref]
+	if !ok || l.eventsFile == "" {
+		return
+	}
+	line, err := json.Marshal(map[string]any{
+		"ts": float64(time.Now().UnixNano()) / 1e9, "host": host.topo.Name, "event": event, "via": "vcenter",
+	})
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(l.eventsFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		log.Printf("events log %s: %v", l.eventsFile, err)
+		return
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err == nil {
+		defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		log.Printf("events log %s: %v", l.eventsFile, err)
+	}
 }

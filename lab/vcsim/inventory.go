@@ -41,6 +41,8 @@ type Lab struct {
 
 	cloneMu sync.Mutex
 	clones  map[cloneKey]*types.VirtualMachineConfigSpec // clone specs of CloneVM_Task calls not yet done
+
+	eventsFile string // the lab's events log (-events); "": none
 }
 
 // cloneKey names a clone before it exists: source VM, destination folder, name (unique in the folder).

@@ -28,7 +28,7 @@ import (
 const passwordEnv = "GPUFLEET_VCSIM_PASSWORD"
 
 type options struct {
-	listen, cert, key, topology, username, password, datastoreDir string
+	listen, cert, key, topology, username, password, datastoreDir, events string
 }
 
 func parseFlags() options {
@@ -40,6 +40,7 @@ func parseFlags() options {
 	flag.StringVar(&o.username, "username", "", "vCenter and /lab/ user")
 	flag.StringVar(&o.password, "password", "", "vCenter and /lab/ password")
 	flag.StringVar(&o.datastoreDir, "datastore-dir", "", "parent directory for the datastore's files (default: /dev/shm, else the system temp dir)")
+	flag.StringVar(&o.events, "events", "", "the lab's events log (JSON lines): maintenance transitions are appended to it as they happen")
 	flag.Parse()
 	if o.password == "" {
 		o.password = os.Getenv(passwordEnv)
@@ -109,6 +110,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	lab.eventsFile = o.events
 
 	model.Service.Listen = &url.URL{Host: o.listen, User: url.UserPassword(o.username, o.password)}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
