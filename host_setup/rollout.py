@@ -229,7 +229,8 @@ class Rollout:
                 return StepReport("stage", StepState.SKIPPED, self._stop_reason)
             started = time.monotonic()
             try:
-                detail = stage_bundle(self._context(plan.desired), dry_run=dry)
+                present = plan.facts.bundle_on_host if plan.facts else None
+                detail = stage_bundle(self._context(plan.desired), dry_run=dry, present=present)
             except Exception as exc:  # noqa: BLE001 - any failure here fails this host, untouched
                 self.on_event(plan.name, f"staging failed: {exc}")
                 return StepReport("stage", StepState.FAILED, str(exc), time.monotonic() - started)

@@ -45,18 +45,18 @@ def remote_sha256(ctx: StepContext, remote: str) -> str | None:
     return head[0].lower() if head else None
 
 
-def stage_bundle(ctx: StepContext, *, dry_run: bool = False) -> str:
+def stage_bundle(ctx: StepContext, *, dry_run: bool = False, present: bool | None = None) -> str:
     """Put the driver bundle on the host's datastore (SFTP, when missing or not the same file), prove it is the
     local file (SHA-256), and have esxcli check it (``--dry-run``). Returns what was done, one line; raises
     ``StepFailed`` naming what is wrong. ``dry_run`` (``hosts prepare --dry-run``): uploads nothing, checks what
-    is there."""
+    is there. ``present``: what the plan already read (``test -f``); False spares hashing a file that is not there."""
     driver = ctx.desired.driver
     if driver is None:
         return "no driver for this host"
     local = ctx.local_bundle if ctx.local_bundle and ctx.local_bundle.is_file() else None
     remote = driver.bundle
     done: list[str] = []
-    there = remote_sha256(ctx, remote)
+    there = None if present is False else remote_sha256(ctx, remote)
     if local is not None:
         want = local_sha256(local)
         if there != want:
