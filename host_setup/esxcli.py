@@ -382,8 +382,13 @@ def install(runner: Runner, path: str, kind: str, timeout: float, *, dry_run: bo
     """``software component apply -d PATH`` or ``software vib install -d PATH`` (esxcli needs absolute paths).
     ``dry_run``: esxcli's own ``--dry-run`` (reads and checks the bundle, changes nothing), with
     ``--maintenance-mode`` so a host not yet in maintenance is checked as it will be at install time."""
+    return parse_install_result(value_of(runner.run(install_argv(path, kind, dry_run), timeout=timeout), runner.name))
+
+
+def install_argv(path: str, kind: str, dry_run: bool = False) -> list[str]:
+    """The esxcli command line of ``install`` (for batching the dry run with other reads)."""
     if not path.startswith("/"):
         raise ValueError(f"esxcli needs an absolute path, got {path!r}")
     verb = ("software", "component", "apply") if kind == "component" else ("software", "vib", "install")
     extra = ("--dry-run", "--maintenance-mode") if dry_run else ()
-    return parse_install_result(esxcli(runner, *verb, "-d", path, *extra, timeout=timeout))
+    return argv(*verb, "-d", path, *extra)

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from host_setup import esxcli
-from host_setup.ssh import CommandFailed
+from host_setup.ssh import CommandFailed, CommandResult
 from host_setup.steps.base import StepContext, StepFailed
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -36,13 +36,18 @@ def local_sha256(path: Path) -> str:
         return _SHA_CACHE[key]
 
 
-def remote_sha256(ctx: StepContext, remote: str) -> str | None:
-    """The datastore file's SHA-256 (busybox ``sha256sum`` on the host); None when it is not there."""
-    result = ctx.runner.run(["sha256sum", remote], timeout=ctx.install_timeout)
-    if not result.ok:
-        return None
-    head = result.output.strip().split()
+def _sha_of(result: CommandResult) -> str | None:
+    head = result.output.strip().split() if result.ok else []
     return head[0].lower() if head else None
+
+
+def proof(ctx: StepContext, remote: str, kind: str) -> tuple[str | None, CommandResult]:
+    """The datastore file's SHA-256 (busybox ``sha256sum``; None: not there) and esxcli's ``--dry-run`` of it, read
+    in one round trip (both change nothing)."""
+    digest, dry = ctx.runner.run_many(
+        [["sha256sum", remote], esxcli.install_argv(remote, kind, dry_run=True)], timeout=ctx.install_timeout
+    )
+    return _sha_of(digest), dry
 
 
 def stage_bundle(ctx: StepContext, *, dry_run: bool = False, present: bool | None = None) -> str:
@@ -56,30 +61,38 @@ def stage_bundle(ctx: StepContext, *, dry_run: bool = False, present: bool | Non
     local = ctx.local_bundle if ctx.local_bundle and ctx.local_bundle.is_file() else None
     remote = driver.bundle
     done: list[str] = []
-    there = None if present is False else remote_sha256(ctx, remote)
+    uploaded = False
+    if local is not None and present is False:  # the plan saw no file there: no need to ask before copying
+        if dry_run:
+            return f"would upload {local.name} (not on the datastore)"
+        ctx.note(f"staging {local.name}")
+        ctx.runner.upload(local, remote)
+        uploaded = True
+    there, dry = proof(ctx, remote, driver.kind)
     if local is not None:
         want = local_sha256(local)
-        if there != want:
+        if there != want and not uploaded:
             if dry_run:
                 return f"would upload {local.name} ({'not on the datastore' if there is None else 'differs'})"
             if there is not None:  # same name, other bytes (a truncated copy, another build): replace it
                 ctx.runner.run(["rm", "-f", remote]).check(ctx.desired.name)
             ctx.note(f"staging {local.name}")
             ctx.runner.upload(local, remote)
-            there = remote_sha256(ctx, remote)
-            if there != want:
-                raise StepFailed(
-                    f"{remote}: SHA-256 on the host is {there or 'unreadable'} after the upload, the local "
-                    f"{local.name} is {want}: the copy is damaged (datastore full or failing?)"
-                )
-            done.append(f"uploaded {local.name}")
+            uploaded = True
+            there, dry = proof(ctx, remote, driver.kind)
+        if there != want:
+            raise StepFailed(
+                f"{remote}: SHA-256 on the host is {there or 'unreadable'} after the upload, the local "
+                f"{local.name} is {want}: the copy is damaged (datastore full or failing?)"
+            )
+        done += [f"uploaded {local.name}"] if uploaded else []
         done.append(f"sha256 {want[:12]} matches")
     elif there is None:
         if dry_run:
             return f"{remote} is not on the datastore and no driver.localPath to upload"
         raise StepFailed(f"{remote} is not on the host's datastore and no local bundle (driver.localPath) to upload")
     try:
-        result = esxcli.install(ctx.runner, remote, driver.kind, ctx.install_timeout, dry_run=True)
+        result = esxcli.parse_install_result(esxcli.value_of(dry, ctx.desired.name))
     except (CommandFailed, esxcli.EsxcliParseError) as exc:
         raise StepFailed(f"esxcli --dry-run refused {remote}: {exc}") from exc
     would = ", ".join(result.installed) or "nothing (already installed)"
