@@ -37,6 +37,7 @@ from gpufleet.spec.guest_desired import GuestDesired
 from host_setup import guest_readers as rd
 from host_setup.esxcli import compare_versions
 from host_setup.guest_facts import TOOLKIT_PACKAGES, GuestFacts, read_guest_facts
+from host_setup.steps.base import Check  # one check shape for host and guest steps (reboot: effective at boot)
 
 STAGE_DIR = "/var/cache/gpufleet"
 BLACKLIST_FILE = "/etc/modprobe.d/blacklist-nouveau.conf"
@@ -46,14 +47,6 @@ CUDA_IMAGE = "nvidia/cuda:12.4.1-base-ubuntu22.04"
 
 class GuestStepFailed(GpufleetError):
     """A guest step failed: the message carries the command and its output."""
-
-
-@dataclass(frozen=True)
-class GuestCheck:
-    needed: bool
-    detail: str
-    reboot: bool = False  # the change takes effect only after a reboot
-    refused: str | None = None
 
 
 @dataclass
@@ -143,16 +136,16 @@ def _write(ctx: GuestContext, path: str, text: str, what: str) -> None:
 class NouveauStep:
     name = "nouveau"
 
-    def check(self, d: GuestDesired, f: GuestFacts) -> GuestCheck:
+    def check(self, d: GuestDesired, f: GuestFacts) -> Check:
         if d.spec.driver is None:
-            return GuestCheck(False, "no driver block: nouveau left as is")
+            return Check(False, "no driver block: nouveau left as is")
         if not f.nouveau_blacklisted:
-            return GuestCheck(
+            return Check(
                 True, "blacklist nouveau" + (" (loaded: reboot)" if f.nouveau_loaded else ""), reboot=f.nouveau_loaded
             )
         if f.nouveau_loaded:
-            return GuestCheck(False, "nouveau blacklisted, still loaded until the reboot", reboot=True)
-        return GuestCheck(False, "nouveau blacklisted and not loaded")
+            return Check(False, "nouveau blacklisted, still loaded until the reboot", reboot=True)
+        return Check(False, "nouveau blacklisted and not loaded")
 
     def apply(self, ctx: GuestContext, f: GuestFacts) -> str:
         _write(ctx, BLACKLIST_FILE, BLACKLIST_TEXT, "the nouveau blacklist")
@@ -162,17 +155,17 @@ class NouveauStep:
 class KernelParamsStep:
     name = "kernel-params"
 
-    def check(self, d: GuestDesired, f: GuestFacts) -> GuestCheck:
+    def check(self, d: GuestDesired, f: GuestFacts) -> Check:
         wanted = d.spec.kernel_params
         if not wanted:
-            return GuestCheck(False, "no kernel parameters asked")
+            return Check(False, "no kernel parameters asked")
         missing_grub = [p for p in wanted if p not in f.grub_params]
         missing_now = [p for p in wanted if p not in f.cmdline]
         if missing_grub:
-            return GuestCheck(True, f"add {' '.join(missing_grub)} to GRUB_CMDLINE_LINUX_DEFAULT", reboot=True)
+            return Check(True, f"add {' '.join(missing_grub)} to GRUB_CMDLINE_LINUX_DEFAULT", reboot=True)
         if missing_now:
-            return GuestCheck(False, f"{' '.join(missing_now)} configured, in effect after the reboot", reboot=True)
-        return GuestCheck(False, f"{' '.join(wanted)} in effect")
+            return Check(False, f"{' '.join(missing_now)} configured, in effect after the reboot", reboot=True)
+        return Check(False, f"{' '.join(wanted)} in effect")
 
     def apply(self, ctx: GuestContext, f: GuestFacts) -> str:
         text = rd.set_grub_cmdline(f.grub_text, ctx.desired.spec.kernel_params)
@@ -184,18 +177,18 @@ class KernelParamsStep:
 class DriverStep:
     name = "driver"
 
-    def check(self, d: GuestDesired, f: GuestFacts) -> GuestCheck:
+    def check(self, d: GuestDesired, f: GuestFacts) -> Check:
         driver, want = d.spec.driver, d.driver_version
         if driver is None:
-            return GuestCheck(False, "no driver block: the driver is left as is")
+            return Check(False, "no driver block: the driver is left as is")
         if want is None:
-            return GuestCheck(False, "", refused="no guest driver version (validate names the fix)")
+            return Check(False, "", refused="no guest driver version (validate names the fix)")
         installed = f.driver_installed
         if installed is None:
-            return GuestCheck(True, f"install {want}", reboot=f.nouveau_loaded)
+            return Check(True, f"install {want}", reboot=f.nouveau_loaded)
         order = compare_versions(installed, want)
         if order > 0:
-            return GuestCheck(
+            return Check(
                 False,
                 f"{installed} installed",
                 refused=(
@@ -204,12 +197,12 @@ class DriverStep:
                 ),
             )
         if order < 0:
-            return GuestCheck(True, f"upgrade {installed} -> {want}", reboot=f.nouveau_loaded)
+            return Check(True, f"upgrade {installed} -> {want}", reboot=f.nouveau_loaded)
         if f.driver_loaded != want:
-            return GuestCheck(False, f"{installed} installed, {f.driver_loaded or 'none'} loaded", reboot=True)
+            return Check(False, f"{installed} installed, {f.driver_loaded or 'none'} loaded", reboot=True)
         if driver.dkms and f.family == "deb" and "dkms" in f.packages and want not in f.dkms and driver.source == "run":
-            return GuestCheck(True, f"{installed} loaded but not built with DKMS: reinstall with --dkms")
-        return GuestCheck(False, f"{installed} loaded")
+            return Check(True, f"{installed} loaded but not built with DKMS: reinstall with --dkms")
+        return Check(False, f"{installed} loaded")
 
     def apply(self, ctx: GuestContext, f: GuestFacts) -> str:
         driver, want = ctx.desired.spec.driver, ctx.desired.driver_version
@@ -264,14 +257,14 @@ class DriverStep:
 class ToolkitStep:
     name = "toolkit"
 
-    def check(self, d: GuestDesired, f: GuestFacts) -> GuestCheck:
+    def check(self, d: GuestDesired, f: GuestFacts) -> Check:
         toolkit = d.spec.container_toolkit
         if toolkit is None:
-            return GuestCheck(False, "no containerToolkit block")
+            return Check(False, "no containerToolkit block")
         have = f.toolkit_version()
         if have == toolkit.upstream:
-            return GuestCheck(False, f"nvidia-container-toolkit {have} installed")
-        return GuestCheck(
+            return Check(False, f"nvidia-container-toolkit {have} installed")
+        return Check(
             True, f"install nvidia-container-toolkit {toolkit.upstream}" + (f" (has {have})" if have else "")
         )
 
@@ -300,16 +293,16 @@ class ToolkitStep:
 class DockerStep:
     name = "docker"
 
-    def check(self, d: GuestDesired, f: GuestFacts) -> GuestCheck:
+    def check(self, d: GuestDesired, f: GuestFacts) -> Check:
         if d.spec.docker_runtime == "none":
-            return GuestCheck(False, "dockerRuntime: none: Docker left as is")
+            return Check(False, "dockerRuntime: none: Docker left as is")
         if f.docker_runtimes is None:
-            return GuestCheck(False, "", refused="docker does not answer (`docker info`): install Docker first")
+            return Check(False, "", refused="docker does not answer (`docker info`): install Docker first")
         if "nvidia" not in f.daemon_runtimes:
-            return GuestCheck(True, "nvidia-ctk runtime configure --runtime=docker; restart docker")
+            return Check(True, "nvidia-ctk runtime configure --runtime=docker; restart docker")
         if "nvidia" not in f.docker_runtimes:
-            return GuestCheck(True, "daemon.json has the nvidia runtime; restart docker")
-        return GuestCheck(False, "docker runs with the nvidia runtime")
+            return Check(True, "daemon.json has the nvidia runtime; restart docker")
+        return Check(False, "docker runs with the nvidia runtime")
 
     def apply(self, ctx: GuestContext, f: GuestFacts) -> str:
         done = []
