@@ -28,7 +28,8 @@ def make_fleet(n: int, clusters: int = 1) -> tuple[list[FakeHost], FakeApi, list
     return hosts, api, desired, fl
 
 
-def rollout(hosts, api, desired, fl, bundle: Path | None, **options) -> RolloutReport:
+def make_rollout(hosts, api, desired, fl, bundle: Path | None, events: list | None = None, **options) -> Rollout:
+    """A Rollout over the fake hosts; ``events``: where its progress events go, as (host, message)."""
     by_name = {h.name: h for h in hosts}
     opts = RolloutOptions(
         max_unavailable=options.pop("max_unavailable", 2),
@@ -42,7 +43,12 @@ def rollout(hosts, api, desired, fl, bundle: Path | None, **options) -> RolloutR
         api,
         runner_for=lambda d: by_name[d.name],
         local_bundles={d.name: bundle for d in desired},
-    ).run()
+        on_event=(lambda host, message: events.append((host, message))) if events is not None else None,
+    )
+
+
+def rollout(hosts, api, desired, fl, bundle: Path | None, **options) -> RolloutReport:
+    return make_rollout(hosts, api, desired, fl, bundle, **options).run()
 
 
 @pytest.fixture
@@ -189,26 +195,10 @@ def test_json_document_shape(bundle: Path) -> None:
     assert [s["name"] for s in host["steps"]] == ["stage", "driver", "graphics", "mig", "ats", "maintenance", "reboot", "verify"]
 
 
-def _rollout_with_events(hosts, api, desired, fl, bundle, events, **options) -> Rollout:
-    by_name = {h.name: h for h in hosts}
-    opts = RolloutOptions(
-        max_unavailable=options.pop("max_unavailable", 2), failure_threshold=options.pop("failure_threshold", 2)
-    )
-    return Rollout(
-        desired,
-        fl.rollout,
-        opts,
-        api,
-        runner_for=lambda d: by_name[d.name],
-        local_bundles={d.name: bundle for d in desired},
-        on_event=lambda host, message: events.append((host, message)),
-    )
-
-
 def test_every_bundle_is_staged_and_proven_before_the_first_host_enters_maintenance(bundle: Path) -> None:
     hosts, api, desired, fl = make_fleet(6)
     events: list[tuple[str, str]] = []
-    report = _rollout_with_events(hosts, api, desired, fl, bundle, events).run()
+    report = make_rollout(hosts, api, desired, fl, bundle, events).run()
     assert report.exit_code == 0, report.to_json()
     first_start = next(i for i, (_, m) in enumerate(events) if m == "started")
     staged = {h for h, m in events[:first_start] if m.startswith("staged:")}
@@ -253,7 +243,7 @@ def test_stop_request_lets_started_hosts_finish_and_skips_the_rest(bundle: Path)
     for h in hosts:
         h.reboot_seconds = 0.3
     events: list[tuple[str, str]] = []
-    run = _rollout_with_events(hosts, api, desired, fl, bundle, events, max_unavailable=2)
+    run = make_rollout(hosts, api, desired, fl, bundle, events, max_unavailable=2)
     original = run.on_event
 
     def on_event(host: str, message: str) -> None:
