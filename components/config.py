@@ -7,6 +7,8 @@ any problem reaches the user as one ``pulumi.RunError`` listing every issue, bef
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 
 from gpufleet.connections import resolve_stack_secret
@@ -16,19 +18,27 @@ from gpufleet.spec.stack import FLEET_KEY, VCENTER_KEY, Stack, parse_stack
 from gpufleet.spec.validate import stack_issues
 
 
-def stack_from_config(config: pulumi.Config | None = None, name: str | None = None) -> Stack:
-    """The current stack's fleet, shape- and rule-checked; ``pulumi.RunError`` (every issue) if invalid."""
+def stack_from_config(
+    config: pulumi.Config | None = None,
+    name: str | None = None,
+    before_rules: Callable[[Stack], None] | None = None,
+) -> Stack:
+    """The current stack's fleet, shape- and rule-checked; ``pulumi.RunError`` (every issue) if invalid.
+    ``before_rules`` sees the shape-checked stack before the hardware rules run (the program registers what the
+    policy pack judges there, so a pack also reports a stack these rules refuse)."""
     cfg = config or pulumi.Config("gpufleet")
     fleet = cfg.get_object("fleet")
     vcenter = cfg.get_object("vcenter") or {}
     document = {"config": {VCENTER_KEY: vcenter} | ({FLEET_KEY: fleet} if fleet is not None else {})}
     try:
         stack = parse_stack(document, name=name or pulumi.get_stack())
-        issues = stack_issues(stack)  # named paths, as `gpufleet validate` reports them
-        if issues:
-            raise SpecError(issues, stack.name)
     except SpecError as exc:
         raise pulumi.RunError(str(exc)) from exc
+    if before_rules is not None:
+        before_rules(stack)
+    issues = stack_issues(stack)  # named paths, as `gpufleet validate` reports them
+    if issues:
+        raise pulumi.RunError(str(SpecError(issues, stack.name)))
     return stack
 
 

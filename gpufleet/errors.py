@@ -23,6 +23,7 @@ class SpecIssue:
     valid: tuple[str, ...] = ()
     value: str | None = None
     index_path: str | None = None
+    rule: str | None = None  # the policy rule this issue also is (gpufleet.policy), e.g. "mig-layout-fits"
 
     @property
     def got(self) -> str:

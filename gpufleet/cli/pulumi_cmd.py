@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,9 @@ from gpufleet.engine import (
     trust_environ,
 )
 
+POLICY_PACK = "--policy-pack"
+POLICY_PACK_CONFIG = "--policy-pack-config"
+PACK_LAUNCHER = "gpufleet-policy"  # policy/gpufleet-policy: why the pack starts through it, see that file
 TAKE_OVER = "--take-over"
 TAKE_OVER_ENV = "GPUFLEET_TAKE_OVER"  # read by the program (components.rollout_lease)
 
@@ -43,18 +47,53 @@ def pulumi_cmd(
     if TAKE_OVER in passed:  # ours, not pulumi's: the program reads it (components.rollout_lease)
         passed = [a for a in passed if a != TAKE_OVER]
         env[TAKE_OVER_ENV] = "1"
-    argv = [str(binary), *passed]
     state = state_dir(env)
     project = sync_workspace(state)
-    os.chdir(project)
     # pulumi-vsphere trusts what the stack says (gpufleet.provider_trust): which stack, the command line tells,
     # else the one selected in the workspace.
-    stack = stack_of_args(argv[1:], env)
+    stack = stack_of_args(passed, env)
     if stack is None:
-        command = next((a for a in argv[1:] if not a.startswith("-")), "")
+        command = next((a for a in passed if not a.startswith("-")), "")
         stack = selected_stack(env, project) if command in PROVIDER_COMMANDS else ""
+    passed = policy_pack_args(passed, Path.cwd(), stack)
+    argv = [str(binary), *passed]
+    os.chdir(project)
     env.update(trust_environ(stack, env, state))
     os.execve(binary, argv, env)
+
+
+def policy_pack_args(args: list[str], cwd: Path, stack: str) -> list[str]:
+    """``--policy-pack DIR`` as the engine here can run it: the path made absolute (pulumi runs in the engine's
+    project dir), a pack directory with gpufleet's launcher replaced by the launcher, and, for one pack without a
+    ``--policy-pack-config``, the stage's ``policy/config/<stack>.json`` when it exists (as ``validate --policy``)."""
+    out: list[str] = []
+    packs: list[Path] = []
+    configs = 0
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in (POLICY_PACK, POLICY_PACK_CONFIG) and not eq and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        elif name not in (POLICY_PACK, POLICY_PACK_CONFIG) or not eq:
+            out.append(arg)
+            i += 1
+            continue
+        path = (cwd / value).resolve()
+        if name == POLICY_PACK:
+            if path.is_dir() and (path / PACK_LAUNCHER).is_file():
+                path = path / PACK_LAUNCHER
+            packs.append(path)
+        else:
+            configs += 1
+        out += [name, str(path)]
+        i += 1
+    if len(packs) == 1 and configs == 0 and stack:
+        stage = packs[0].parent if packs[0].name == PACK_LAUNCHER else packs[0]
+        config = stage / "config" / f"{stack}.json"
+        if config.is_file():
+            out += [POLICY_PACK_CONFIG, str(config)]
+    return out
 
 
 def pulumi_args(command_line: list[str], parsed: list[str]) -> list[str]:

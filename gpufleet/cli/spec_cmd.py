@@ -27,6 +27,13 @@ from gpufleet.spec.validate import stack_issues
 
 StackArg = Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
+PolicyOpt = Annotated[
+    bool, typer.Option("--policy", help="Also run the policy pack's rules (exit 2 on a mandatory one)")
+]
+PolicyConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--policy-config", help="Policy config JSON (Pulumi's format); implies --policy"),
+]
 
 
 def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
@@ -37,6 +44,7 @@ def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
             "message": i.message,
             "value": i.value,
             "valid": list(i.valid),
+            **({"rule": i.rule} if i.rule else {}),
         }
         for i in issues
     ]
@@ -92,13 +100,22 @@ def _plural(n: int, noun: str) -> str:
 
 
 @handle_errors
-def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
-    """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid)."""
+def validate(
+    stack: StackArg, json_out: JsonOpt = False, policy: PolicyOpt = False, policy_config: PolicyConfigOpt = None
+) -> None:
+    """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid); with --policy, also the
+    guardrails of the policy pack (exit 2 when a mandatory rule is violated)."""
+    from gpufleet.cli.policy_view import findings_json, policy_findings, print_findings
+
     loaded, issues = _load_and_check(stack, pinned_capacity=True)
+    with_policy = (policy or policy_config is not None) and loaded is not None and not issues
+    used, findings = policy_findings(loaded, policy_config) if with_policy and loaded is not None else (None, [])
     if json_out:
         doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
         if loaded is not None:
             doc["summary"] = _summary(loaded)
+        if with_policy:
+            doc["policy"] = findings_json(used, findings)
         print_json(doc)
     elif issues:
         _print_issues(f"{stack}: {len(issues)} problem(s)", issues)
@@ -110,8 +127,12 @@ def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
             for k, noun in (("hosts", "host"), ("gpus", "GPU"), ("templates", "template"), ("vms", "VM"))
         )
         console.print(f"[green]valid[/]: {esc(stack)} ({counts})")
+        if with_policy:
+            print_findings(stack, used, findings)
     if issues:
         raise typer.Exit(ExitCode.ERROR)
+    if any(f.enforcement == "mandatory" for f in findings):
+        raise typer.Exit(ExitCode.NO)
 
 
 def schema() -> None:

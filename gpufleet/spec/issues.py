@@ -203,6 +203,7 @@ def with_names(issues: list[SpecIssue], fleet_document: Any) -> list[SpecIssue]:
                 valid=issue.valid,
                 value=issue.value,
                 index_path=issue.index_path or (issue.path if path != issue.path else None),
+                rule=issue.rule,
             )
         )
     return out

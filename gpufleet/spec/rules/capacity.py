@@ -11,7 +11,7 @@ from collections import defaultdict
 from gpufleet.catalog import MigProfile
 from gpufleet.catalog.mig_geometry import explain_conflict, search
 from gpufleet.spec.models import GpuMode
-from gpufleet.spec.rules.context import Context, few
+from gpufleet.spec.rules.context import MIG_LAYOUT_RULE, Context, few
 from gpufleet.spec.rules.vms import PinnedVgpu
 
 
@@ -108,4 +108,8 @@ def _check_mig(ctx: Context, group: list[PinnedVgpu]) -> None:
     labels = [p.path for p in group]
     idx, reason = explain_conflict(model, labels, instances)
     culprit = group[idx[-1]] if idx else group[-1]
-    ctx.add(f"{culprit.path}.gpu", f"the MIG-backed vGPUs pinned to {group[0].gpu.label} do not fit: {reason}")
+    ctx.add(
+        f"{culprit.path}.gpu",
+        f"the MIG-backed vGPUs pinned to {group[0].gpu.label} do not fit: {reason}",
+        rule=MIG_LAYOUT_RULE,
+    )

@@ -8,6 +8,10 @@ from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu
 from gpufleet.errors import SpecIssue
 from gpufleet.spec.models import Fleet, GpuMode, GpuSpec, HostSpec, TemplateSpec, VmSpec
 
+# Issues that are also policy rules (gpufleet.policy reports them under these names, from this one check).
+MIG_LAYOUT_RULE = "mig-layout-fits"
+PASSTHROUGH_EXCLUSIVE_RULE = "gpu-passthrough-exclusive"
+
 MAX_LISTED = 24  # list valid values in a message only when there are this few
 
 
@@ -68,8 +72,10 @@ class Context:
             ctx.templates.setdefault(template.name, (ti, template))
         return ctx
 
-    def add(self, path: str, message: str, valid: tuple[str, ...] | list[str] = ()) -> None:
-        self.issues.append(SpecIssue(path=path, message=message, valid=tuple(valid)))
+    def add(
+        self, path: str, message: str, valid: tuple[str, ...] | list[str] = (), rule: str | None = None
+    ) -> None:
+        self.issues.append(SpecIssue(path=path, message=message, valid=tuple(valid), rule=rule))
 
     def host_gpus(self, host_name: str) -> list[HostGpu]:
         return self.by_host.get(host_name, [])

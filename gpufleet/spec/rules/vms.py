@@ -17,7 +17,7 @@ from gpufleet.spec.derive import (
     vm_required_mmio_gb,
 )
 from gpufleet.spec.models import GpuMode, HostSpec, TemplateSpec, VmSpec
-from gpufleet.spec.rules.context import Context, HostGpu, few, mode_for_profile
+from gpufleet.spec.rules.context import PASSTHROUGH_EXCLUSIVE_RULE, Context, HostGpu, few, mode_for_profile
 from gpufleet.spec.rules.guest import is_64bit_guest, is_linux_guest
 
 PASSTHROUGH_MODES = (GpuMode.PASSTHROUGH, GpuMode.DYNAMIC_PASSTHROUGH)
@@ -286,11 +286,16 @@ class VmRules:
                         f"{target.label} is in mode {target.spec.mode.value}; DirectPath I/O needs mode passthrough "
                         "(a GPU is either shared or passed through, not both)",
                         few(free),
+                        rule=PASSTHROUGH_EXCLUSIVE_RULE,
                     )
                 else:
                     owner = self._passthrough_owner.setdefault((host.name, pt.gpu), f"{vm.name} ({path})")
                     if owner != f"{vm.name} ({path})":
-                        ctx.add(f"{path}.gpu", f"{target.label} is already passed through to {owner}")
+                        ctx.add(
+                            f"{path}.gpu",
+                            f"{target.label} is already passed through to {owner}",
+                            rule=PASSTHROUGH_EXCLUSIVE_RULE,
+                        )
                 continue
             model = lookup_gpu(pt.model or "")
             if model is None:
