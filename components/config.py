@@ -7,6 +7,7 @@ any problem reaches the user as one ``pulumi.RunError`` listing every issue, bef
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pulumi
@@ -42,8 +43,18 @@ def stack_from_config(
     return stack
 
 
+FLEET_STACK_KEY = "fleetStack"  # gpufleet:fleetStack: the stack whose outputs `stackOutput` references read
+
+
+@functools.cache
+def fleet_stack(name: str) -> pulumi.StackReference:
+    """One StackReference per program to the fleet stack (shared outputs: licences, tokens)."""
+    return pulumi.StackReference(name)
+
+
 def secret_from_ref(stack: Stack, ref: SecretRef | None, where: str) -> pulumi.Output[str] | None:
-    """A secret reference as a Pulumi secret: the Pulumi config key (``pulumi config set --secret``), else what the
+    """A secret reference as a Pulumi secret: the Pulumi config key (``pulumi config set --secret``), else the fleet
+    stack's output (``stackOutput``, through a StackReference to config ``gpufleet:fleetStack``), else what the
     CLI would read (``resolve_stack_secret``: its environment variable, or the running lab's generated value for a
     lab stack); None when no reference is given. A reference that resolves to nothing is a RunError."""
     if ref is None:
@@ -53,6 +64,16 @@ def secret_from_ref(stack: Stack, ref: SecretRef | None, where: str) -> pulumi.O
         value = pulumi.Config(namespace or None).get_secret(key)
         if value is not None:
             return value
+    if ref.stack_output:
+        name = pulumi.Config("gpufleet").get(FLEET_STACK_KEY)
+        if name:
+            output = fleet_stack(name).get_output(ref.stack_output)
+            return pulumi.Output.secret(output.apply(lambda v: _stack_output_value(v, name, ref.stack_output, where)))
+        if not ref.env:
+            raise pulumi.RunError(
+                f"{where}: stackOutput {ref.stack_output!r} needs the fleet stack's name in config "
+                f"gpufleet:{FLEET_STACK_KEY} (e.g. organization/gpufleet-fleet/prod)"
+            )
     try:
         found = resolve_stack_secret(stack, ref, where) if ref.env else None
     except SpecError:
@@ -65,3 +86,9 @@ def secret_from_ref(stack: Stack, ref: SecretRef | None, where: str) -> pulumi.O
         if s
     )
     raise pulumi.RunError(f"{where}: the secret is not set ({sources})")
+
+
+def _stack_output_value(value: object, stack: str, output: str, where: str) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise pulumi.RunError(f"{where}: the fleet stack {stack} has no output {output!r} (or it is empty)")

@@ -171,11 +171,12 @@ def resolve_secret(ref: SecretRef | None, where: str, environ: Mapping[str, str]
         if value:
             return Secret(value)
         raise SpecError([SpecIssue(where, f"environment variable {ref.env} is not set (it holds this secret)")])
+    given = f"the Pulumi secret {ref.config!r}" if ref.config else f"the fleet stack output {ref.stack_output!r}"
     raise SpecError(
         [
             SpecIssue(
                 where,
-                f"only the Pulumi secret {ref.config!r} is given; outside `pulumi up` secrets come from environment "
+                f"only {given} is given; outside `pulumi up` secrets come from environment "
                 "variables: add `env: VARIABLE` to this secret reference",
             )
         ]

@@ -115,3 +115,33 @@ def test_cli_reports_a_missing_engine_without_a_traceback(monkeypatch: pytest.Mo
     result = CliRunner().invoke(app, ["pulumi", "preview"])
     assert result.exit_code == 1
     assert "make engine" in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_path_options_are_made_absolute_and_the_pack_starts_through_its_launcher(tmp_path: Path) -> None:
+    from gpufleet.cli.pulumi_cmd import path_args
+
+    repo = Path(__file__).resolve().parents[1]
+    args = path_args(["preview", "--stack", "lab", "--policy-pack", "policy", "-C=examples/fleet"], repo, "lab")
+    assert args == [
+        "preview",
+        "--stack",
+        "lab",
+        "--policy-pack",
+        str(repo / "policy" / "gpufleet-policy"),
+        "-C",
+        str(repo / "examples" / "fleet"),
+        "--policy-pack-config",
+        str(repo / "policy" / "config" / "lab.json"),  # the stage's config, as `validate --policy` reads it
+    ]
+
+
+def test_a_given_policy_config_is_kept_and_a_stack_without_one_gets_none(tmp_path: Path) -> None:
+    from gpufleet.cli.pulumi_cmd import path_args
+
+    repo = Path(__file__).resolve().parents[1]
+    given = path_args(["up", "--policy-pack", "policy", "--policy-pack-config", "p.json"], tmp_path, "lab")
+    assert given[-2:] == ["--policy-pack-config", str(tmp_path / "p.json")]
+    assert given.count("--policy-pack-config") == 1
+    none = path_args(["preview", f"--policy-pack={repo / 'policy'}"], tmp_path, "no-such-stage")
+    assert none == ["preview", "--policy-pack", str(repo / "policy" / "gpufleet-policy")]
+    assert path_args(["preview", "--policy-pack"], tmp_path, "lab") == ["preview", "--policy-pack"]  # pulumi says why

@@ -55,42 +55,44 @@ def pulumi_cmd(
     if stack is None:
         command = next((a for a in passed if not a.startswith("-")), "")
         stack = selected_stack(env, project) if command in PROVIDER_COMMANDS else ""
-    passed = policy_pack_args(passed, Path.cwd(), stack)
+    passed = path_args(passed, Path.cwd(), stack)
     argv = [str(binary), *passed]
     os.chdir(project)
     env.update(trust_environ(stack, env, state))
     os.execve(binary, argv, env)
 
 
-def policy_pack_args(args: list[str], cwd: Path, stack: str) -> list[str]:
-    """``--policy-pack DIR`` as the engine here can run it: the path made absolute (pulumi runs in the engine's
-    project dir), a pack directory with gpufleet's launcher replaced by the launcher, and, for one pack without a
-    ``--policy-pack-config``, the stage's ``policy/config/<stack>.json`` when it exists (as ``validate --policy``)."""
+PATH_OPTIONS = ("-C", "--cwd", POLICY_PACK, POLICY_PACK_CONFIG, "--config-file")
+
+
+def path_args(args: list[str], cwd: Path, stack: str) -> list[str]:
+    """The command line as the engine here can run it: path options made absolute against ``cwd`` (pulumi runs in
+    the engine's project dir); ``--policy-pack DIR`` of a pack with gpufleet's launcher replaced by the launcher;
+    for one pack without a ``--policy-pack-config``, the stage's ``policy/config/<stack>.json`` when it exists
+    (what ``gpufleet validate --policy`` reads too)."""
     out: list[str] = []
     packs: list[Path] = []
     configs = 0
     i = 0
     while i < len(args):
-        arg = args[i]
-        name, eq, value = arg.partition("=")
-        if name in (POLICY_PACK, POLICY_PACK_CONFIG) and not eq and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
-        elif name not in (POLICY_PACK, POLICY_PACK_CONFIG) or not eq:
-            out.append(arg)
+        name, eq, value = args[i].partition("=")
+        if name not in PATH_OPTIONS or (not eq and i + 1 >= len(args)):
+            out.append(args[i])
             i += 1
             continue
+        if not eq:
+            value, i = args[i + 1], i + 1
+        i += 1
         path = (cwd / value).resolve()
         if name == POLICY_PACK:
             if path.is_dir() and (path / PACK_LAUNCHER).is_file():
                 path = path / PACK_LAUNCHER
             packs.append(path)
-        else:
-            configs += 1
+        configs += name == POLICY_PACK_CONFIG
         out += [name, str(path)]
-        i += 1
     if len(packs) == 1 and configs == 0 and stack:
-        stage = packs[0].parent if packs[0].name == PACK_LAUNCHER else packs[0]
-        config = stage / "config" / f"{stack}.json"
+        pack_dir = packs[0].parent if packs[0].name == PACK_LAUNCHER else packs[0]
+        config = pack_dir / "config" / f"{stack}.json"
         if config.is_file():
             out += [POLICY_PACK_CONFIG, str(config)]
     return out

@@ -31,6 +31,7 @@ PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+$")
 SHA256_THUMBPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
 
 
 class SpecModel(PrintableModel):
@@ -57,18 +58,28 @@ PciAddress = Annotated[str, AfterValidator(_pci)]
 
 
 class SecretRef(SpecModel):
-    """Where a secret comes from: a Pulumi secret config key (``pulumi config set --secret``), used by
-    ``pulumi up``, and/or an environment variable, used by the CLI. The value itself never appears in a stack."""
+    """Where a secret comes from: a Pulumi secret config key (``pulumi config set --secret``) and/or an output of
+    the fleet stack (``stackOutput``, read through a Pulumi StackReference to the stack named by config
+    ``gpufleet:fleetStack``), used by ``pulumi up``; and/or an environment variable, used by the CLI. The value
+    itself never appears in a stack."""
 
     config: str | None = Field(None, description="Pulumi config key holding the secret, e.g. gpufleet:nvidiaToken")
+    stack_output: str | None = Field(
+        None, description="Output of the fleet stack (config gpufleet:fleetStack) holding the secret, for pulumi up"
+    )
     env: str | None = Field(None, description="Environment variable holding the secret for the CLI")
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretRef:
-        if not self.config and not self.env:
-            raise ValueError("a secret reference needs `config` (a Pulumi secret key) or `env` (a variable name)")
+        if not self.config and not self.env and not self.stack_output:
+            raise ValueError(
+                "a secret reference needs `config` (a Pulumi secret key), `stackOutput` (an output of the fleet "
+                "stack) or `env` (a variable name)"
+            )
         if self.env and not ENV_NAME.match(self.env):
             raise ValueError(f"env {shown(self.env)} is not an environment variable name (A-Z, 0-9, _)")
+        if self.stack_output is not None and not OUTPUT_NAME.match(self.stack_output):
+            raise ValueError(f"stackOutput {shown(self.stack_output)} is not an output name (letters, digits, _ -)")
         return self
 
 
