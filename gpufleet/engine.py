@@ -17,7 +17,8 @@ the demo and the end-to-end tests all use it):
 
 ``sync_workspace()`` lays out the project the engine runs: ``<state>/project/Pulumi.yaml`` is the repository's with
 ``main`` and the virtualenv pointing back at the repository (the program runs from there), and
-``<state>/project/stacks/Pulumi.<stack>.yaml`` is each of the repository's stack files plus what this machine's
+``<state>/project/stacks/Pulumi.<stack>.yaml`` is each of the repository's stack files (``$GPUFLEET_STACKS_DIR``
+when set: stack files kept elsewhere) plus what this machine's
 engine keeps of its own: the passphrase salt (``encryptionsalt``, tied to this machine's generated passphrase) and
 values set with ``pulumi config set --secret`` (encrypted). The repository's stack files stay the one source of
 the configuration and are never written by the engine; stack files only in the workspace (a test's broken stack)
@@ -40,6 +41,7 @@ from gpufleet.spec.stack import load_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_ENV = "GPUFLEET_ENGINE_STATE"
+STACKS_ENV = "GPUFLEET_STACKS_DIR"  # stack files kept elsewhere (a config repository, a pipeline's checkout)
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 VSPHERE_UNAVAILABLE = REPO_ROOT / ".tools" / "pulumi-resource-vsphere.unavailable"
@@ -111,7 +113,7 @@ def sync_workspace(state: Path, repo: Path = REPO_ROOT) -> Path:
     (project / "stacks").mkdir(parents=True, exist_ok=True)
     with open(repo / "Pulumi.yaml") as fh:
         manifest = yaml.load(fh)
-    stack_dir = repo / str(manifest.get("stackConfigDir") or ".")
+    stack_dir = stacks_dir(repo)
     manifest["main"] = str(repo)
     manifest["stackConfigDir"] = "stacks"
     manifest.setdefault("runtime", {}).setdefault("options", {})["virtualenv"] = str(repo / ".venv")
@@ -173,10 +175,18 @@ def trust_environ(stack: str, environ: Mapping[str, str], state: Path | None = N
     return stack_trust(stack, environ).environ(empty, nothing)
 
 
-def stack_file(stack: str, repo: Path = REPO_ROOT) -> Path:
-    """The repository's file of a stack (``org/project/lab`` is ``lab``), in Pulumi.yaml's stackConfigDir."""
+def stacks_dir(repo: Path = REPO_ROOT, environ: Mapping[str, str] | None = None) -> Path:
+    """Where the stack files are: ``$GPUFLEET_STACKS_DIR``, else Pulumi.yaml's stackConfigDir in ``repo``."""
+    env = os.environ if environ is None else environ
+    if env.get(STACKS_ENV):
+        return Path(env[STACKS_ENV])
     manifest = YAML(typ="safe").load((repo / "Pulumi.yaml").read_text()) or {}
-    return repo / str(manifest.get("stackConfigDir") or ".") / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+    return repo / str(manifest.get("stackConfigDir") or ".")
+
+
+def stack_file(stack: str, repo: Path = REPO_ROOT) -> Path:
+    """The file of a stack (``org/project/lab`` is ``lab``), in ``stacks_dir``."""
+    return stacks_dir(repo) / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
 
 
 def stack_trust(stack: str, environ: Mapping[str, str], repo: Path = REPO_ROOT) -> ProviderTrust:
