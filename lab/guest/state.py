@@ -77,6 +77,12 @@ PERSONA_DEFAULTS: dict[str, dict[str, Any]] = {
         "static_gpus": [{"kind": "vgpu", "profile": "nvidia_h100-3-40c"}],
         "static_rdma": [{"type": "pvrdma", "roce": "v2"}],
     },
+    # vSphere Bitfusion (lab/guest/bitfusion.py): a server exports its passthrough GPUs, a client has none.
+    "bitfusion-server": {
+        "static_gpus": [{"kind": "passthrough", "model": "T4"}, {"kind": "passthrough", "model": "T4"}],
+        "static_rdma": [{"type": "pvrdma", "roce": "v2"}],
+    },
+    "bitfusion-client": {"static_gpus": [], "static_rdma": [{"type": "pvrdma", "roce": "v2"}]},
 }
 
 
