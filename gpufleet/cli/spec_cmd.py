@@ -22,8 +22,8 @@ from gpufleet.catalog import CatalogError
 from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.placement.mig import MigFit, fit
-from gpufleet.placement.planner import Plan, plan
 from gpufleet.placement.migrate import Migration, MigrationTarget, migrate_pool
+from gpufleet.placement.planner import Plan, plan
 from gpufleet.placement.pool import PoolPlan, plan_pools
 from gpufleet.spec.schema import stack_schema
 from gpufleet.spec.stack import FLEET_KEY, Stack, load_stack
