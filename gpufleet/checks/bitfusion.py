@@ -1,7 +1,7 @@
 """The Bitfusion client configuration of a GPU pool's clients, placed over SSH (host keys verified): the servers list
 (``/etc/bitfusion/servers.conf``), the CA that signs the servers' certificates (``/etc/bitfusion/tls/ca.crt``) and
 the client token (``/root/.bitfusion/client.yaml``) — the three files of a Bitfusion token tarball (ca.crt,
-client.yaml, servers.conf; tests/data/real/bitfusion_formats.txt).
+client.yaml, servers.conf; docs/reference/bitfusion_formats.txt).
 
 The CA and the token are secrets: written through the licensing step's private temporary file (created 0600, fed on
 stdin, never on a command line), left 0600, never logged or returned; a file is compared by its SHA-256 and mode, so

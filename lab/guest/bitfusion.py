@@ -2,7 +2,7 @@
 to its VM) and on a client (reads the configuration gpufleet placed: servers.conf, the CA, client.yaml with the
 token; claims its id from the servers, lists the pool, runs a command on a share of a GPU).
 
-Output formats: tests/data/real/bitfusion_formats.txt says which are real captures (``bitfusion run``'s preamble,
+Output formats: docs/reference/bitfusion_formats.txt says which are real captures (``bitfusion run``'s preamble,
 the client-id claim error, servers.conf) and which are modelled because no capture was found (``list_gpus``'s
 success listing, ``health``).
 

@@ -1034,7 +1034,7 @@ def cmd_rdma(g: Guest, argv: list[str], stdin: Input) -> Result:
 
 
 def cmd_ibv_devinfo(g: Guest, argv: list[str], stdin: Input) -> Result:
-    """``ibv_devinfo [-d DEV]`` (rdma-core's layout; tests/data/real/bitfusion_formats.txt)."""
+    """``ibv_devinfo [-d DEV]`` (rdma-core's layout; docs/reference/bitfusion_formats.txt)."""
     want = argv[argv.index("-d") + 1] if "-d" in argv[:-1] else None
     devices = [d for d in g.view.rdma if want in (None, d.name)]
     if not devices:

@@ -116,3 +116,29 @@ def test_the_verify_checks_fail_on_an_unconfigured_client(guests: Path) -> None:
         checks.test_bitfusion_client_sees_the_pool(node)
     with pytest.raises(AssertionError, match="bitfusion health failed"):
         checks.test_bitfusion_health_passes(node)
+
+
+def test_the_pulumi_resource_runs_the_same_configuration(guests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.providers import bitfusion_client as module
+
+    class Conns:
+        def guest(self, name: str) -> str:
+            return name
+
+    runner = SimRunner("bf-client-01", guests / "bf-client-01")
+    runner.close = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(module, "GuestSshRunner", lambda _settings: runner)
+    monkeypatch.setattr(module.BitfusionClientConfigProvider, "connections", lambda self, v, f: Conns())
+    provider = module.BitfusionClientConfigProvider()
+    props = {
+        "vcenter": {"lab": True}, "vmName": "bf-client-01", "ssh": None, "pool": "bf-pool",
+        "servers": list(SERVERS.values()), "ca": CA, "clientToken": TOKEN,
+    }
+    assert [f.property for f in provider.check({}, {**props, "servers": []}).failures] == ["servers"]
+    created = provider.create(props)
+    assert created.outs["state"] == "configured" and created.outs["changed"] is True
+    assert provider.update(created.id, created.outs, props).outs["changed"] is False  # idempotent
+    assert provider.read(created.id, created.outs).outs["state"] == "configured"
+    assert not provider.diff(created.id, created.outs, props).changes
+    assert provider.diff(created.id, created.outs, {**props, "clientToken": "bf-rotated"}).changes
+    assert sh(guests / "bf-client-01", "bitfusion list_gpus")[0] == 0
