@@ -4,11 +4,15 @@ of a pool client (pool visible, health, a fractional run sees a GPU, the declare
 
 from __future__ import annotations
 
+import io
+import shlex
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import SimRunner, sim_host
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
 
 from gpufleet.checks import test_guests as checks
 from gpufleet.checks.bitfusion import CA_FILE, CLIENT_YAML, SERVERS_CONF, client_files, configure_client
@@ -16,6 +20,7 @@ from gpufleet.checks.expect import guest_expect
 from gpufleet.checks.nodes import Node
 from gpufleet.connections import Secret
 from gpufleet.spec.stack import load_stack
+from host_setup.ssh import CommandResult as RunnerResult
 from lab.guest.commands import Guest, run_line
 from lab.guest.state import GuestState, initial_state
 from lab.guest.units import token_sha256
@@ -26,6 +31,45 @@ POOL = STACK.fleet.gpu_pools[0]
 CA = "-----BEGIN CERTIFICATE-----\nTUlJQ2xhYi1jYQ==\n-----END CERTIFICATE-----\n"
 TOKEN = "bf-unit-test-token-s3cr3t"
 SERVERS = {"bf-server-01": "127.0.100.15", "bf-server-02": "127.0.100.16"}
+
+
+class SimRunner:
+    """A GuestRunner over the simulator that records every command line (what an SSH log would show)."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name, self.directory, self.commands = name, directory, []
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> RunnerResult:
+        return self.run_input(argv, b"", timeout=timeout)
+
+    def run_input(self, argv: Sequence[str], data: bytes, *, timeout: float | None = None) -> RunnerResult:
+        command = shlex.join(argv)
+        self.commands.append(command)
+        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(data))
+        return RunnerResult(command, rc, (out + err).decode())
+
+    def close(self) -> None:
+        pass
+
+
+class SimBackend(BaseBackend):
+    NAME = "sim-bitfusion"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        super().__init__("sim")
+
+    def run(self, command: str, *args: str, **kwargs: object) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        rc, out, err = run_line(Guest(self.directory), cmd)
+        return self.result(rc, self.encode(cmd), out, err)
+
+
+def sim_host(directory: Path) -> testinfra.host.Host:
+    backend = SimBackend(directory)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
 
 
 @pytest.fixture
@@ -126,7 +170,6 @@ def test_the_pulumi_resource_runs_the_same_configuration(guests: Path, monkeypat
             return name
 
     runner = SimRunner("bf-client-01", guests / "bf-client-01")
-    runner.close = lambda: None  # type: ignore[attr-defined]
     monkeypatch.setattr(module, "GuestSshRunner", lambda _settings: runner)
     monkeypatch.setattr(module.BitfusionClientConfigProvider, "connections", lambda self, v, f: Conns())
     provider = module.BitfusionClientConfigProvider()
