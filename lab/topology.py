@@ -88,7 +88,7 @@ class Guest:
 
     name: str
     address: str
-    persona: str  # vgpu-timesliced | vgpu-mig | passthrough-h100 | rdma
+    persona: str  # vgpu-timesliced | vgpu-mig | passthrough-h100 | rdma | bitfusion-server | bitfusion-client
 
 
 @dataclass
@@ -116,6 +116,16 @@ _DEFAULT_HOST_GPUS: list[tuple[str, int]] = [
 # PCI bus numbers of the GPU slots, half on each NUMA node, like a 2-socket server.
 _GPU_BUSES = ["3b", "5e", "86", "af"]
 _NIC_BUSES = ["31", "98"]
+
+
+# (VM, host, persona) of the Bitfusion pool's members; they start without GPU or RDMA devices, like the others.
+BITFUSION_VMS: list[tuple[str, str, str]] = [
+    ("bf-server-01", "esxi-04.lab", "bitfusion-server"),
+    ("bf-server-02", "esxi-04.lab", "bitfusion-server"),
+    ("bf-client-01", "esxi-03.lab", "bitfusion-client"),
+    ("bf-client-02", "esxi-03.lab", "bitfusion-client"),
+    ("bf-client-03", "esxi-03.lab", "bitfusion-client"),
+]
 
 
 def _host_address(index: int) -> str:
@@ -181,6 +191,9 @@ def build_topology(hosts: int = 4, vms_per_host: int = 0) -> Topology:
         ("vm-mig-01", "esxi-01.lab", "vgpu-mig"),
         ("vm-pt-01", "esxi-02.lab", "passthrough-h100"),
         ("vm-rdma-01", "esxi-02.lab", "rdma"),
+        # The GPU pool of stacks/Pulumi.lab-bitfusion.yaml (vSphere Bitfusion): two servers on the T4 host that
+        # export its GPUs passed through to them, three clients without GPUs on another host.
+        *BITFUSION_VMS,
     ]
     guests: list[Guest] = []
     for idx, (name, host, persona) in enumerate(guest_vms):

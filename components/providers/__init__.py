@@ -17,4 +17,5 @@ Modules (fixed paths):
 - ``host_license``: ``HostLicenseAssignment``, the vSphere licence assigned to an ESXi host.
 - ``guest_licensing``: ``GuestNvidiaLicensing``, the NVIDIA client configuration token in a guest.
 - ``guest_prepare``: ``GuestPreparation``, the guest side of a GPU VM (NVIDIA driver, Container Toolkit, Docker).
+- ``bitfusion_client``: ``BitfusionClientConfig``, the Bitfusion client configuration of a GPU pool client.
 """

@@ -30,6 +30,18 @@ class ExpectedPassthrough:
 
 
 @dataclass(frozen=True)
+class PoolClientExpect:
+    """What a GPU pool client (vSphere Bitfusion) should see: the pool's servers and GPUs, its share, its path."""
+
+    pool: str
+    servers: int
+    gpus: int
+    num_gpus: int  # bitfusion run -n
+    partial: float  # bitfusion run -p
+    nic: str  # vmxnet3 | passthrough | pvrdma
+
+
+@dataclass(frozen=True)
 class GuestExpect:
     vm: str
     host: str | None
@@ -42,6 +54,7 @@ class GuestExpect:
     nvlink: bool  # several GPUs that the spec bridges with NVLink
     problems: tuple[str, ...] = ()  # spec entries the checks cannot turn into expectations
     guest: GuestDesired | None = None  # the VM's guest: block (driver version, toolkit, docker runtime)
+    pool_client: PoolClientExpect | None = None  # a client of a GPU pool (Bitfusion)
 
     @property
     def gpu_count(self) -> int:
@@ -117,4 +130,15 @@ def guest_expect(fleet: Fleet, vm: VmSpec) -> GuestExpect:
         nvlink=nvlink,
         problems=tuple(problems),
         guest=guest_desired(fleet, vm),
+        pool_client=_pool_client(fleet, vm.name),
     )
+
+
+def _pool_client(fleet: Fleet, vm: str) -> PoolClientExpect | None:
+    for pool in fleet.gpu_pools:
+        for client in pool.clients:
+            if client.vm == vm:
+                n, partial = (int(client.share), 1.0) if client.share > 1 else (1, float(client.share))
+                gpus = sum(len(dict.fromkeys(s.gpus)) for s in pool.servers)
+                return PoolClientExpect(pool.name, len(pool.servers), gpus, n, partial, client.nic)
+    return None

@@ -1,9 +1,11 @@
 """Post-deploy checks of Linux guests: the NVIDIA driver, the GPUs the spec gives the VM (vGPU profile, MIG
 instance, passthrough board), the vGPU licence, the container toolkit and a GPU-enabled container runtime, RDMA
-devices and RoCE, P2P/NVLink topology, a 64-bit OS. Each failure message carries the command and its output."""
+devices and RoCE, P2P/NVLink topology, a 64-bit OS; on GPU pool clients (Bitfusion) the pool, a fractional run and
+the declared data path. Each failure message carries the command and its output."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from gpufleet.catalog.guest_drivers import pairing_problem
 from gpufleet.checks import guest_smi
 from gpufleet.checks.backend import Sh
-from gpufleet.checks.expect import ExpectedPassthrough, ExpectedVgpu, GuestExpect
+from gpufleet.checks.expect import ExpectedPassthrough, ExpectedVgpu, GuestExpect, PoolClientExpect
 from gpufleet.checks.nodes import Node
 from gpufleet.spec.models import RdmaNicRequest
 
@@ -270,3 +272,65 @@ def test_roce_version_is_as_desired(guest_rdma: tuple[Node, int, RdmaNicRequest]
     gid_type = node.sh("cat", f"/sys/class/infiniband/{device}/ports/1/gid_attrs/types/{1 if nic.roce == 'v2' else 0}")
     want = "RoCE v2" if nic.roce == "v2" else "IB/RoCE v1"
     assert gid_type.stdout.strip() == want, f"{node.name}: {device} does not offer {want} GIDs\n{gid_type.describe()}"
+
+
+# ---------------------------------------------------------------- GPU pools (vSphere Bitfusion)
+_BF_SERVER = re.compile(r"^\s*-\s*server\s+\d+\s+\[([^\]]+)\]")
+_BF_GPU = re.compile(r"^\s*\|-\s*GPU\s+\d+:")
+
+
+def _pool_client(node: Node) -> PoolClientExpect:
+    expect = _expect(node)
+    if expect.pool_client is None:
+        pytest.skip(f"{node.name}: not a GPU pool client")
+    return expect.pool_client
+
+
+def test_bitfusion_client_sees_the_pool(guest_node: Node) -> None:
+    pool = _pool_client(guest_node)
+    listing = guest_node.sh("bitfusion", "list_gpus")
+    lines = listing.stdout.splitlines() if listing.ok else []
+    servers = [m.group(1) for line in lines if (m := _BF_SERVER.match(line))]
+    gpus = sum(1 for line in lines if _BF_GPU.match(line))
+    assert (len(servers), gpus) == (pool.servers, pool.gpus), (
+        f"{guest_node.name}: bitfusion list_gpus shows {len(servers)} server(s) and {gpus} GPU(s); pool {pool.pool} "
+        f"has {pool.servers} and {pool.gpus}\n{listing.describe()}"
+    )
+
+
+def test_bitfusion_health_passes(guest_node: Node) -> None:
+    _pool_client(guest_node)
+    health = guest_node.sh("bitfusion", "health")
+    assert health.ok, f"{guest_node.name}: bitfusion health failed\n{health.describe()}"
+
+
+def test_bitfusion_fractional_run_sees_a_gpu(guest_node: Node) -> None:
+    pool = _pool_client(guest_node)
+    run = guest_node.sh(
+        "bitfusion", "run", "-n", str(pool.num_gpus), "-p", f"{pool.partial:g}", "--", "nvidia-smi", "-L"
+    )
+    listed = guest_smi.parse_list(run.stdout) if run.ok else []
+    assert len(listed) == pool.num_gpus, (
+        f"{guest_node.name}: `bitfusion run -n {pool.num_gpus} -p {pool.partial:g}` sees {len(listed)} GPU(s)\n"
+        f"{run.describe()}"
+    )
+
+
+def test_bitfusion_data_path_is_the_declared_one(guest_node: Node) -> None:
+    pool = _pool_client(guest_node)
+    expect = _expect(guest_node)
+    if pool.nic == "vmxnet3":
+        pytest.skip(f"{guest_node.name}: pool {pool.pool} over vmxnet3 (TCP): no RDMA device to check")
+    index, nic = next(((i, n) for i, n in enumerate(expect.rdma) if n.type == pool.nic), (None, None))
+    assert nic is not None and index is not None, f"{guest_node.name}: the spec gives no {pool.nic} RDMA NIC"
+    device, _ = _rdma_device(guest_node, index, nic)
+    show = guest_node.sh("rdma", "link", "show")
+    links = {link.device: link for link in guest_smi.parse_rdma_links(show.stdout)} if show.ok else {}
+    assert device in links and links[device].state == "ACTIVE", (
+        f"{guest_node.name}: the pool's {pool.nic} path {device} is not ACTIVE\n{show.describe()}"
+    )
+    if pool.nic == "pvrdma":
+        mode = guest_node.sh("cma_roce_mode", "-d", device, "-p", "1")
+        assert mode.ok and mode.stdout.strip() == "RoCE v2", (
+            f"{guest_node.name}: Bitfusion over PVRDMA needs RoCE v2 on {device}\n{mode.describe()}"
+        )

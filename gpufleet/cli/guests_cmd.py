@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from gpufleet.cli.output import console, err_console, esc, handle_errors, print_json
-from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.errors import GpufleetError, SpecError, SpecIssue
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
 
@@ -57,6 +57,7 @@ def prepare(
     ] = None,
 ) -> None:
     """Install and configure the guest side of the stack's GPU VMs, then assert it and license vGPU guests."""
+    from gpufleet.checks.bitfusion import configure_client, pool_client_targets
     from gpufleet.checks.guest_prepare import GuestTarget, prepare_guests
     from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
@@ -66,12 +67,24 @@ def prepare(
     loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
     fleet = loaded.fleet
     desired = {v.name: d for v in fleet.vms if (d := guest_desired(fleet, v)) is not None}
+    pool_clients = [c.vm for p in fleet.gpu_pools for c in p.clients]
     if vm:
-        unknown = [n for n in vm if n not in desired]
+        unknown = [n for n in vm if n not in desired and n not in pool_clients]
         if unknown:
-            raise SpecError([SpecIssue("--vm", f"{', '.join(unknown)}: not a VM with a guest: block", tuple(desired))])
+            raise SpecError(
+                [
+                    SpecIssue(
+                        "--vm",
+                        f"{', '.join(unknown)}: not a VM with a guest: block or a GPU pool client",
+                        tuple(desired) + tuple(pool_clients),
+                    )
+                ]
+            )
     names = [n for n in desired if not vm or n in vm]
-    guests = stack_ssh_settings(loaded)[1] if names else {}
+    # GPU pool clients (Bitfusion): their client configuration, placed after the GPU guests (bad input first).
+    pool_targets = pool_client_targets(loaded, [n for n in vm if n in pool_clients] if vm else None)
+    guests_all = stack_ssh_settings(loaded)[1] if names or pool_targets else {}
+    guests = guests_all
     missing = [n for n in names if n not in guests]
     if missing:
         raise SpecError([SpecIssue(f"vms[{n}].ssh", "no SSH settings: cannot reach the guest") for n in missing])
@@ -103,8 +116,26 @@ def prepare(
         token=token,
         on_event=on_event,
     )
+    pool_results, pool_errors = [], []
+    for target in pool_targets:
+        try:
+            result = configure_client(GuestSshRunner(guests_all[target.vm]), target.pool, target.files, dry_run=dry_run)
+        except GpufleetError as exc:  # the message names the file, never its content
+            pool_errors.append({"vm": target.vm, "pool": target.pool.name, "error": str(exc)})
+            continue
+        pool_results.append(result)
+        on_event(target.vm, f"bitfusion client of {target.pool.name}: " + ", ".join(f"{p} {s}" for p, s in result.files))
+    exit_code = report.exit_code
+    if pool_errors:
+        exit_code = 1
+    elif exit_code == 0 and dry_run and any(r.pending for r in pool_results):
+        exit_code = 2
     if as_json:
-        print_json({"stack": str(stack), **report.to_json()})
+        doc = {"stack": str(stack), **report.to_json()}
+        if pool_targets:
+            doc["poolClients"] = [r.to_json() for r in pool_results] + pool_errors
+            doc["exit_code"] = exit_code
+        print_json(doc)
     else:
         table = Table(title="guests prepare (dry run)" if dry_run else "guests prepare", title_justify="left")
         for column in ("VM", "state", "steps", "error"):
@@ -122,7 +153,15 @@ def prepare(
             f"(max-unavailable {report.max_unavailable}) in {report.seconds:.1f} s",
             highlight=False,
         )
-    raise typer.Exit(report.exit_code)
+        for r in pool_results:
+            console.print(
+                f"{esc(r.vm)}: Bitfusion client of pool {esc(r.pool)} "
+                + ("changed" if r.changed else ("changes pending" if r.pending else "as wanted")),
+                highlight=False,
+            )
+        for e in pool_errors:
+            console.print(f"[red]{esc(e['vm'])}: {esc(e['error'])}[/]", highlight=False)
+    raise typer.Exit(exit_code)
 
 
 def register(app: typer.Typer) -> None:

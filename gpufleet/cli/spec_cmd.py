@@ -10,19 +10,23 @@ Exit codes: 0 ok (valid / fits / every VM placed), 1 error (bad input: invalid s
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.table import Table
 
 from gpufleet.catalog import CatalogError
 from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.placement.mig import MigFit, fit
+from gpufleet.placement.migrate import Migration, MigrationTarget, migrate_pool
 from gpufleet.placement.planner import Plan, plan
+from gpufleet.placement.pool import PoolPlan, plan_pools
 from gpufleet.spec.schema import stack_schema
-from gpufleet.spec.stack import Stack, load_stack
+from gpufleet.spec.stack import FLEET_KEY, Stack, load_stack
 from gpufleet.spec.validate import stack_issues
 
 StackArg = Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.lab.yaml")]
@@ -69,6 +73,8 @@ def _pinned_capacity_issues(loaded: Stack) -> list[SpecIssue]:
         for u in plan(loaded.fleet).unplaced
         if u.vm in pinned
     ]
+    # A GPU pool's clients reserve their shares: shares that cannot all be held at once are an invalid pool.
+    found += [SpecIssue(u.path, f"does not fit the pool: {u.reason}") for p in plan_pools(loaded.fleet) for u in p.unplaced]
     return stack_issues(loaded, found)
 
 
@@ -223,9 +229,101 @@ def _assignment_text(a: dict[str, Any]) -> str:
     return f"{a['vm']}: {a.get('device', 'passthrough')}"
 
 
+def _fleet_yaml(document: dict[str, Any]) -> list[str]:
+    text = yaml.safe_dump({FLEET_KEY: document}, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return text.splitlines(keepends=True)
+
+
+def _migration_diff(stack: Path, loaded: Stack, migration: Migration) -> str:
+    """The proposal as a unified diff of the fleet (both sides written the same way, so only changes show)."""
+    if migration.document is None:
+        return ""
+    before = _fleet_yaml(loaded.config[FLEET_KEY])
+    after = _fleet_yaml(migration.document)
+    return "".join(difflib.unified_diff(before, after, f"{stack} (gpufleet:fleet)", f"{stack} (proposed)"))
+
+
+def _migrate(stack: Path, loaded: Stack, name: str, target: MigrationTarget, json_out: bool) -> None:
+    if loaded.fleet.pool(name) is None:
+        names = [p.name for p in loaded.fleet.gpu_pools]
+        message = f"--migrate-pool: no GPU pool named {name!r} in {stack}"
+        if json_out:
+            print_json({"stack": str(stack), "error": message, "valid": names})
+        else:
+            hint = f" (valid: {', '.join(names)})" if names else " (the stack has no gpuPools)"
+            err_console.print(f"[bold red]error:[/] {esc(message + hint)}", highlight=False)
+        raise typer.Exit(ExitCode.ERROR)
+    migration = migrate_pool(loaded.fleet, loaded.config[FLEET_KEY], name, target)
+    diff = _migration_diff(stack, loaded, migration)
+    if json_out:
+        print_json({"stack": str(stack), **migration.to_json(), "diff": diff})
+    else:
+        table = Table(title=esc(f"pool {name} -> {target.value}: what its clients would need"), title_justify="left")
+        for col in ("client", "share", "board", "profiles", "host", "GPUs", "why not"):
+            table.add_column(col)
+        for c in migration.clients:
+            table.add_row(
+                esc(c.vm), esc(c.share), esc(c.board), esc(", ".join(c.profiles) or "-"), esc(c.host or "-"),
+                esc(", ".join(c.gpus) or "-"), esc(c.reason or ""),
+            )
+        console.print(table)
+        for m in migration.gpu_modes:
+            console.print(f"{esc(m['host'])} GPU {esc(m['pci'])} ({esc(m['model'])}): mode {esc(m['from'])} -> {esc(m['to'])}")
+        if migration.removed_vms:
+            console.print(f"server VMs no longer needed: {esc(', '.join(migration.removed_vms))}")
+        if migration.issues:
+            _print_issues(f"the proposal breaks {len(migration.issues)} rule(s)", migration.issues)
+        if diff:
+            console.print(esc(diff), end="", highlight=False, soft_wrap=True)
+    if not migration.feasible:
+        raise typer.Exit(ExitCode.NO)
+
+
+def _print_pools(pools: list[PoolPlan]) -> None:
+    for pool in pools:
+        doc = pool.to_json()
+        table = Table(title=esc(f"GPU pool {pool.pool} (Bitfusion)"), title_justify="left")
+        for col in ("server", "GPU", "model", "clients", "allocated", "free"):
+            table.add_column(col)
+        for gpu in doc["gpus"]:
+            clients = "\n".join(f"{c['vm']}: {c['share']}" for c in gpu["clients"]) or "-"
+            table.add_row(
+                esc(f"{gpu['server']} ({gpu['host']})"), esc(gpu["pci"]), esc(gpu["model"]), esc(clients),
+                esc(gpu["allocated"]), esc(gpu["free"]),
+            )
+        console.print(table)
+        console.print(
+            f"pool {esc(pool.pool)}: {len(pool.placements)} client(s) hold {doc['allocated']} of {doc['gpus_total']} "
+            f"GPUs (occupancy {doc['occupancy']:.0%})"
+        )
+        if pool.unplaced:
+            table = Table(title=esc(f"pool {pool.pool}: shares that do not fit"), title_justify="left")
+            table.add_column("client", style="red")
+            table.add_column("path", style="cyan")
+            table.add_column("why")
+            for u in pool.unplaced:
+                table.add_row(esc(u.client), esc(u.path), esc(u.reason))
+            console.print(table)
+
+
 @handle_errors
-def plan_cmd(stack: StackArg, json_out: JsonOpt = False) -> None:
-    """Place every VM's GPUs onto hosts, GPUs and MIG slots (exit 0 all placed, 2 some cannot be, 1 invalid)."""
+def plan_cmd(
+    stack: StackArg,
+    json_out: JsonOpt = False,
+    migrate_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--migrate-pool",
+            help="The way off Bitfusion: the vGPU / MIG profiles this pool's clients would need, as a stack diff",
+        ),
+    ] = None,
+    target: Annotated[
+        MigrationTarget,
+        typer.Option("--to", help="with --migrate-pool: time-sliced vGPU or MIG-backed vGPU"),
+    ] = MigrationTarget.VGPU,
+) -> None:
+    """Place every VM's GPUs onto hosts, GPUs and MIG slots, and GPU pools' shares onto their servers' GPUs (exit 0
+    all placed, 2 some cannot be, 1 invalid); --migrate-pool NAME: the stack without the pool (exit 2: no fit)."""
     loaded, issues = _load_and_check(stack)
     if issues or loaded is None:
         if json_out:
@@ -233,12 +331,17 @@ def plan_cmd(stack: StackArg, json_out: JsonOpt = False) -> None:
         else:
             _print_issues(f"{stack}: {len(issues)} problem(s); fix them before planning", issues)
         raise typer.Exit(ExitCode.ERROR)
+    if migrate_pool is not None:
+        _migrate(stack, loaded, migrate_pool, target, json_out)
+        return
     result = plan(loaded.fleet)
+    pools = plan_pools(loaded.fleet)
     if json_out:
-        print_json({"stack": str(stack), **result.to_json()})
+        print_json({"stack": str(stack), **result.to_json(), "pools": [p.to_json() for p in pools]})
     else:
         _print_plan(loaded.name, result)
-    if not result.feasible:
+        _print_pools(pools)
+    if not result.feasible or not all(p.feasible for p in pools):
         raise typer.Exit(ExitCode.NO)
 
 

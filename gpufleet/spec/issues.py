@@ -20,8 +20,8 @@ from gpufleet.errors import SpecIssue
 from gpufleet.spec.echo import CONTROL_CHARACTER, shown
 from gpufleet.spec.models import Fleet, SecretRef
 
-NAMED_LISTS = ("hosts", "templates", "vms")  # top-level lists whose items carry a `name`
-_REF = re.compile(r"(?<![\w.\[\]])(hosts|templates|vms)\[(\d+)\]")
+NAMED_LISTS = ("hosts", "templates", "vms", "gpuPools")  # top-level lists whose items carry a `name`
+_REF = re.compile(r"(?<![\w.\[\]])(hosts|templates|vms|gpuPools)\[(\d+)\]")
 _SAFE_NAME = re.compile(r"^(?!\d+$)[^\[\]\s]{1,64}$")  # not a number: vms[3] stays an index
 MAX_LISTED_KEYS = 24
 

@@ -339,6 +339,76 @@ class RolloutPolicy(SpecModel):
     vgpu_vmotion: StrictBool | None = Field(None, description="vCenter advanced setting vgpu.hotmigrate.enabled")
 
 
+# -- GPU pools over the network (vSphere Bitfusion) ------------------------------------------------------------
+POOL_NICS = ("vmxnet3", "passthrough", "pvrdma")
+PoolNic = Literal["vmxnet3", "passthrough", "pvrdma"]
+BITFUSION_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+
+def _share(value: object) -> object:
+    """A client's share: a fraction of one GPU (0 < share <= 1, Bitfusion's ``-n 1 -p share``) or a whole number of
+    GPUs (``-n share``). Text and booleans are refused, as for whole numbers."""
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"must be a number (a fraction of one GPU like 0.25, or whole GPUs like 2), not {shown(value)}")
+    if not isinstance(value, (int, float)) or value != value or value <= 0:
+        raise ValueError(f"{shown(value)} is not a share: give a fraction of one GPU (0 < share <= 1) or whole GPUs")
+    if value > 1 and value != int(value):
+        raise ValueError(f"{shown(value)}: above 1 a share is whole GPUs (2, 3, ...); below, a fraction of one GPU")
+    return value
+
+
+PoolShare = Annotated[float, BeforeValidator(_share)]
+
+
+class PoolServer(SpecModel):
+    """A Bitfusion server: a VM of ``vms`` on a GPU host, exporting the GPUs passed through to it."""
+
+    vm: str = Field(description="Name of the server VM in `vms` (its passthrough lists these GPUs)")
+    host: str = Field(description="The host the server VM runs on (the VM's `host`)")
+    gpus: list[PciAddress] = Field(min_length=1, description="PCI addresses of the host GPUs it exports (passthrough)")
+    nic: PoolNic = Field("vmxnet3", description="Data path: vmxnet3 (TCP), passthrough ConnectX (RoCE) or pvrdma")
+    network: str | None = Field(
+        None, description="Port group / fabric of its data path; default: the template's network (vmxnet3) or the "
+        "VM's PVRDMA network (pvrdma); required for passthrough"
+    )
+
+
+class PoolClient(SpecModel):
+    """A Bitfusion client: a VM of ``vms`` without GPUs of its own, using a share of the pool."""
+
+    vm: str = Field(description="Name of the client VM in `vms`")
+    share: PoolShare = Field(description="Fraction of one GPU (0.25: `bitfusion run -n 1 -p 0.25`) or whole GPUs (2)")
+    nic: PoolNic = Field("vmxnet3", description="Data path: vmxnet3 (TCP), passthrough ConnectX (RoCE) or pvrdma")
+    network: str | None = Field(None, description="Port group / fabric of its data path (defaults as for servers)")
+
+
+class PoolTls(SpecModel):
+    """TLS between Bitfusion clients and servers: the CA that signs the servers' certificates."""
+
+    ca: SecretRef = Field(description="PEM CA certificate the clients trust (secret reference: written 0600)")
+
+
+class GpuPool(SpecModel):
+    """A pool of GPUs shared over the network (vSphere Bitfusion): servers export GPUs, clients use shares."""
+
+    name: str
+    version: str = Field(description="Bitfusion version of servers and clients, e.g. 4.5.4")
+    networks: list[str] = Field(
+        min_length=1, description="Port groups / fabrics routed to each other; every member's data path is on one"
+    )
+    servers: list[PoolServer] = Field(min_length=1)
+    clients: list[PoolClient] = Field(default_factory=list)
+    tls: PoolTls
+    client_token: SecretRef = Field(description="Bitfusion client token (the client's credentials; secret reference)")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not BITFUSION_VERSION.match(value):
+            raise ValueError(f"{shown(value)} is not a Bitfusion version like 4.5.4")
+        return value
+
+
 class Fleet(SpecModel):
     """The whole fleet (stack key ``gpufleet:fleet``)."""
 
@@ -352,12 +422,21 @@ class Fleet(SpecModel):
     vms: list[VmSpec] = Field(default_factory=list)
     licensing: LicensingSpec = Field(default_factory=LicensingSpec)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    gpu_pools: list[GpuPool] = Field(
+        default_factory=list, description="GPUs pooled over the network (vSphere Bitfusion; end of life, see README)"
+    )
 
     def host(self, name: str) -> HostSpec | None:
         return next((h for h in self.hosts if h.name == name), None)
 
     def template(self, name: str) -> TemplateSpec | None:
         return next((t for t in self.templates if t.name == name), None)
+
+    def vm(self, name: str) -> VmSpec | None:
+        return next((v for v in self.vms if v.name == name), None)
+
+    def pool(self, name: str) -> GpuPool | None:
+        return next((p for p in self.gpu_pools if p.name == name), None)
 
     def driver_for(self, host: HostSpec) -> DriverSpec | None:
         return host.driver or self.driver

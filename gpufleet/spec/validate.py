@@ -9,7 +9,8 @@ each, P2P only full-framebuffer C-series on NVLink peers); passthrough GPUs and 
 DirectPath needs vmx-17; PVRDMA needs vmx-13 and a 64-bit Linux guest; GPU VMs need a 64-bit guest, reserved
 memory, EFI when 64-bit MMIO is needed and an MMIO size that is a power of two and large enough; vGPUs pinned
 to a GPU respect its per-GPU maximum, equal sizes (unless mixed-size) and the MIG placement geometry (exact
-search over start slots).
+search over start slots); GPU pools (Bitfusion): servers export passthrough GPUs of their host passed through
+to them and to no one else, clients have no GPUs of their own, data paths declared and on a routable network.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gpufleet.spec.rules.capacity import check_pinned_capacity
 from gpufleet.spec.rules.context import Context
 from gpufleet.spec.rules.guest_driver import check_guest_drivers
 from gpufleet.spec.rules.hosts import check_hosts, check_names
+from gpufleet.spec.rules.pools import check_pools
 from gpufleet.spec.rules.vms import VmRules
 from gpufleet.spec.stack import FLEET_KEY, Stack
 
@@ -35,6 +37,7 @@ def validate_fleet(fleet: Fleet) -> list[SpecIssue]:
     pinned = VmRules(ctx).run()
     check_pinned_capacity(ctx, pinned)
     check_guest_drivers(ctx)
+    check_pools(ctx)
     return ctx.issues
 
 

@@ -105,6 +105,10 @@ COMMAND_PATHS = {
     "docker": "/usr/bin/docker",
     "ibv_devices": "/usr/bin/ibv_devices",
     "rdma": "/usr/sbin/rdma",
+    "ibv_devinfo": "/usr/bin/ibv_devinfo",
+    "show_gids": "/usr/sbin/show_gids",
+    "cma_roce_mode": "/usr/sbin/cma_roce_mode",
+    "bitfusion": "/usr/bin/bitfusion",
     "systemctl": "/usr/bin/systemctl",
     "journalctl": "/usr/bin/journalctl",
 }
@@ -119,6 +123,8 @@ def _installed(g: Guest, name: str) -> bool:
         return bool(g.state.get("container", {}).get("toolkit"))
     if name == "docker":
         return bool(g.state.get("container", {}).get("docker"))
+    if name == "bitfusion":
+        return str(g.state.get("persona", "")).startswith("bitfusion-")
     return True
 
 
@@ -1027,6 +1033,54 @@ def cmd_rdma(g: Guest, argv: list[str], stdin: Input) -> Result:
     return _ok(err=f'Object "{args[0] if args else ""}" is unknown, try "rdma help".\n', rc=1)
 
 
+def cmd_ibv_devinfo(g: Guest, argv: list[str], stdin: Input) -> Result:
+    """``ibv_devinfo [-d DEV]`` (rdma-core's layout; docs/reference/bitfusion_formats.txt)."""
+    want = argv[argv.index("-d") + 1] if "-d" in argv[:-1] else None
+    devices = [d for d in g.view.rdma if want in (None, d.name)]
+    if not devices:
+        return _ok(err="No IB devices found\n" if want is None else f"IB device '{want}' wasn't found\n", rc=255)
+    out = []
+    for d in devices:
+        guid = f"{d.node_guid[:4]}:{d.node_guid[4:8]}:{d.node_guid[8:12]}:{d.node_guid[12:]}"
+        port_state = "PORT_ACTIVE (4)" if d.state == "ACTIVE" else "PORT_DOWN (1)"
+        out.append(
+            f"hca_id:\t{d.name}\n\ttransport:\t\t\tInfiniBand (0)\n\tfw_ver:\t\t\t\t3.0.000\n"
+            f"\tnode_guid:\t\t\t{guid}\n\tsys_image_guid:\t\t\t{guid}\n\tphys_port_cnt:\t\t\t1\n"
+            f"\t\tport:\t1\n\t\t\tstate:\t\t\t{port_state}\n\t\t\tmax_mtu:\t\t4096 (5)\n"
+            f"\t\t\tactive_mtu:\t\t1024 (3)\n\t\t\tlink_layer:\t\tEthernet\n\n"
+        )
+    return _ok("".join(out))
+
+
+def cmd_show_gids(g: Guest, argv: list[str], stdin: Input) -> Result:
+    """Mellanox's ``show_gids``: one row per GID with its RoCE version (v1 / v2)."""
+    rows = ["DEV\tPORT\tINDEX\tGID\t\t\t\t\tIPv4  \t\tVER\tDEV", "---\t----\t-----\t---\t\t\t\t\t------------  \t---\t---"]
+    for i, d in enumerate(g.view.rdma):
+        ip = f"192.168.{100 + i}.{11 + i}"
+        v4 = "0000:0000:0000:0000:0000:ffff:" + "".join(f"{int(o):02x}" for o in ip.split(".")[:2]) + ":" + "".join(
+            f"{int(o):02x}" for o in ip.split(".")[2:]
+        )
+        for index, ver in ((0, "v1"), (1, "v2")):
+            if d.roce == "v2" or ver == "v1":
+                rows.append(f"{d.name}\t1\t{index}\t{v4}\t{ip}  \t{ver}\t{d.netdev}")
+    return _ok("\n".join(rows) + f"\nn_gids_found={len(rows) - 2}\n")
+
+
+def cmd_cma_roce_mode(g: Guest, argv: list[str], stdin: Input) -> Result:
+    """``cma_roce_mode -d DEV -p 1``: the RoCE mode rdma_cm uses on that port."""
+    want = argv[argv.index("-d") + 1] if "-d" in argv[:-1] else None
+    device = next((d for d in g.view.rdma if d.name == want), None)
+    if device is None:
+        return _ok(err=f"Device {want} not found\n", rc=1)
+    return _ok("RoCE v2\n" if device.roce == "v2" else "IB/RoCE v1\n")
+
+
+def cmd_bitfusion(g: Guest, argv: list[str], stdin: Input) -> Result:
+    from lab.guest.bitfusion import cmd_bitfusion as run
+
+    return run(g, argv, stdin)
+
+
 def cmd_reboot(g: Guest, argv: list[str], stdin: Input) -> Result:
     from lab.guest.install import reboot
 
@@ -1090,6 +1144,10 @@ COMMANDS: dict[str, Callable[[Guest, list[str], Input], Result]] = {
     "docker": cmd_docker,
     "ibv_devices": cmd_ibv_devices,
     "rdma": cmd_rdma,
+    "ibv_devinfo": cmd_ibv_devinfo,
+    "show_gids": cmd_show_gids,
+    "cma_roce_mode": cmd_cma_roce_mode,
+    "bitfusion": cmd_bitfusion,
 }
 
 

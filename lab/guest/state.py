@@ -77,6 +77,12 @@ PERSONA_DEFAULTS: dict[str, dict[str, Any]] = {
         "static_gpus": [{"kind": "vgpu", "profile": "nvidia_h100-3-40c"}],
         "static_rdma": [{"type": "pvrdma", "roce": "v2"}],
     },
+    # vSphere Bitfusion (lab/guest/bitfusion.py): a server exports its passthrough GPUs, a client has none.
+    "bitfusion-server": {
+        "static_gpus": [{"kind": "passthrough", "model": "T4"}, {"kind": "passthrough", "model": "T4"}],
+        "static_rdma": [{"type": "pvrdma", "roce": "v2"}],
+    },
+    "bitfusion-client": {"static_gpus": [], "static_rdma": [{"type": "pvrdma", "roce": "v2"}]},
 }
 
 
@@ -105,7 +111,14 @@ GRUB_DEFAULT = 'GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=""\nG
 
 
 def initial_state(
-    name: str, persona: str, host: str | None, token_sha256: str | None, gpu_source: str, bare: bool = False
+    name: str,
+    persona: str,
+    host: str | None,
+    token_sha256: str | None,
+    gpu_source: str,
+    bare: bool = False,
+    address: str | None = None,
+    bitfusion: dict | None = None,
 ) -> dict:
     """The state a persona starts with: driver installed, toolkit and docker ready, gridd running unlicensed (a
     deployed guest). ``bare``: a fresh Ubuntu with Docker only: no NVIDIA driver (nouveau loaded), no toolkit,
@@ -141,6 +154,8 @@ def initial_state(
         "license_token_sha256": token_sha256,
         "nvlink": True,
         "faults": {"license_server_down": False},
+        "address": address,  # the persona's SSH address (Bitfusion servers listen on it)
+        "bitfusion": bitfusion or {},  # SHA-256 of the lab pool's CA and client token (what servers accept)
     }
 
 

@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.guest import bitfusion
 from lab.guest.state import GuestState, initial_state
 from lab.paths import LabPaths
 from lab.sshd import SshdUnit, generate_key, known_hosts_entry, write_config
@@ -102,6 +103,8 @@ def prepare_guests(
     build_guest_depot(paths.depot_dir)
     token = _lab_token(guests_dir)
     digest = token_sha256(token)
+    pool = bitfusion.lab_secrets(guests_dir)
+    pool_digests = {"token_sha256": token_sha256(pool[bitfusion.TOKEN_ENV]), "ca_sha256": token_sha256(pool[bitfusion.CA_ENV])}
     host_of = {vm.name: vm.host for vm in topology.vms}
     units: list[SshdUnit] = []
     entries: list[dict] = []
@@ -109,7 +112,11 @@ def prepare_guests(
     for guest in topology.guests:
         directory = guests_dir / guest.name
         GuestState.create(
-            directory, initial_state(guest.name, guest.persona, host_of.get(guest.name), digest, gpu_source)
+            directory,
+            initial_state(
+                guest.name, guest.persona, host_of.get(guest.name), digest, gpu_source,
+                address=guest.address, bitfusion=pool_digests,
+            ),
         )
         unit = SshdUnit(
             name=guest.name,
@@ -136,7 +143,7 @@ def prepare_guests(
                 "persona": guest.persona,
             }
         )
-    return GuestsSetup(units=units, env_entries=entries, secrets={TOKEN_ENV: token}, host_keys=host_keys)
+    return GuestsSetup(units=units, env_entries=entries, secrets={TOKEN_ENV: token, **pool}, host_keys=host_keys)
 
 
 def guest_units(ctx: object) -> list[SshdUnit]:
@@ -216,7 +223,7 @@ def reset_guest(paths: LabPaths, name: str, bare: bool = False) -> None:
     old = store.read()
     fresh = initial_state(
         name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter"),
-        bare=bare,
+        bare=bare, address=old.get("address"), bitfusion=old.get("bitfusion"),
     )
     with store.update() as state:
         state.clear()

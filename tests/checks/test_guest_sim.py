@@ -198,11 +198,12 @@ def test_gridd_without_a_token_stays_unlicensed(make_guest: Callable[..., Path])
 def test_prepare_guests_and_reset(tmp_path: Path) -> None:
     from lab.guest.units import TOKEN_ENV, known_hosts_lines, prepare_guests, reset_guest
     from lab.paths import LabPaths
-    from lab.topology import build_topology
+    from lab.topology import BITFUSION_VMS, build_topology
 
     paths = LabPaths.resolve(tmp_path / "lab")
     setup = prepare_guests(paths, build_topology(), port=2299)
-    assert [u.name for u in setup.units] == ["vm-ts-01", "vm-mig-01", "vm-pt-01", "vm-rdma-01"]
+    assert [u.name for u in setup.units][:4] == ["vm-ts-01", "vm-mig-01", "vm-pt-01", "vm-rdma-01"]
+    assert [u.name for u in setup.units][4:] == [vm for vm, _, _ in BITFUSION_VMS]  # the Bitfusion pool's members
     unit = setup.units[0]
     assert (
         unit.module == "lab.guest.shell"
@@ -214,7 +215,9 @@ def test_prepare_guests_and_reset(tmp_path: Path) -> None:
     assert (
         stat.S_IMODE(token_file.stat().st_mode) == 0o600 and setup.secrets[TOKEN_ENV] == token_file.read_text().strip()
     )
-    assert {e["persona"] for e in setup.env_entries} == {"vgpu-timesliced", "vgpu-mig", "passthrough-h100", "rdma"}
+    assert {e["persona"] for e in setup.env_entries} == {
+        "vgpu-timesliced", "vgpu-mig", "passthrough-h100", "rdma", "bitfusion-server", "bitfusion-client"
+    }
     assert known_hosts_lines(setup)[0].startswith("[127.0.100.11]:2299 ssh-ed25519 ")
     again = prepare_guests(paths, build_topology(), port=2299)  # idempotent: same token, same host keys
     assert again.secrets == setup.secrets and again.host_keys == setup.host_keys
