@@ -17,6 +17,8 @@ import typer
 from rich.table import Table
 
 from gpufleet.catalog import CatalogError
+from gpufleet.cli import markdown
+from gpufleet.cli.markdown import FormatOpt, OutputFormat, chosen_format
 from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.placement.mig import MigFit, fit
@@ -92,14 +94,15 @@ def _plural(n: int, noun: str) -> str:
 
 
 @handle_errors
-def validate(stack: StackArg, json_out: JsonOpt = False) -> None:
+def validate(stack: StackArg, json_out: JsonOpt = False, fmt: FormatOpt = OutputFormat.TEXT) -> None:
     """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid)."""
+    out = chosen_format(json_out, fmt)
     loaded, issues = _load_and_check(stack, pinned_capacity=True)
-    if json_out:
+    if out is not OutputFormat.TEXT:
         doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
         if loaded is not None:
             doc["summary"] = _summary(loaded)
-        print_json(doc)
+        print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_validate(doc))
     elif issues:
         _print_issues(f"{stack}: {len(issues)} problem(s)", issues)
     else:
@@ -203,18 +206,21 @@ def _assignment_text(a: dict[str, Any]) -> str:
 
 
 @handle_errors
-def plan_cmd(stack: StackArg, json_out: JsonOpt = False) -> None:
+def plan_cmd(stack: StackArg, json_out: JsonOpt = False, fmt: FormatOpt = OutputFormat.TEXT) -> None:
     """Place every VM's GPUs onto hosts, GPUs and MIG slots (exit 0 all placed, 2 some cannot be, 1 invalid)."""
+    out = chosen_format(json_out, fmt)
     loaded, issues = _load_and_check(stack)
     if issues or loaded is None:
-        if json_out:
-            print_json({"stack": str(stack), "feasible": False, "issues": _issues_json(issues)})
-        else:
+        doc = {"stack": str(stack), "feasible": False, "issues": _issues_json(issues)}
+        if out is OutputFormat.TEXT:
             _print_issues(f"{stack}: {len(issues)} problem(s); fix them before planning", issues)
+        else:
+            print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_plan(doc))
         raise typer.Exit(ExitCode.ERROR)
     result = plan(loaded.fleet)
-    if json_out:
-        print_json({"stack": str(stack), **result.to_json()})
+    if out is not OutputFormat.TEXT:
+        doc = {"stack": str(stack), **result.to_json()}
+        print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_plan(doc))
     else:
         _print_plan(loaded.name, result)
     if not result.feasible:
