@@ -267,7 +267,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
     vm_roles, src_vm_roles = roles_of(dst.vms), roles_of(src.vms)
     src_hosts, src_vms = _by_role(src.hosts, src_host_roles), _by_role(src.vms, src_vm_roles)
     for kind, items, roles, by_role in (("host", dst.hosts, host_roles, src_hosts), ("vm", dst.vms, vm_roles, src_vms)):
-        if kind == "host" and "driver" not in kinds or kind == "vm" and not {"guest", "vgpu", "mig"} & set(kinds):
+        if (kind == "host" and "driver" not in kinds) or (kind == "vm" and not {"guest", "vgpu", "mig"} & set(kinds)):
             continue  # roles of no interest to the kinds asked for
         mine = set(roles.values())
         unmatched += [Unmatched(kind, i.name, roles[i.name], "to") for i in items if roles[i.name] not in by_role]
