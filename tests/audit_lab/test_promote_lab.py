@@ -79,6 +79,22 @@ def _swap_vgpu(si: Any, profile: str) -> None:
     wait_for_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), what=f"drift {VM}", timeout=60)
 
 
+def _without_gpus(si: Any, names: tuple[str, ...]) -> None:
+    """The lab's other VMs without the GPU / RDMA devices earlier tests left on them: FROM does not mention them,
+    and the audit reports GPU VMs a stack does not mention."""
+    kinds = (vim.vm.device.VirtualPCIPassthrough, vim.vm.device.VirtualVmxnet3Vrdma)
+    for name in names:
+        vm = find_by_name(si, vim.VirtualMachine, name)
+        changes = [
+            vim.vm.device.VirtualDeviceSpec(operation="remove", device=d)
+            for d in vm.config.hardware.device
+            if isinstance(d, kinds)
+        ]
+        if changes:
+            task = vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes))
+            wait_for_task(task, what=f"remove the GPUs of {name}", timeout=60)
+
+
 def _doc(done: subprocess.CompletedProcess) -> dict[str, Any]:
     try:
         return json.loads(done.stdout)
@@ -92,6 +108,8 @@ def test_promotion_is_refused_while_from_drifts_and_allowed_with_proof(
     for name in HOSTS:  # `hosts prepare` takes the cluster's rollout lease: hold every host, as the other tests do
         lab_host(name)
     source, target = _stacks(tmp_path)
+    with connect(resolve_connections(load_stack(source)).vcenter) as si:
+        _without_gpus(si, ("vm-mig-01", "vm-pt-01", "vm-rdma-01"))
     for args in (["hosts", "prepare", source, "--json"], ["vms", "apply", source, "--json"]):
         done = _cli(*args)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
