@@ -23,6 +23,8 @@ from gpufleet.audit.report_html import write_html
 from gpufleet.audit.report_junit import write_junit
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.run import audit_stack
+from gpufleet.cli import markdown
+from gpufleet.cli.markdown import FormatOpt, OutputFormat, chosen_format
 from gpufleet.cli.output import console, err_console, esc, handle_errors, print_json
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
@@ -83,9 +85,12 @@ def audit(
     parallel: Annotated[
         int, typer.Option("--parallel", min=1, max=256, help="Hosts read over SSH at once")
     ] = DEFAULT_PARALLEL,
+    fmt: FormatOpt = OutputFormat.TEXT,
 ) -> None:
     """Diff desired (the stack) against actual GPU state (vCenter + hosts). Exit 0 in sync, 2 drift, 1 could
     not audit."""
+    out = chosen_format(json_out, fmt)
+    json_out = out is OutputFormat.JSON
     loaded = validated(load_stack(stack))
     result = audit_stack(loaded, ssh_parallel=parallel)
     written = []
@@ -97,9 +102,13 @@ def audit(
         document = result.to_dict()
         document["reports"] = written
         print_json(document)
+    elif out is OutputFormat.MARKDOWN:
+        document = result.to_dict()
+        document["reports"] = written
+        markdown.write(markdown.render_audit(document))
     else:
         _print_human(result, written, stack)
-    if result.unreachable and json_out:
+    if result.unreachable and out is not OutputFormat.TEXT:
         names = ", ".join(u.target for u in result.unreachable)
         err_console.print(f"[bold dark_orange]could not audit:[/] {esc(names)} unreachable", highlight=False)
     raise typer.Exit(result.exit_code)

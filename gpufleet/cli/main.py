@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from gpufleet.cli import audit_cmd, guests_cmd, hosts_cmd, lab_cmd, pulumi_cmd, spec_cmd, verify_cmd, vms_cmd
+from gpufleet.cli import (
+    audit_cmd,
+    guests_cmd,
+    hosts_cmd,
+    lab_cmd,
+    promote_cmd,
+    pulumi_cmd,
+    spec_cmd,
+    verify_cmd,
+    vms_cmd,
+)
 from gpufleet.cli.output import GpufleetGroup, console, gpufleet_version
 
 app = typer.Typer(
@@ -35,7 +45,7 @@ def _root(
     """NVIDIA GPUs on VMware vSphere as code: validate, plan, prepare hosts, apply VMs, audit, verify."""
 
 
-for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, pulumi_cmd):
+for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, promote_cmd, pulumi_cmd):
     module.register(app)
 
 

@@ -170,7 +170,11 @@ def _usage_error(exc: Any, argv: list[str]) -> Any:
     on stdout naming it."""
     if not getattr(exc, "_gpufleet_reported", False):
         exc.exit_code = ExitCode.ERROR
-        if "--json" in argv:
+        if (
+            "--json" in argv
+            or "--format=json" in argv
+            or any(a == "--format" and b == "json" for a, b in zip(argv, argv[1:], strict=False))
+        ):
             command = exc.ctx.command_path if exc.ctx is not None else "gpufleet"
             print_json({"error": exc.format_message(), "kind": "usage", "command": command})
         exc._gpufleet_reported = True  # type: ignore[attr-defined]

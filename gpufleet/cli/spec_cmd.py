@@ -19,6 +19,8 @@ import yaml
 from rich.table import Table
 
 from gpufleet.catalog import CatalogError
+from gpufleet.cli import markdown
+from gpufleet.cli.markdown import FormatOpt, OutputFormat, chosen_format
 from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.placement.mig import MigFit, fit
@@ -74,7 +76,9 @@ def _pinned_capacity_issues(loaded: Stack) -> list[SpecIssue]:
         if u.vm in pinned
     ]
     # A GPU pool's clients reserve their shares: shares that cannot all be held at once are an invalid pool.
-    found += [SpecIssue(u.path, f"does not fit the pool: {u.reason}") for p in plan_pools(loaded.fleet) for u in p.unplaced]
+    found += [
+        SpecIssue(u.path, f"does not fit the pool: {u.reason}") for p in plan_pools(loaded.fleet) for u in p.unplaced
+    ]
     return stack_issues(loaded, found)
 
 
@@ -107,22 +111,27 @@ def _plural(n: int, noun: str) -> str:
 
 @handle_errors
 def validate(
-    stack: StackArg, json_out: JsonOpt = False, policy: PolicyOpt = False, policy_config: PolicyConfigOpt = None
+    stack: StackArg,
+    json_out: JsonOpt = False,
+    fmt: FormatOpt = OutputFormat.TEXT,
+    policy: PolicyOpt = False,
+    policy_config: PolicyConfigOpt = None,
 ) -> None:
     """Check a stack against the spec and the hardware rules (exit 0 valid, 1 invalid); with --policy, also the
     guardrails of the policy pack (exit 2 when a mandatory rule is violated)."""
     from gpufleet.cli.policy_view import findings_json, policy_findings, print_findings
 
+    out = chosen_format(json_out, fmt)
     loaded, issues = _load_and_check(stack, pinned_capacity=True)
     with_policy = (policy or policy_config is not None) and loaded is not None and not issues
     used, findings = policy_findings(loaded, policy_config) if with_policy and loaded is not None else (None, [])
-    if json_out:
+    if out is not OutputFormat.TEXT:
         doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
         if loaded is not None:
             doc["summary"] = _summary(loaded)
         if with_policy:
             doc["policy"] = findings_json(used, findings)
-        print_json(doc)
+        print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_validate(doc))
     elif issues:
         _print_issues(f"{stack}: {len(issues)} problem(s)", issues)
     else:
@@ -263,12 +272,19 @@ def _migrate(stack: Path, loaded: Stack, name: str, target: MigrationTarget, jso
             table.add_column(col)
         for c in migration.clients:
             table.add_row(
-                esc(c.vm), esc(c.share), esc(c.board), esc(", ".join(c.profiles) or "-"), esc(c.host or "-"),
-                esc(", ".join(c.gpus) or "-"), esc(c.reason or ""),
+                esc(c.vm),
+                esc(c.share),
+                esc(c.board),
+                esc(", ".join(c.profiles) or "-"),
+                esc(c.host or "-"),
+                esc(", ".join(c.gpus) or "-"),
+                esc(c.reason or ""),
             )
         console.print(table)
         for m in migration.gpu_modes:
-            console.print(f"{esc(m['host'])} GPU {esc(m['pci'])} ({esc(m['model'])}): mode {esc(m['from'])} -> {esc(m['to'])}")
+            console.print(
+                f"{esc(m['host'])} GPU {esc(m['pci'])} ({esc(m['model'])}): mode {esc(m['from'])} -> {esc(m['to'])}"
+            )
         if migration.removed_vms:
             console.print(f"server VMs no longer needed: {esc(', '.join(migration.removed_vms))}")
         if migration.issues:
@@ -288,8 +304,12 @@ def _print_pools(pools: list[PoolPlan]) -> None:
         for gpu in doc["gpus"]:
             clients = "\n".join(f"{c['vm']}: {c['share']}" for c in gpu["clients"]) or "-"
             table.add_row(
-                esc(f"{gpu['server']} ({gpu['host']})"), esc(gpu["pci"]), esc(gpu["model"]), esc(clients),
-                esc(gpu["allocated"]), esc(gpu["free"]),
+                esc(f"{gpu['server']} ({gpu['host']})"),
+                esc(gpu["pci"]),
+                esc(gpu["model"]),
+                esc(clients),
+                esc(gpu["allocated"]),
+                esc(gpu["free"]),
             )
         console.print(table)
         console.print(
@@ -310,6 +330,7 @@ def _print_pools(pools: list[PoolPlan]) -> None:
 def plan_cmd(
     stack: StackArg,
     json_out: JsonOpt = False,
+    fmt: FormatOpt = OutputFormat.TEXT,
     migrate_pool: Annotated[
         str | None,
         typer.Option(
@@ -324,20 +345,23 @@ def plan_cmd(
 ) -> None:
     """Place every VM's GPUs onto hosts, GPUs and MIG slots, and GPU pools' shares onto their servers' GPUs (exit 0
     all placed, 2 some cannot be, 1 invalid); --migrate-pool NAME: the stack without the pool (exit 2: no fit)."""
+    out = chosen_format(json_out, fmt)
     loaded, issues = _load_and_check(stack)
     if issues or loaded is None:
-        if json_out:
-            print_json({"stack": str(stack), "feasible": False, "issues": _issues_json(issues)})
-        else:
+        doc = {"stack": str(stack), "feasible": False, "issues": _issues_json(issues)}
+        if out is OutputFormat.TEXT:
             _print_issues(f"{stack}: {len(issues)} problem(s); fix them before planning", issues)
+        else:
+            print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_plan(doc))
         raise typer.Exit(ExitCode.ERROR)
     if migrate_pool is not None:
-        _migrate(stack, loaded, migrate_pool, target, json_out)
+        _migrate(stack, loaded, migrate_pool, target, out is OutputFormat.JSON)
         return
     result = plan(loaded.fleet)
     pools = plan_pools(loaded.fleet)
-    if json_out:
-        print_json({"stack": str(stack), **result.to_json(), "pools": [p.to_json() for p in pools]})
+    if out is not OutputFormat.TEXT:
+        doc = {"stack": str(stack), **result.to_json(), "pools": [p.to_json() for p in pools]}
+        print_json(doc) if out is OutputFormat.JSON else markdown.write(markdown.render_plan(doc))
     else:
         _print_plan(loaded.name, result)
         _print_pools(pools)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -63,10 +63,19 @@ def verify(
         print_json({"stack": str(stack), **run.to_json()})
     else:
         _print_verify(stack, run, names, junit)
-    if run.count("error") or (not run.results and run.exit_status not in (0, 5)):
-        raise typer.Exit(ExitCode.ERROR)
-    if run.count("failed"):
-        raise typer.Exit(ExitCode.NO)
+    code = verify_exit_code(run.to_json()["summary"], len(run.results), run.exit_status)
+    if code:
+        raise typer.Exit(code)
+
+
+def verify_exit_code(summary: Mapping[str, int], checks: int, pytest_status: int = 0) -> int:
+    """verify's answer from its counts (also read back from a recorded ``verify --json``): 1 a check errored or
+    pytest failed before any check ran, 2 a check failed, 0 every check that applies passed."""
+    if summary.get("error") or (not checks and pytest_status not in (0, 5)):
+        return ExitCode.ERROR
+    if summary.get("failed"):
+        return ExitCode.NO
+    return ExitCode.OK
 
 
 def _progress_of(update: Callable[..., None], names: list[str]) -> OnResult:

@@ -219,6 +219,7 @@ class HostSpec(SpecModel):
     """An ESXi host with NVIDIA GPUs."""
 
     name: str = Field(description="The HostSystem name in vCenter, e.g. esxi-01.lab")
+    role: str | None = Field(None, description="What this host is across stacks, for `gpufleet promote`")
     cluster: str | None = Field(None, description="Cluster, when not the fleet's default")
     ssh: SshSpec | None = Field(None, description="SSH access (taken from the lab when vcenter.lab is true)")
     driver: DriverSpec | None = Field(None, description="Overrides the fleet's default driver")
@@ -298,6 +299,7 @@ class VmSpec(SpecModel):
     """A VM cloned from a template, with its GPUs and RDMA NICs (owned by gpufleet's VmGpuDevices)."""
 
     name: str
+    role: str | None = Field(None, description="What this VM is across stacks, for `gpufleet promote`")
     template: str = Field(description="Name of a template in `templates`")
     host: str | None = Field(None, description="Pin to this host; omitted: placed by `gpufleet plan`")
     vgpu: list[VgpuRequest] = Field(default_factory=list, description="vGPUs; several only where NVIDIA allows")
