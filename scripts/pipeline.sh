@@ -4,11 +4,12 @@
 #   scripts/pipeline.sh list                 the stacks the workflow fans out over (a JSON list, one stack per cluster)
 #   scripts/pipeline.sh pr STACK             validate + policy + plan + preview (with the policy pack); writes the PR
 #                                            comment to $OUT/STACK/comment.md
-#   scripts/pipeline.sh deploy STACK         up (with the policy pack) + verify + audit, recorded as proof in
+#   scripts/pipeline.sh deploy STACK         up --refresh (drift repaired; the policy pack) + verify + audit, recorded as proof in
 #                                            $PROOF/STACK (gpufleet proof record)
 #   scripts/pipeline.sh promote FROM TO      FROM's proven settings written into TO's stack file (gpufleet promote
 #                                            --proof $PROOF/FROM --write), then the pr stage of TO
-#   scripts/pipeline.sh drift STACK          audit (exit 2: drift)
+#   scripts/pipeline.sh drift STACK          audit + verify, recorded as STACK's proof again (exit 2: drift or a
+#                                            failed check: promoting from STACK is refused until it is repaired)
 #
 # Exit status: 0 the stage passed; 1 bad input or a step failed; 2 "no" (a policy violation, a VM that does not
 # fit, a promotion refused for want of proof, drift). Each step's exit status is kept in $OUT/STACK/<step>.rc.
@@ -25,7 +26,7 @@ PROOF=${GPUFLEET_PROOF_DIR:-$OUT/proof}
 export GPUFLEET_STACKS_DIR=$STACKS NO_COLOR=1
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-1}"
 }
 
@@ -106,7 +107,7 @@ deploy() {
   dir=$OUT/$stack
   mkdir -p "$dir" "$PROOF"
   ensure_stack "$stack"
-  step "$dir" up "$G" pulumi up --stack "$stack" --yes --skip-preview --policy-pack policy || return 1
+  step "$dir" up "$G" pulumi up --stack "$stack" --yes --skip-preview --refresh --policy-pack policy || return 1
   # the proof of this deployment: an audit in sync and a green verify, stamped with the stack's content hash
   rm -rf "$PROOF/$stack"
   step "$dir" proof "$G" proof record "$file" --out "$PROOF/$stack"
@@ -132,8 +133,10 @@ drift() {
   local stack=$1 file dir
   file=$(stack_file "$stack") || exit 1
   dir=$OUT/$stack
-  mkdir -p "$dir"
-  step "$dir" audit "$G" audit "$file" --format markdown
+  mkdir -p "$dir" "$PROOF"
+  # audit + verify, kept as the stack's proof: a drifted stack stops proving itself (promote from it is refused)
+  rm -rf "$PROOF/$stack"
+  step "$dir" proof "$G" proof record "$file" --out "$PROOF/$stack"
 }
 
 list() {
