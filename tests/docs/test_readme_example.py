@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def _stack_example() -> str:
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
-    examples = [b for b in blocks if "gpufleet:fleet:" in b]
+    examples = [b for b in blocks if "gpufleet:fleet:" in b and "version: v1" in b]  # whole stacks, not fragments
     assert examples, "README has no yaml block with a gpufleet:fleet stack"
     return examples[0]
 
