@@ -23,10 +23,10 @@ if P stack ls --json | .venv/bin/python -c 'import json, sys; sys.exit(0 if any(
 else
   P stack init lab
 fi
-P preview --stack lab
+P preview --stack lab --policy-pack policy   # the guardrails (policy/, policy/config/lab.json) judge it first
 step "6. pulumi up: hosts prepared (at most maxUnavailable at once), VMs' GPUs and templates converged, guests licensed"
 .venv/bin/python -c 'from lab.guest.units import reset_guest; from lab.paths import LabPaths; reset_guest(LabPaths.resolve(), "vm-rdma-01", bare=True); print("vm-rdma-01: guest reset bare (no NVIDIA software): GuestPreparation installs it")'
-P up --stack lab --yes --skip-preview
+P up --stack lab --yes --skip-preview --policy-pack policy
 step "6b. Converged: pulumi up again changes nothing (--expect-no-changes)"
 P up --stack lab --yes --expect-no-changes
 step "7. Post-deploy checks (pytest-testinfra) on hosts and guests"

@@ -19,8 +19,8 @@ lab_up() {
 
 # The offline half of the main job on STACK ($1): the spec, a MIG layout and the plan (no lab change).
 check_and_plan() {
-  step "2. Validate the fleet spec against the GPU catalog ($1)"
-  $G validate "$1"
+  step "2. Validate the fleet spec against the GPU catalog, and the guardrails of the policy pack ($1)"
+  $G validate "$1" --policy
   step "3. Check a MIG layout: 4g.40gb + 2g.20gb + 1g.10gb on an A100 80GB"
   $G mig fit --gpu A100-80GB 4g.40gb 2g.20gb 1g.10gb
   step "4. Plan: where every VM's GPUs go"
