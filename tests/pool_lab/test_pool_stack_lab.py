@@ -3,7 +3,8 @@ T4s, three clients on esxi-03.lab) deployed on a lab of its own, first through t
 engine, in order (one module: ``--dist loadscope`` runs it on one worker):
 
 - CLI: validate, plan (occupancy), ``hosts prepare``, ``vms apply``, ``guests prepare`` (the clients' Bitfusion
-  configuration), ``verify`` green with the Bitfusion checks passing on every client; a rerun changes nothing;
+  configuration), ``verify`` green with the Bitfusion checks passing on every client; a rerun changes nothing
+  and ``audit`` finds the fleet in sync;
   ``plan --migrate-pool`` gives the vGPU diff (and refuses MIG on T4s).
 - Engine (on the lab started again, fresh): ``gpufleet pulumi up`` converges (a ``BitfusionClientConfig`` per
   client), ``verify`` green, a second ``up`` changes nothing; a client token removed behind Pulumi's back turns
@@ -204,6 +205,8 @@ def test_a_rerun_changes_nothing(pool_lab: PoolLab) -> None:
     for client in guests["poolClients"]:
         assert client["changed"] is False
         assert {f["state"] for f in client["files"]} == {"ok"}, client
+    audit = pool_lab.json("audit", STACK)  # exit 0: the T4 host's missing nvidia-smi is no drift (no driver wanted)
+    assert (audit["status"], audit["findings"]) == ("in sync", [])
 
 
 def test_migrate_pool_proposes_the_vgpu_profiles_as_a_stack_diff(pool_lab: PoolLab) -> None:
