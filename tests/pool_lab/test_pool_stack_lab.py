@@ -206,7 +206,7 @@ def test_a_rerun_changes_nothing(pool_lab: PoolLab) -> None:
         assert client["changed"] is False
         assert {f["state"] for f in client["files"]} == {"ok"}, client
     audit = pool_lab.json("audit", STACK)  # exit 0: the T4 host's missing nvidia-smi is no drift (no driver wanted)
-    assert (audit["status"], audit["findings"]) == ("in sync", [])
+    assert (audit["status"], audit["findings"]) == ("in-sync", [])
 
 
 def test_migrate_pool_proposes_the_vgpu_profiles_as_a_stack_diff(pool_lab: PoolLab) -> None:
