@@ -205,6 +205,11 @@ def test_a_rerun_changes_nothing(pool_lab: PoolLab) -> None:
     for client in guests["poolClients"]:
         assert client["changed"] is False
         assert {f["state"] for f in client["files"]} == {"ok"}, client
+    text = pool_lab.ok("guests", "prepare", STACK, "--dry-run")  # exit 0: nothing pending
+    assert [line for line in text.splitlines() if "Bitfusion client of pool" in line] == [
+        f"{c}: Bitfusion client of pool bf-pool as wanted" for c in CLIENTS
+    ]
+    assert "0 guest(s)" not in text  # no empty table of GPU guests for a stack whose guests are pool clients only
     audit = pool_lab.json("audit", STACK)  # exit 0: the T4 host's missing nvidia-smi is no drift (no driver wanted)
     assert (audit["status"], audit["findings"]) == ("in-sync", [])
 
