@@ -7,7 +7,9 @@
   or, for a *brownfield* stack (config ``gpufleet:brownfield``, default true for ``vcenter.lab``: the lab's VMs
   exist already), ``GpuVm(existing=True)`` / ``GpuVmTemplate(existing=True)``: gpufleet manages only the existing
   VMs' GPU/RDMA devices and the existing templates' GPU settings;
-- ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set.
+- ``VgpuMobility`` when ``rollout.vgpuVmotion`` is set; ``Licensing`` when keys or the NVIDIA token are set;
+- one ``BitfusionClientConfig`` per client of each ``gpuPools`` entry (servers list, CA, client token: Pulumi
+  secrets), a child of the client's ``GpuVm`` after its devices (adding a PVRDMA adapter may power-cycle the VM).
 
 pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified, against the
 stack's CA only: ``gpufleet.provider_trust``).
@@ -28,9 +30,12 @@ from components.gpu_vm import GpuVm, GpuVmArgs
 from components.gpu_vm_template import GpuVmTemplate, GpuVmTemplateArgs
 from components.inventory import VsphereRefs
 from components.licensing import Licensing, LicensingArgs
+from components.providers.base import vcenter_input
+from components.providers.bitfusion_client import BitfusionClientConfig
 from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
+from gpufleet.checks.bitfusion import server_addresses
 from gpufleet.connections import resolve_vcenter
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import GpufleetError, SpecError
 from gpufleet.provider_trust import provider_trust
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
@@ -45,6 +50,7 @@ class FleetResources:
     vms: dict[str, GpuVm] = field(default_factory=dict)
     mobility: VgpuMobility | None = None
     licensing: Licensing | None = None
+    pool_clients: dict[str, BitfusionClientConfig] = field(default_factory=dict)  # by client VM
 
     def exports(self) -> dict[str, Any]:
         """Per host and VM, what was set (for ``pulumi.export``)."""
@@ -70,6 +76,11 @@ class FleetResources:
             },
             "vgpuHotMigrate": self.mobility.setting.actual if self.mobility else None,
             "licensedGuests": {n: g.licensed for n, g in self.licensing.guests.items()} if self.licensing else {},
+            # Per pool client: its pool, whether its files are as wanted, which files the last run wrote.
+            "bitfusionClients": {
+                name: {"pool": c.pool, "state": c.state, "changed": c.changed, "files": c.files}
+                for name, c in self.pool_clients.items()
+            },
         }
 
 
@@ -196,4 +207,36 @@ def build_fleet(stack: Stack, opts: pulumi.ResourceOptions | None = None) -> Fle
             ),
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider] if provider else None)),
         )
+    out.pool_clients = pool_client_configs(stack, out.vms)
+    return out
+
+
+def pool_client_configs(stack: Stack, vms: dict[str, GpuVm]) -> dict[str, BitfusionClientConfig]:
+    """One ``BitfusionClientConfig`` per GPU pool client: the same files as ``gpufleet guests prepare`` places
+    (``gpufleet.checks.bitfusion``), the CA and token as Pulumi secrets, after the client VM's devices."""
+    fleet = stack.fleet
+    specs = {vm.name: vm for vm in fleet.vms}
+    out: dict[str, BitfusionClientConfig] = {}
+    for pool in fleet.gpu_pools:
+        try:
+            servers = server_addresses(stack, pool)
+        except SpecError as exc:
+            raise pulumi.RunError(str(exc)) from exc
+        ca = secret_from_ref(stack, pool.tls.ca, f"gpuPools[{pool.name}].tls.ca")
+        token = secret_from_ref(stack, pool.client_token, f"gpuPools[{pool.name}].clientToken")
+        for client in pool.clients:
+            spec, vm = specs[client.vm], vms[client.vm]  # the rules made sure the client is a VM of the stack
+            out[client.vm] = BitfusionClientConfig(
+                f"{client.vm}-bitfusion",
+                {
+                    "vcenter": vcenter_input(stack.vcenter),
+                    "vmName": client.vm,
+                    "ssh": spec.ssh.model_dump(mode="json", by_alias=True, exclude_none=True) if spec.ssh else None,
+                    "pool": pool.name,
+                    "servers": servers,
+                    "ca": ca,
+                    "clientToken": token,
+                },
+                pulumi.ResourceOptions(parent=vm, depends_on=[vm.devices]),
+            )
     return out

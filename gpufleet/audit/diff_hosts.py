@@ -216,6 +216,8 @@ def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
             HINT_HOSTS,
             f"{want.name} has ATS off: GPUDirect RDMA needs it",
         )
+    if not any(g.mode in ("vgpu", "mig") for g in want.gpus):
+        return  # every GPU passed through (a Bitfusion server's host): no host driver, nothing for nvidia-smi (as verify)
     if not have.nvidia_smi_ok:
         c.add(
             obj,

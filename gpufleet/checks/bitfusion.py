@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpufleet.checks.licensing import GuestRunner, _run, _write  # one way to write a guest file holding a secret
-from gpufleet.connections import Secret, resolve_stack_secret
+from gpufleet.connections import Secret, read_lab_env, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.models import GpuPool
 from gpufleet.spec.stack import Stack
@@ -121,6 +121,20 @@ class PoolClientTarget:
     files: list[ClientFile]
 
 
+def server_addresses(stack: Stack, pool: GpuPool) -> list[str]:
+    """The SSH addresses of the pool's server VMs, in spec order (servers.conf): the running lab's for a lab
+    stack, else each VM's ``ssh.address`` (an address only: no login is needed to name a server). SpecError naming
+    ``vms[NAME].ssh`` for a server that has none."""
+    if stack.vcenter.lab:
+        known = {str(g["name"]): str(g["address"]) for g in read_lab_env().get("guests") or []}
+    else:
+        known = {vm.name: vm.ssh.address for vm in stack.fleet.vms if vm.ssh is not None}
+    missing = [s.vm for s in pool.servers if s.vm not in known]
+    if missing:
+        raise SpecError([SpecIssue(f"vms[{n}].ssh", "no SSH settings: cannot name the server") for n in missing])
+    return [known[s.vm] for s in pool.servers]
+
+
 def pool_client_targets(stack: Stack, only: list[str] | None = None) -> list[PoolClientTarget]:
     """Every client of the stack's GPU pools (``only``: those named) with the files it should hold. The servers'
     addresses are their VMs' SSH addresses; the CA and token come from the pool's secret references (for a lab
@@ -131,18 +145,17 @@ def pool_client_targets(stack: Stack, only: list[str] | None = None) -> list[Poo
     if not pools:
         return []
     guests = stack_ssh_settings(stack)[1]
-    missing = sorted({s.vm for p, _ in pools for s in p.servers if s.vm not in guests})
-    missing += sorted({vm for _, vm in pools if vm not in guests})
+    missing = sorted({vm for _, vm in pools if vm not in guests})
     if missing:
         raise SpecError([SpecIssue(f"vms[{n}].ssh", "no SSH settings: cannot reach the guest") for n in missing])
     targets = []
-    secrets: dict[str, tuple[Secret, Secret]] = {}
+    secrets: dict[str, tuple[Secret, Secret, list[str]]] = {}
     for pool, vm in pools:
         if pool.name not in secrets:
             ca = resolve_stack_secret(stack, pool.tls.ca, f"gpuPools[{pool.name}].tls.ca")
             token = resolve_stack_secret(stack, pool.client_token, f"gpuPools[{pool.name}].clientToken")
             assert ca is not None and token is not None  # required fields of the pool
-            secrets[pool.name] = (ca, token)
-        ca, token = secrets[pool.name]
-        targets.append(PoolClientTarget(pool, vm, client_files([guests[s.vm].address for s in pool.servers], ca, token)))
+            secrets[pool.name] = (ca, token, server_addresses(stack, pool))
+        ca, token, servers = secrets[pool.name]
+        targets.append(PoolClientTarget(pool, vm, client_files(servers, ca, token)))
     return targets

@@ -137,22 +137,23 @@ def prepare(
             doc["exit_code"] = exit_code
         print_json(doc)
     else:
-        table = Table(title="guests prepare (dry run)" if dry_run else "guests prepare", title_justify="left")
-        for column in ("VM", "state", "steps", "error"):
-            table.add_column(column, overflow="fold")
-        for g in report.guests:
-            steps = esc(", ".join(f"{s.name}:{s.state}" for s in g.steps if s.state != "ok") or "all ok")
-            error = f"[red]{esc(g.error['step'])}: {esc(g.error['message'])}[/]" if g.error else ""
-            table.add_row(esc(g.name), f"[{_STYLE.get(g.state, '')}]{esc(g.state)}[/]", steps, error)
-        console.print(table)
-        summary = report.to_json()["summary"]
-        console.print(
-            f"{summary['guests']} guest(s): {summary['converged']} converged ({summary['changed']} changed), "
-            f"{summary['changes-pending']} with changes pending, {summary['reboot-required']} needing a reboot, "
-            f"{summary['failed']} failed, {summary['skipped']} skipped; at most {report.peak_in_progress} at once "
-            f"(max-unavailable {report.max_unavailable}) in {report.seconds:.1f} s",
-            highlight=False,
-        )
+        if report.guests or not pool_targets:  # a stack of pool clients only has no GPU guest table to show
+            table = Table(title="guests prepare (dry run)" if dry_run else "guests prepare", title_justify="left")
+            for column in ("VM", "state", "steps", "error"):
+                table.add_column(column, overflow="fold")
+            for g in report.guests:
+                steps = esc(", ".join(f"{s.name}:{s.state}" for s in g.steps if s.state != "ok") or "all ok")
+                error = f"[red]{esc(g.error['step'])}: {esc(g.error['message'])}[/]" if g.error else ""
+                table.add_row(esc(g.name), f"[{_STYLE.get(g.state, '')}]{esc(g.state)}[/]", steps, error)
+            console.print(table)
+            summary = report.to_json()["summary"]
+            console.print(
+                f"{summary['guests']} guest(s): {summary['converged']} converged ({summary['changed']} changed), "
+                f"{summary['changes-pending']} with changes pending, {summary['reboot-required']} needing a reboot, "
+                f"{summary['failed']} failed, {summary['skipped']} skipped; at most {report.peak_in_progress} at once "
+                f"(max-unavailable {report.max_unavailable}) in {report.seconds:.1f} s",
+                highlight=False,
+            )
         for r in pool_results:
             console.print(
                 f"{esc(r.vm)}: Bitfusion client of pool {esc(r.pool)} "

@@ -4,6 +4,7 @@ at the right path, with desired, actual, severity and a fix hint; ids are stable
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from audit_fixtures import (
@@ -16,10 +17,14 @@ from audit_fixtures import (
     result_for,
 )
 
+from gpufleet.audit.desired import desired_state
 from gpufleet.audit.diff import diff
 from gpufleet.audit.findings import Severity
 from gpufleet.audit.state import LicenseState, PciDevice, Unreachable
+from gpufleet.spec.stack import load_stack
 from gpufleet.vsphere.vm_devices import VgpuDevice
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +178,18 @@ def test_driver_version(desired, vc, ssh):
 def test_driver_missing(desired, vc, ssh):
     f = only(diff(desired, vc, replace_ssh(ssh, "esxi-02.lab", driver_version=None))[0], "host.driver")
     assert f.actual == "not installed"
+
+
+def test_nvidia_smi_is_not_expected_on_a_host_whose_gpus_are_all_passed_through():
+    """The pool stack's esxi-04.lab passes its four T4s through to the Bitfusion servers: no host driver there, so
+    an nvidia-smi that fails is no drift (verify skips it too); on esxi-03.lab (vGPU) it is."""
+    pool = desired_state(load_stack(ROOT / "stacks" / "Pulumi.lab-bitfusion.yaml").fleet, {})
+    vc, ssh = in_sync_vcenter(pool), in_sync_ssh(pool)
+    assert diff(pool, vc, ssh)[0] == []
+    no_driver = replace_ssh(ssh, "esxi-04.lab", driver_version=None, nvidia_smi_ok=False)
+    assert diff(pool, vc, no_driver)[0] == []
+    f = only(diff(pool, vc, replace_ssh(ssh, "esxi-03.lab", nvidia_smi_ok=False))[0], "host.nvidia_smi")
+    assert f.path == "hosts/esxi-03.lab/nvidia-smi"
 
 
 def test_host_in_maintenance(desired, vc, ssh):

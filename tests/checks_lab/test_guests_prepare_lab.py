@@ -135,7 +135,6 @@ def test_reboot_needed_without_permission_is_a_named_state(
 def test_unknown_vm_is_a_usage_error_naming_the_valid_ones(lab_env: Any, lab_paths: Any) -> None:
     proc = _run(lab_paths, "guests", "prepare", str(STACK), "--vm", "vm-nope")
     assert proc.returncode == 1, proc
-    assert "vm-nope: not a VM with a guest: block (valid: vm-ts-01, vm-mig-01, vm-rdma-01)" in " ".join(
-        proc.stderr.split()
-    ), proc.stderr
+    message = "vm-nope: not a VM with a guest: block or a GPU pool client (valid: vm-ts-01, vm-mig-01, vm-rdma-01)"
+    assert message in " ".join(proc.stderr.split()), proc.stderr
     assert "Traceback" not in proc.stderr

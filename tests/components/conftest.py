@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pulumi
 import pytest
-from pulumi_mocks import GraphMocks
+from pulumi_mocks import GraphMocks, GraphMonitor
 
 
 @pytest.fixture
 def mocks() -> GraphMocks:
     m = GraphMocks()
-    pulumi.runtime.set_mocks(m, project="gpufleet", stack="test", preview=False)
+    pulumi.runtime.set_mocks(m, project="gpufleet", stack="test", preview=False, monitor=GraphMonitor(m))
     return m
 
 

@@ -1,7 +1,7 @@
 """Pulumi mocks for component graphs (imported by conftest.py and the tests) (pulumi/examples ``testing-unit-py``).
 
-``GraphMocks`` records every registered resource (type, name, inputs with their secretness, parent) and every
-invoke, answers pulumi-vsphere lookups with fake ids, and — like the SDK's ``test_broken_dynamic_provider`` —
+``GraphMocks`` records every registered resource (type, name, inputs with their secretness; with ``GraphMonitor``
+its parent and explicit dependencies, as URNs) and every invoke, answers pulumi-vsphere lookups with fake ids, and — like the SDK's ``test_broken_dynamic_provider`` —
 hands each gpufleet dynamic resource to its real provider's ``check``, unpickled from ``__provider`` exactly as the
 engine's provider host would, so a component that builds inputs its provider rejects fails here.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import dill
 import pulumi
 from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Registered:
     name: str
     inputs: dict[str, Any]
     urn: str | None = None
+    parent: str | None = None
+    dependencies: tuple[str, ...] = ()
 
 
 class GraphMocks(pulumi.runtime.Mocks):
@@ -30,9 +33,11 @@ class GraphMocks(pulumi.runtime.Mocks):
         self.resources: list[Registered] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.check_failures: dict[str, list[tuple[str, str]]] = {}
+        self.edges: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # name -> (URN, parent URN, dependency URNs)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(Registered(args.typ, args.name, dict(args.inputs)))
+        urn, parent, deps = self.edges.get(args.name, (None, None, ()))
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), urn, parent or None, deps))
         outs = {k: rpc.unwrap_rpc_secret(v) for k, v in args.inputs.items()}
         if args.typ == "vsphere:index/virtualMachine:VirtualMachine":
             outs["uuid"] = f"4200-{args.name}"
@@ -60,6 +65,16 @@ class GraphMocks(pulumi.runtime.Mocks):
 
     def named(self, name: str) -> Registered:
         return next(r for r in self.resources if r.name == name)
+
+
+class GraphMonitor(MockMonitor):
+    """The SDK's mock monitor, telling ``GraphMocks`` each registration's parent and ``depends_on`` (which
+    ``MockResourceArgs`` does not carry)."""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        self.mocks.edges[request.name] = (urn, request.parent, tuple(request.dependencies))
+        return super().RegisterResource(request)
 
 
 def plain(value: Any) -> Any:

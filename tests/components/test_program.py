@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pytest
 from pulumi.runtime import rpc
-from pulumi_mocks import GraphMocks
+from pulumi_mocks import GraphMocks, plain
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,7 @@ def run_program() -> pulumi.Output:
     if built.licensing:
         children += [c for c in (built.licensing.vcenter_license, built.licensing.host_license) if c]
         children += list(built.licensing.guests.values())
+    children += list(built.pool_clients.values())
     return pulumi.Output.all(*[c.urn for c in children])
 
 
@@ -90,6 +91,55 @@ def test_lab_stack_builds_hosts_existing_vms_mobility_and_licensing(mocks: Graph
         assert {n: f for n, f in mocks.check_failures.items() if f} == {}
         mig = mocks.named("vm-mig-01-gpu").inputs
         assert mig["vm"]["vgpu"] == [{"profile": "grid_a100d-3-40c"}] and mig["host"]["name"] == "esxi-01.lab"
+
+    return done.apply(check)
+
+
+BF_CA = "-----BEGIN CERTIFICATE-----\nBF-CA-not-a-real-one\n-----END CERTIFICATE-----"
+BF_TOKEN = "bf-token-not-a-real-one"
+BF_SERVERS = {"bf-server-01": "127.0.100.15", "bf-server-02": "127.0.100.16"}
+
+
+@pulumi.runtime.test
+def test_pool_stack_configures_each_client_after_its_devices_with_secret_ca_and_token(
+    mocks: GraphMocks, lab_env_file: Path
+):
+    """gpuPools: one BitfusionClientConfig per client, a child of its GpuVm after its devices, the servers' lab
+    addresses in spec order, the CA and token Pulumi secrets (config keys the stack's references name)."""
+    env = json.loads((lab_env_file / "env.json").read_text())
+    env["guests"] = [{"name": n, "address": a, "port": 22} for n, a in BF_SERVERS.items()]
+    (lab_env_file / "env.json").write_text(json.dumps(env))
+    set_stack_config(
+        "Pulumi.lab-bitfusion.yaml", {"gpufleet:bitfusionCa": BF_CA, "gpufleet:bitfusionClientToken": BF_TOKEN}
+    )
+    program = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+    built = program["resources"]
+    exported = built.exports()["bitfusionClients"]
+    devices = {name: vm.devices for name, vm in built.vms.items()}
+    done = pulumi.Output.all(
+        *[c.urn for c in built.pool_clients.values()],
+        *[d.urn for d in devices.values()],
+        pulumi.Output.from_input(exported).apply(lambda e: e),
+    )
+
+    def check(values):
+        clients = {r.inputs["vmName"]: r for r in mocks.of_type(":BitfusionClientConfig")}
+        assert sorted(clients) == ["bf-client-01", "bf-client-02", "bf-client-03"]  # servers get none
+        for name, res in clients.items():
+            assert res.name == f"{name}-bitfusion"
+            assert res.inputs["pool"] == "bf-pool" and res.inputs["vcenter"]["lab"] is True
+            assert res.inputs["servers"] == list(BF_SERVERS.values())
+            assert rpc.is_rpc_secret(res.inputs["ca"]) and rpc.is_rpc_secret(res.inputs["clientToken"])
+            assert (plain(res.inputs["ca"]), plain(res.inputs["clientToken"])) == (BF_CA, BF_TOKEN)
+        # After its own VM's devices (a PVRDMA adapter added may power-cycle the VM), under its GpuVm.
+        urns = dict(zip(built.pool_clients, values, strict=False))
+        for name, res in clients.items():
+            assert res.dependencies == (mocks.named(f"{name}-gpu").urn,), name
+            assert res.parent == mocks.named(name).urn and urns[name] == mocks.named(f"{name}-bitfusion").urn
+        assert {n: f for n, f in mocks.check_failures.items() if f} == {}
+        # Exported per client: its pool and what the provider reports (the mocks echo the inputs: state None).
+        assert sorted(values[-1]) == ["bf-client-01", "bf-client-02", "bf-client-03"]
+        assert all(e["pool"] == "bf-pool" for e in values[-1].values())
 
     return done.apply(check)
 
