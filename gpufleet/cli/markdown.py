@@ -123,7 +123,8 @@ def render_validate(doc: dict[str, Any]) -> str:
     return _document(f"gpufleet validate {doc['stack']}", summary, blocks)
 
 
-def _assignment(a: dict[str, Any]) -> str:
+def assignment(a: dict[str, Any]) -> str:
+    """One GPU assignment of a plan as people read it (the text and the markdown of ``plan``)."""
     if "instance" in a:
         return f"{a['vm']}: {a['profile']} {a['instance']} @{a['start']}:{a['size']}"
     if "profile" in a:
@@ -163,7 +164,7 @@ def render_plan(doc: dict[str, Any]) -> str:
                 g["pci"],
                 g["model"],
                 g["mode"] + (" (mixed)" if g.get("mixed_size") else ""),
-                [_assignment(a) for a in g["assignments"]],
+                [assignment(a) for a in g["assignments"]],
                 g["free"],
                 f"{g['density']:.0%}",
             )

@@ -30,7 +30,7 @@ from gpufleet.cli import markdown
 from gpufleet.cli.markdown import FormatOpt, OutputFormat, chosen_format
 from gpufleet.cli.output import ExitCode, console, esc, handle_errors, print_json, progress
 from gpufleet.cli.proof import Proof, check_live, check_recorded, record
-from gpufleet.cli.spec_cmd import _load_and_check  # validate's own checks, so TO is judged as `validate` would
+from gpufleet.cli.spec_cmd import issues_json, load_and_check  # validate's own checks and issue JSON
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.promotion import KINDS, Promotion, apply_edits, content_hash, parse_kinds, promotion
 from gpufleet.spec.stack import Stack, load_stack
@@ -39,25 +39,12 @@ from gpufleet.spec.validate import validated
 StackArg = Annotated[Path, typer.Argument(help="Stack config file, e.g. stacks/Pulumi.dev.yaml")]
 
 
-def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
-    return [
-        {
-            "path": i.path,
-            "indexPath": i.index_path or i.path,
-            "message": i.message,
-            "value": i.value,
-            "valid": list(i.valid),
-        }
-        for i in issues
-    ]
-
-
 def _after(target: Path, text: str) -> list[SpecIssue]:
     """TO's issues once promoted, from the text that would be written (same file name: same stack name)."""
     with tempfile.TemporaryDirectory(prefix="gpufleet-promote-") as tmp:
         candidate = Path(tmp) / target.name
         candidate.write_text(text)
-        _, issues = _load_and_check(candidate, pinned_capacity=True)
+        _, issues = load_and_check(candidate, pinned_capacity=True)
     return issues
 
 
@@ -176,7 +163,7 @@ def promote(
         "changes": [c.to_json() for c in found.changes],
         "unmatched": [u.to_json() for u in found.unmatched],
         "valid": not issues,
-        "issues": _issues_json(issues),
+        "issues": issues_json(issues),
         "proof": proof.to_json() if proof else None,
         "written": written,
     }

@@ -42,7 +42,7 @@ PolicyConfigOpt = Annotated[
 ]
 
 
-def _issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
+def issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
     return [
         {
             "path": i.path,
@@ -82,7 +82,7 @@ def _pinned_capacity_issues(loaded: Stack) -> list[SpecIssue]:
     return stack_issues(loaded, found)
 
 
-def _load_and_check(stack: Path, pinned_capacity: bool = False) -> tuple[Stack | None, list[SpecIssue]]:
+def load_and_check(stack: Path, pinned_capacity: bool = False) -> tuple[Stack | None, list[SpecIssue]]:
     """Shape issues (from loading), then hardware issues (validate_fleet), then, when asked, the capacity of
     pinned hosts; never raises SpecError."""
     try:
@@ -122,11 +122,11 @@ def validate(
     from gpufleet.cli.policy_view import findings_json, policy_findings, print_findings
 
     out = chosen_format(json_out, fmt)
-    loaded, issues = _load_and_check(stack, pinned_capacity=True)
+    loaded, issues = load_and_check(stack, pinned_capacity=True)
     with_policy = (policy or policy_config is not None) and loaded is not None and not issues
     used, findings = policy_findings(loaded, policy_config) if with_policy and loaded is not None else (None, [])
     if out is not OutputFormat.TEXT:
-        doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": _issues_json(issues)}
+        doc: dict[str, Any] = {"stack": str(stack), "valid": not issues, "issues": issues_json(issues)}
         if loaded is not None:
             doc["summary"] = _summary(loaded)
         if with_policy:
@@ -209,7 +209,7 @@ def _print_plan(name: str, result: Plan) -> None:
         for col in ("GPU", "model", "mode", "assigned", "free", "density"):
             table.add_column(col)
         for gpu in host["gpus"]:
-            assigned = "\n".join(_assignment_text(a) for a in gpu["assignments"]) or "-"
+            assigned = "\n".join(markdown.assignment(a) for a in gpu["assignments"]) or "-"
             mode = gpu["mode"] + (" (mixed)" if gpu["mixed_size"] else "")
             table.add_row(
                 esc(gpu["pci"]), esc(gpu["model"]), esc(mode), esc(assigned), esc(gpu["free"]), f"{gpu['density']:.0%}"
@@ -228,14 +228,6 @@ def _print_plan(name: str, result: Plan) -> None:
         for u in result.unplaced:
             table.add_row(esc(u.vm), esc(u.path), esc(u.reason))
         console.print(table)
-
-
-def _assignment_text(a: dict[str, Any]) -> str:
-    if "instance" in a:
-        return f"{a['vm']}: {a['profile']} {a['instance']} @{a['start']}:{a['size']}"
-    if "profile" in a:
-        return f"{a['vm']}: {a['profile']}"
-    return f"{a['vm']}: {a.get('device', 'passthrough')}"
 
 
 def _fleet_yaml(document: dict[str, Any]) -> list[str]:
@@ -346,9 +338,9 @@ def plan_cmd(
     """Place every VM's GPUs onto hosts, GPUs and MIG slots, and GPU pools' shares onto their servers' GPUs (exit 0
     all placed, 2 some cannot be, 1 invalid); --migrate-pool NAME: the stack without the pool (exit 2: no fit)."""
     out = chosen_format(json_out, fmt)
-    loaded, issues = _load_and_check(stack)
+    loaded, issues = load_and_check(stack)
     if issues or loaded is None:
-        doc = {"stack": str(stack), "feasible": False, "issues": _issues_json(issues)}
+        doc = {"stack": str(stack), "feasible": False, "issues": issues_json(issues)}
         if out is OutputFormat.TEXT:
             _print_issues(f"{stack}: {len(issues)} problem(s); fix them before planning", issues)
         else:
