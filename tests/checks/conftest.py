@@ -3,20 +3,15 @@ testinfra backend, no sshd), and nodes built from the lab stack's expectations."
 
 from __future__ import annotations
 
-import io
-import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import testinfra.host
-from testinfra.backend.base import BaseBackend, CommandResult
+from guest_sim import SimRunner, sim_host
 
 from gpufleet.checks.expect import guest_expect
 from gpufleet.checks.nodes import Node
 from gpufleet.spec.stack import Stack, load_stack
-from host_setup.ssh import CommandResult as RunnerResult
-from lab.guest.commands import Guest, run_line
 from lab.guest.state import GuestState, initial_state
 from lab.guest.units import token_sha256
 
@@ -29,44 +24,6 @@ PERSONAS = {
     "vm-pt-01": "passthrough-h100",
     "vm-rdma-01": "rdma",
 }
-
-
-class SimBackend(BaseBackend):
-    """A testinfra backend that runs commands in a lab guest persona's simulator, in this process."""
-
-    NAME = "sim"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        super().__init__("sim")
-
-    def run(self, command: str, *args: str, **kwargs: object) -> CommandResult:
-        cmd = self.get_command(command, *args)
-        rc, out, err = run_line(Guest(self.directory), cmd)
-        return self.result(rc, self.encode(cmd), out, err)
-
-
-class SimRunner:
-    """A licensing GuestRunner over the simulator (records every command line it was given)."""
-
-    def __init__(self, name: str, directory: Path) -> None:
-        self.name = name
-        self.directory = directory
-        self.commands: list[str] = []
-        self.inputs: list[bytes] = []
-
-    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> RunnerResult:
-        command = shlex.join(argv)
-        self.commands.append(command)
-        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(b""))
-        return RunnerResult(command, rc, (out + err).decode())
-
-    def run_input(self, argv: Sequence[str], data: bytes, *, timeout: float | None = None) -> RunnerResult:
-        command = shlex.join(argv)
-        self.commands.append(command)
-        self.inputs.append(data)
-        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(data))
-        return RunnerResult(command, rc, (out + err).decode())
 
 
 @pytest.fixture(scope="session")
@@ -90,13 +47,6 @@ def make_guest(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return make
-
-
-def sim_host(directory: Path) -> testinfra.host.Host:
-    backend = SimBackend(directory)
-    host = testinfra.host.Host(backend)
-    backend.set_host(host)
-    return host
 
 
 @pytest.fixture

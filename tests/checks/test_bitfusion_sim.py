@@ -4,15 +4,11 @@ of a pool client (pool visible, health, a fractional run sees a GPU, the declare
 
 from __future__ import annotations
 
-import io
-import shlex
 import stat
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import testinfra.host
-from testinfra.backend.base import BaseBackend, CommandResult
+from guest_sim import SimRunner, sim_host
 
 from gpufleet.checks import test_guests as checks
 from gpufleet.checks.bitfusion import CA_FILE, CLIENT_YAML, SERVERS_CONF, client_files, configure_client
@@ -20,7 +16,6 @@ from gpufleet.checks.expect import guest_expect
 from gpufleet.checks.nodes import Node
 from gpufleet.connections import Secret
 from gpufleet.spec.stack import load_stack
-from host_setup.ssh import CommandResult as RunnerResult
 from lab.guest.commands import Guest, run_line
 from lab.guest.state import GuestState, initial_state
 from lab.guest.units import token_sha256
@@ -33,50 +28,13 @@ TOKEN = "bf-unit-test-token-s3cr3t"
 SERVERS = {"bf-server-01": "127.0.100.15", "bf-server-02": "127.0.100.16"}
 
 
-class SimRunner:
-    """A GuestRunner over the simulator that records every command line (what an SSH log would show)."""
-
-    def __init__(self, name: str, directory: Path) -> None:
-        self.name, self.directory, self.commands = name, directory, []
-
-    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> RunnerResult:
-        return self.run_input(argv, b"", timeout=timeout)
-
-    def run_input(self, argv: Sequence[str], data: bytes, *, timeout: float | None = None) -> RunnerResult:
-        command = shlex.join(argv)
-        self.commands.append(command)
-        rc, out, err = run_line(Guest(self.directory), command, stdin=io.BytesIO(data))
-        return RunnerResult(command, rc, (out + err).decode())
-
-    def close(self) -> None:
-        pass
-
-
-class SimBackend(BaseBackend):
-    NAME = "sim-bitfusion"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        super().__init__("sim")
-
-    def run(self, command: str, *args: str, **kwargs: object) -> CommandResult:
-        cmd = self.get_command(command, *args)
-        rc, out, err = run_line(Guest(self.directory), cmd)
-        return self.result(rc, self.encode(cmd), out, err)
-
-
-def sim_host(directory: Path) -> testinfra.host.Host:
-    backend = SimBackend(directory)
-    host = testinfra.host.Host(backend)
-    backend.set_host(host)
-    return host
-
-
 @pytest.fixture
 def guests(tmp_path: Path) -> Path:
     """Both servers and bf-client-01 as static personas, side by side as in a lab's guests directory."""
     digests = {"token_sha256": token_sha256(TOKEN), "ca_sha256": token_sha256(CA)}
-    members = [(n, "bitfusion-server", a) for n, a in SERVERS.items()] + [("bf-client-01", "bitfusion-client", "127.0.100.17")]
+    members = [(n, "bitfusion-server", a) for n, a in SERVERS.items()] + [
+        ("bf-client-01", "bitfusion-client", "127.0.100.17")
+    ]
     for name, persona, address in members:
         GuestState.create(
             tmp_path / name, initial_state(name, persona, None, None, "static", address=address, bitfusion=digests)
@@ -174,8 +132,13 @@ def test_the_pulumi_resource_runs_the_same_configuration(guests: Path, monkeypat
     monkeypatch.setattr(module.BitfusionClientConfigProvider, "connections", lambda self, v, f: Conns())
     provider = module.BitfusionClientConfigProvider()
     props = {
-        "vcenter": {"lab": True}, "vmName": "bf-client-01", "ssh": None, "pool": "bf-pool",
-        "servers": list(SERVERS.values()), "ca": CA, "clientToken": TOKEN,
+        "vcenter": {"lab": True},
+        "vmName": "bf-client-01",
+        "ssh": None,
+        "pool": "bf-pool",
+        "servers": list(SERVERS.values()),
+        "ca": CA,
+        "clientToken": TOKEN,
     }
     assert [f.property for f in provider.check({}, {**props, "servers": []}).failures] == ["servers"]
     created = provider.create(props)
