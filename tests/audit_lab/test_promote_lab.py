@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_drift import swap_vgpu
 from pyVmomi import vim
 from ruamel.yaml import YAML
 
@@ -60,25 +61,6 @@ def _stacks(tmp_path: Path) -> tuple[Path, Path]:
     return source, target
 
 
-def _swap_vgpu(si: Any, profile: str) -> None:
-    """vm-ts-01's vGPU changed behind gpufleet's back (as the audit lab test does)."""
-    vm = find_by_name(si, vim.VirtualMachine, VM)
-    device = next(
-        d
-        for d in vm.config.hardware.device
-        if isinstance(d, vim.vm.device.VirtualPCIPassthrough)
-        and isinstance(d.backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo)
-    )
-    other = vim.vm.device.VirtualPCIPassthrough(
-        key=-101, backing=vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo(vgpu=profile)
-    )
-    changes = [
-        vim.vm.device.VirtualDeviceSpec(operation="remove", device=device),
-        vim.vm.device.VirtualDeviceSpec(operation="add", device=other),
-    ]
-    wait_for_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), what=f"drift {VM}", timeout=60)
-
-
 def _without_gpus(si: Any, names: tuple[str, ...]) -> None:
     """The lab's other VMs without the GPU / RDMA devices earlier tests left on them: FROM does not mention them,
     and the audit reports GPU VMs a stack does not mention."""
@@ -120,7 +102,7 @@ def test_promotion_is_refused_while_from_drifts_and_allowed_with_proof(
             wait_for_task(vm.PowerOnVM_Task(), what=f"power on {VM}", timeout=60)
         licensed = _cli("license", "apply", source, "--vm", VM, "--json")
         assert licensed.returncode == 0, licensed.stdout[-3000:] + licensed.stderr[-3000:]
-        _swap_vgpu(si, "nvidia_l40s-8c")
+        swap_vgpu(si, VM, "nvidia_l40s-8c")
 
         # Drifted: refused live (the audit names the drift) and refused from a proof recorded now.
         live = _cli("promote", source, target, "--json")

@@ -8,11 +8,12 @@ dev repaired by a deploy -> promotion allowed: staging's stack file gets dev's v
 shows exactly that change -> staging deployed -> in sync, with the promoted profile and the fleet's licence.
 
 One module (``--dist loadscope`` runs it on one worker, in order); its labs, engine state, stack files and proofs
-are its own (dirs and ports overridable: GPUFLEET_FLOW_{DEV,STAGING}_LAB_DIR / _SSH_PORT / _VCENTER_PORT).
+are its own (``own_lab``: GPUFLEET_FLOW_{DEV,STAGING}_LAB_DIR / _SSH_PORT / _VCENTER_PORT).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_drift import swap_vgpu
+from own_lab import engine_built, own_lab
 from pyVmomi import vim
 
-from gpufleet import engine
 from gpufleet.connections import read_lab_env, vcenter_from_lab
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.licenses import assigned_license
-from gpufleet.vsphere.tasks import wait_for_task
 from gpufleet.vsphere.vm_devices import read_vm_devices
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -42,16 +43,10 @@ HOST, VM = "esxi-03.lab", "vm-ts-01"
 FLEET_LICENSE = "GFLAB-FLEET-SHARE-DKEY0-00001"  # the fleet's one host licence (vSphere key format)
 
 
-def _lab(stage: str, ssh: int, vc: int) -> tuple[Path, int, int]:
-    prefix = f"GPUFLEET_FLOW_{stage.upper()}_LAB"
-    return (
-        Path(os.environ.get(f"{prefix}_DIR", f"/tmp/gpufleet-flow-{stage}-lab")),
-        int(os.environ.get(f"{prefix}_SSH_PORT", str(ssh))),
-        int(os.environ.get(f"{prefix}_VCENTER_PORT", str(vc))),
-    )
-
-
-LABS = {"lab-dev": _lab("dev", 3222, 20043), "lab-staging": _lab("staging", 3322, 20143)}
+LAB_DEFAULTS = {
+    "lab-dev": ("FLOW_DEV", "/tmp/gpufleet-flow-dev-lab", 3222, 20043),
+    "lab-staging": ("FLOW_STAGING", "/tmp/gpufleet-flow-staging-lab", 3322, 20143),
+}
 
 
 @dataclass
@@ -60,10 +55,11 @@ class Flow:
     stacks: Path
     out: Path
     proof: Path
+    labs: dict[str, Path]
 
     def env(self, stack: str) -> dict[str, str]:
         """The stage's environment: its own lab (its vCenter), the shared engine state, the fleet's licence."""
-        return dict(self.base, GPUFLEET_LAB_DIR=str(LABS[stack][0]))
+        return dict(self.base, GPUFLEET_LAB_DIR=str(self.labs[stack]))
 
     def pipeline(self, *args: str, stage_of: str) -> subprocess.CompletedProcess:
         done = subprocess.run(
@@ -76,7 +72,7 @@ class Flow:
         return (d / f"{step}.out").read_text() + (d / f"{step}.err").read_text()
 
     def si(self, stack: str) -> Any:
-        return connect(vcenter_from_lab(read_lab_env(LABS[stack][0])))
+        return connect(vcenter_from_lab(read_lab_env(self.labs[stack])))
 
     def vgpus(self, stack: str) -> list[str]:
         with self.si(stack) as si:
@@ -96,38 +92,23 @@ def _report(done: subprocess.CompletedProcess, flow: Flow, stack: str) -> str:
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    try:
-        engine.pulumi_binary()
-    except engine.EngineMissing as exc:
-        pytest.skip(f"{exc} (make test builds it)")
-    from lab import manager
-    from lab.paths import LabPaths
-
-    labs = []
-    for lab_dir, ssh, vc in LABS.values():
-        paths = LabPaths.resolve(lab_dir)
-        manager.down(paths)
-        manager.up(manager.LabShape(hosts=4, vms_per_host=0, reboot_seconds=1.0, ssh_port=ssh, vcenter_port=vc), paths)
-        labs.append(paths)
-    top = tmp_path_factory.mktemp("flow")
-    stacks = top / "stacks"
-    shutil.copytree(ROOT / "examples" / "gitops", stacks)
-    base = dict(
-        os.environ,
-        GPUFLEET_ENGINE_STATE=str(top / "engine"),
-        GPUFLEET_STACKS_DIR=str(stacks),
-        GPUFLEET_PIPELINE_OUT=str(top / "out"),
-        GPUFLEET_PROOF_DIR=str(top / "proof"),
-        GPUFLEET_HOST_LICENSE=FLEET_LICENSE,  # the CLI's copy of the fleet's key (verify, audit)
-        PYTHONUNBUFFERED="1",
-    )
-    base.pop("GPUFLEET_NVIDIA_CLIENT_TOKEN", None)
-    try:
-        yield Flow(base, stacks, top / "out", top / "proof")
-    finally:
-        if not os.environ.get("GPUFLEET_LAB_KEEP"):
-            for paths in labs:
-                manager.down(paths)
+    engine_built()
+    with contextlib.ExitStack() as labs:
+        dirs = {stack: labs.enter_context(own_lab(*defaults)).dir for stack, defaults in LAB_DEFAULTS.items()}
+        top = tmp_path_factory.mktemp("flow")
+        stacks = top / "stacks"
+        shutil.copytree(ROOT / "examples" / "gitops", stacks)
+        base = dict(
+            os.environ,
+            GPUFLEET_ENGINE_STATE=str(top / "engine"),
+            GPUFLEET_STACKS_DIR=str(stacks),
+            GPUFLEET_PIPELINE_OUT=str(top / "out"),
+            GPUFLEET_PROOF_DIR=str(top / "proof"),
+            GPUFLEET_HOST_LICENSE=FLEET_LICENSE,  # the CLI's copy of the fleet's key (verify, audit)
+            PYTHONUNBUFFERED="1",
+        )
+        base.pop("GPUFLEET_NVIDIA_CLIENT_TOKEN", None)
+        yield Flow(base, stacks, top / "out", top / "proof", dirs)
 
 
 def _gpufleet(flow: Flow, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -180,29 +161,10 @@ def test_dev_pr_shows_the_checks_and_the_preview_then_deploys_with_proof(flow: F
     assert "organization/gpufleet-fleet/shared" in flow.step_output("lab-dev", "up")
 
 
-def _drift(flow: Flow, stack: str, profile: str) -> None:
-    """vm-ts-01's vGPU swapped behind gpufleet's back."""
-    with flow.si(stack) as si:
-        vm = find_by_name(si, vim.VirtualMachine, VM)
-        device = next(
-            d
-            for d in vm.config.hardware.device
-            if isinstance(d, vim.vm.device.VirtualPCIPassthrough)
-            and isinstance(d.backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo)
-        )
-        other = vim.vm.device.VirtualPCIPassthrough(
-            key=-101, backing=vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo(vgpu=profile)
-        )
-        changes = [
-            vim.vm.device.VirtualDeviceSpec(operation="remove", device=device),
-            vim.vm.device.VirtualDeviceSpec(operation="add", device=other),
-        ]
-        wait_for_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), what=f"drift {VM}", timeout=60)
-
-
 def test_promotion_is_refused_while_dev_drifts(flow: Flow) -> None:
     staging_before = (flow.stacks / "Pulumi.lab-staging.yaml").read_text()
-    _drift(flow, "lab-dev", "nvidia_l40s-8c")
+    with flow.si("lab-dev") as si:
+        swap_vgpu(si, VM, "nvidia_l40s-8c")
     drift = flow.pipeline("drift", "lab-dev", stage_of="lab-dev")
     assert drift.returncode == 2, _report(drift, flow, "lab-dev")
     promote = flow.pipeline("promote", "lab-dev", "lab-staging", stage_of="lab-staging")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from own_lab import engine_built, own_lab
 from pyVmomi import vim
 from ruamel.yaml import YAML
 
@@ -41,9 +42,6 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_STACK = ROOT / "stacks" / "Pulumi.lab.yaml"
-E2E_LAB_DIR = Path(os.environ.get("GPUFLEET_E2E_LAB_DIR", "/tmp/gpufleet-e2e-lab"))
-E2E_SSH_PORT = int(os.environ.get("GPUFLEET_E2E_LAB_SSH_PORT", "2322"))
-E2E_VCENTER_PORT = int(os.environ.get("GPUFLEET_E2E_LAB_VCENTER_PORT", "18643"))
 GPU_TYPES = {
     "gpufleet:vsphere:GpuHost",
     "gpufleet:vsphere:GpuVm",
@@ -140,30 +138,15 @@ def _host_names() -> list[str]:
 # module fixture would be torn down (the lab stopped) and built again in between.
 @pytest.fixture(scope="session")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
-    try:
-        engine.pulumi_binary()
-    except engine.EngineMissing as exc:
-        pytest.skip(f"{exc} (make test builds it)")
-    from lab import manager
-    from lab.paths import LabPaths
-
-    paths = LabPaths.resolve(E2E_LAB_DIR)
-    shape = manager.LabShape(
-        hosts=4, vms_per_host=0, reboot_seconds=1.0, ssh_port=E2E_SSH_PORT, vcenter_port=E2E_VCENTER_PORT
-    )
-    manager.down(paths)  # a lab left by an earlier, killed run: start clean
-    manager.up(shape, paths)
-    state = tmp_path_factory.mktemp("engine-state")
-    env = dict(os.environ, GPUFLEET_LAB_DIR=str(E2E_LAB_DIR), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
-    for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
-        env.pop(name, None)  # the lab's generated values
-    story = Story(E2E_LAB_DIR, env)
-    try:
+    engine_built()
+    with own_lab("E2E", "/tmp/gpufleet-e2e-lab", 2322, 18643) as lab:
+        state = tmp_path_factory.mktemp("engine-state")
+        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
+        for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
+            env.pop(name, None)  # the lab's generated values
+        story = Story(lab.dir, env)
         story.pulumi("stack", "init", "lab", check=True)
         yield story
-    finally:
-        if not os.environ.get("GPUFLEET_LAB_KEEP"):
-            manager.down(paths)
 
 
 def _audit_summary(done: subprocess.CompletedProcess) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from own_lab import engine_built, own_lab
 from policy_cases import LAB_CONFIG, ROOT, VIOLATIONS, lab_document
 from ruamel.yaml import YAML
 
@@ -21,9 +22,6 @@ from gpufleet import engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-LAB_DIR = Path(os.environ.get("GPUFLEET_POLICY_LAB_DIR", "/tmp/gpufleet-policy-lab"))
-SSH_PORT = int(os.environ.get("GPUFLEET_POLICY_LAB_SSH_PORT", "3122"))
-VCENTER_PORT = int(os.environ.get("GPUFLEET_POLICY_LAB_VCENTER_PORT", "19943"))
 PLAIN = "PLAIN-LICENSE-KEY-VALUE"  # policy_cases.make_plain_secret's value: never in any output
 
 
@@ -45,26 +43,13 @@ class Engine:
 
 @pytest.fixture(scope="module")
 def pulumi_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    try:
-        engine.pulumi_binary()
-    except engine.EngineMissing as exc:
-        pytest.skip(f"{exc} (make test builds it)")
-    from lab import manager
-    from lab.paths import LabPaths
-
-    paths = LabPaths.resolve(LAB_DIR)
-    shape = manager.LabShape(hosts=4, vms_per_host=0, reboot_seconds=1.0, ssh_port=SSH_PORT, vcenter_port=VCENTER_PORT)
-    manager.down(paths)
-    manager.up(shape, paths)
-    state = tmp_path_factory.mktemp("policy-engine-state")
-    env = dict(os.environ, GPUFLEET_LAB_DIR=str(LAB_DIR), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
-    for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
-        env.pop(name, None)
-    try:
+    engine_built()
+    with own_lab("POLICY", "/tmp/gpufleet-policy-lab", 3122, 19943) as lab:
+        state = tmp_path_factory.mktemp("policy-engine-state")
+        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
+        for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
+            env.pop(name, None)
         yield Engine(env)
-    finally:
-        if not os.environ.get("GPUFLEET_LAB_KEEP"):
-            manager.down(paths)
 
 
 def test_the_lab_stack_passes_the_pack_through_the_engine(pulumi_engine: Engine) -> None:

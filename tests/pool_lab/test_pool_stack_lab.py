@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,17 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from own_lab import OwnLab, engine_built, own_lab
 
-from gpufleet import engine
 from gpufleet.connections import read_lab_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "stacks/Pulumi.lab-bitfusion.yaml"
-LAB_DIR = Path(os.environ.get("GPUFLEET_POOL_LAB_DIR", "/tmp/gpufleet-pool-lab"))
-SSH_PORT = int(os.environ.get("GPUFLEET_POOL_LAB_SSH_PORT", "3622"))
-VCENTER_PORT = int(os.environ.get("GPUFLEET_POOL_LAB_VCENTER_PORT", "20443"))
 CLIENTS = ["bf-client-01", "bf-client-02", "bf-client-03"]
 SERVERS = ["bf-server-01", "bf-server-02"]
 BITFUSION_CHECKS = [
@@ -62,11 +58,11 @@ def _secret_pieces(value: str) -> list[str]:
 
 @dataclass
 class PoolLab:
-    paths: Any
+    lab: OwnLab
     env: dict[str, str]
 
     def secrets(self) -> dict[str, str]:
-        document = read_lab_env(LAB_DIR)["secrets"]
+        document = read_lab_env(self.lab.dir)["secrets"]
         return {name: document[name] for name in SECRET_NAMES}
 
     def gpufleet(self, *args: str) -> subprocess.CompletedProcess:
@@ -91,46 +87,23 @@ class PoolLab:
 
     def restart(self) -> None:
         """The lab as `lab up` makes it: VMs without GPUs, hosts without the driver, new CA and token."""
-        from lab import manager
-
-        manager.down(self.paths)
-        manager.up(_shape(), self.paths)
+        self.lab.restart()
 
     def guest(self, vm: str, command: str) -> subprocess.CompletedProcess:
         """A command on a lab guest over SSH (pinned host key), as an operator would run it behind gpufleet's back."""
-        entry = next(g for g in read_lab_env(LAB_DIR)["guests"] if g["name"] == vm)
+        entry = next(g for g in read_lab_env(self.lab.dir)["guests"] if g["name"] == vm)
         argv = ["ssh", "-i", entry["key_file"], "-o", f"UserKnownHostsFile={entry['known_hosts']}"]
         argv += ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(entry["port"])]
         return subprocess.run([*argv, f"root@{entry['address']}", command], capture_output=True, text=True, timeout=60)
 
 
-def _shape() -> Any:
-    from lab import manager
-
-    return manager.LabShape(hosts=4, vms_per_host=0, reboot_seconds=1.0, ssh_port=SSH_PORT, vcenter_port=VCENTER_PORT)
-
-
 @pytest.fixture(scope="module")
 def pool_lab() -> Iterator[PoolLab]:
-    missing = [t for t in ("/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/bin/ssh") if not Path(t).exists()]
-    if shutil.which("go") is None:
-        missing.append("go (Go >= 1.26 on PATH, for lab/vcsim)")
-    if missing:
-        pytest.skip(f"the embedded lab needs {', '.join(missing)} (apt-get install -y openssh-server openssh-client)")
-    from lab import manager
-    from lab.paths import LabPaths
-
-    paths = LabPaths.resolve(LAB_DIR)
-    manager.down(paths)  # a lab left by an earlier, killed run: start clean
-    manager.up(_shape(), paths)
-    env = dict(os.environ, GPUFLEET_LAB_DIR=str(LAB_DIR), PYTHONUNBUFFERED="1", NO_COLOR="1")
-    for name in (*SECRET_NAMES, "GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
-        env.pop(name, None)  # the running lab's generated values
-    try:
-        yield PoolLab(paths, env)
-    finally:
-        if not os.environ.get("GPUFLEET_LAB_KEEP"):
-            manager.down(paths)
+    with own_lab("POOL", "/tmp/gpufleet-pool-lab", 3622, 20443) as lab:
+        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), PYTHONUNBUFFERED="1", NO_COLOR="1")
+        for name in (*SECRET_NAMES, "GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
+            env.pop(name, None)  # the running lab's generated values
+        yield PoolLab(lab, env)
 
 
 def _checks(report: dict[str, Any], node: str) -> dict[str, tuple[str, str]]:
@@ -237,10 +210,7 @@ def test_migrate_pool_proposes_the_vgpu_profiles_as_a_stack_diff(pool_lab: PoolL
 @pytest.fixture(scope="module")
 def pool_engine(pool_lab: PoolLab, tmp_path_factory: pytest.TempPathFactory) -> PoolLab:
     """The lab fresh again (nothing deployed), an engine state of its own, the stack initialised."""
-    try:
-        engine.pulumi_binary()
-    except engine.EngineMissing as exc:
-        pytest.skip(f"{exc} (make test builds it)")
+    engine_built()
     pool_lab.restart()
     pool_lab.env["GPUFLEET_ENGINE_STATE"] = str(tmp_path_factory.mktemp("pool-engine-state"))
     pool_lab.ok("pulumi", "stack", "init", "lab-bitfusion")
