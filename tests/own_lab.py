@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+LAB_SECRET_VARIABLES = ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN")
+
 
 @dataclass(frozen=True)
 class OwnLab:
@@ -26,6 +28,14 @@ class OwnLab:
     ssh_port: int
     vcenter_port: int
     paths: Any  # lab.paths.LabPaths
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        """The environment a test runs gpufleet and the engine with on this lab: ``GPUFLEET_LAB_DIR`` set, the lab
+        secrets' variables unset (a lab stack then reads the running lab's generated values), ``extra`` on top."""
+        env = dict(os.environ, GPUFLEET_LAB_DIR=str(self.dir), PYTHONUNBUFFERED="1")
+        for name in LAB_SECRET_VARIABLES:
+            env.pop(name, None)
+        return {**env, **extra}
 
     def restart(self, hosts: int = 4, reboot_seconds: float = 1.0) -> None:
         """The lab fresh again: nothing deployed."""

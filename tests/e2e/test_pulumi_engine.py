@@ -14,7 +14,6 @@ for itself. Everything runs as subprocesses with ``GPUFLEET_LAB_DIR`` / ``GPUFLE
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -141,10 +140,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     engine_built()
     with own_lab("E2E", "/tmp/gpufleet-e2e-lab", 2322, 18643) as lab:
         state = tmp_path_factory.mktemp("engine-state")
-        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
-        for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
-            env.pop(name, None)  # the lab's generated values
-        story = Story(lab.dir, env)
+        story = Story(lab.dir, lab.environ(GPUFLEET_ENGINE_STATE=str(state)))  # the lab's generated secrets
         story.pulumi("stack", "init", "lab", check=True)
         yield story
 

@@ -6,7 +6,6 @@ a preview reads the hosts and VMs, which other tests reset and reboot."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,10 +45,7 @@ def pulumi_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine_built()
     with own_lab("POLICY", "/tmp/gpufleet-policy-lab", 3122, 19943) as lab:
         state = tmp_path_factory.mktemp("policy-engine-state")
-        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), GPUFLEET_ENGINE_STATE=str(state), PYTHONUNBUFFERED="1")
-        for name in ("GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
-            env.pop(name, None)
-        yield Engine(env)
+        yield Engine(lab.environ(GPUFLEET_ENGINE_STATE=str(state)))
 
 
 def test_the_lab_stack_passes_the_pack_through_the_engine(pulumi_engine: Engine) -> None:

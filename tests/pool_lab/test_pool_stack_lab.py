@@ -20,7 +20,6 @@ output of any command.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,8 +99,8 @@ class PoolLab:
 @pytest.fixture(scope="module")
 def pool_lab() -> Iterator[PoolLab]:
     with own_lab("POOL", "/tmp/gpufleet-pool-lab", 3622, 20443) as lab:
-        env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab.dir), PYTHONUNBUFFERED="1", NO_COLOR="1")
-        for name in (*SECRET_NAMES, "GPUFLEET_HOST_LICENSE", "GPUFLEET_NVIDIA_CLIENT_TOKEN"):
+        env = lab.environ(NO_COLOR="1")
+        for name in SECRET_NAMES:
             env.pop(name, None)  # the running lab's generated values
         yield PoolLab(lab, env)
 
