@@ -6,7 +6,7 @@
 It starts a private embedded lab (its own directory and ports: it never touches a running `gpufleet lab up`)
 of N fresh hosts (no NVIDIA driver) whose reboot keeps a host away exactly R seconds, writes a stack where every
 host needs the same work (driver install + graphics + one reboot; time-sliced vGPU, so no MIG second reboot),
-and times the real `hosts prepare` code path (host_setup.command.prepare_stack: plan, then the rollout):
+and times the real `hosts prepare` code path (gpufleet.hosts.command.prepare_stack: plan, then the rollout):
 
 1. one host alone: T1 = its wall time (plan + maintenance + install + reboot + verify + exit), with the
    install and reboot step times it reports;
@@ -96,7 +96,7 @@ def _stack(hosts: int, path: Path, max_unavailable: int) -> Path:
 
 
 def _run(stack: Path, k: int, only: tuple[str, ...] = ()) -> tuple[float, dict[str, Any]]:
-    from host_setup.command import prepare_stack
+    from gpufleet.hosts.command import prepare_stack
 
     started = time.monotonic()
     report = prepare_stack(stack, max_unavailable=k, only=only)
@@ -113,7 +113,7 @@ def _pulumi_up(stack: Path, lab_dir: Path) -> tuple[float, str]:
     its wall time and the end of its output."""
     import subprocess
 
-    from gpufleet import engine
+    from gpufleet.engine import workspace as engine
 
     env = dict(os.environ, GPUFLEET_LAB_DIR=str(lab_dir), GPUFLEET_ENGINE_STATE=str(lab_dir / "engine"))
     project = engine.sync_workspace(lab_dir / "engine")

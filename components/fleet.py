@@ -12,7 +12,7 @@
   secrets), a child of the client's ``GpuVm`` after its devices (adding a PVRDMA adapter may power-cycle the VM).
 
 pulumi-vsphere resources get an explicit provider built from ``gpufleet:vcenter`` (TLS always verified, against the
-stack's CA only: ``gpufleet.provider_trust``).
+stack's CA only: ``gpufleet.engine.provider_trust``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from components.providers.bitfusion_client import BitfusionClientConfig
 from components.vgpu_mobility import VgpuMobility, VgpuMobilityArgs
 from gpufleet.checks.bitfusion import server_addresses
 from gpufleet.connections import resolve_vcenter
+from gpufleet.engine.provider_trust import provider_trust
 from gpufleet.errors import GpufleetError, SpecError
-from gpufleet.provider_trust import provider_trust
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 

@@ -17,9 +17,9 @@ from components.providers.base import vcenter_input
 from components.providers.bundle_staging import BundleStaging
 from components.providers.host_license import HostLicenseAssignment
 from components.providers.host_prepare import HostPreparation
+from gpufleet.hosts.model import Desired
 from gpufleet.spec.derive import host_needs_vgpu_driver
 from gpufleet.spec.models import Fleet, HostSpec, VcenterSpec
-from host_setup.model import Desired
 
 TYPE = "gpufleet:vsphere:GpuHost"
 

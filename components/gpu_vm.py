@@ -28,7 +28,7 @@ from components.providers.base import vcenter_input
 from components.providers.guest_prepare import GuestPreparation, guest_inputs
 from components.providers.vm_gpu_devices import VmGpuDevices
 from gpufleet.spec.models import Fleet, HostSpec, TemplateSpec, VcenterSpec, VmSpec
-from gpufleet.vsphere.vm_desired import allow_power_cycle
+from gpufleet.vms.desired import allow_power_cycle
 
 TYPE = "gpufleet:vsphere:GpuVm"
 

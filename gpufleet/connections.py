@@ -1,6 +1,6 @@
 """Resolve a stack's connection settings: where vCenter, the ESXi hosts and the guests are, and how to log in.
 
-One function for every layer that talks to real peers (``gpufleet.vsphere``, ``host_setup``, the audit, the
+One function for every layer that talks to real peers (``gpufleet.vsphere``, ``gpufleet.hosts``, the audit, the
 checks)::
 
     conns = resolve_connections(stack)          # every secret read now: bad input fails before anything runs

@@ -1,9 +1,12 @@
-"""Preparing ESXi hosts for NVIDIA vGPU over SSH (paramiko), rolling across a fleet.
+"""The documented entry point of ESXi host preparation: ``python -m host_setup prepare STACK``.
 
-Layers inside, bottom up: ``ssh`` (the runner: verified host keys, timeouts, quoting, SFTP), ``esxcli`` /
-``nvidia_smi`` / ``mlxconfig`` (typed readers), ``facts`` (one read-only pass over a host), ``steps/`` (driver,
-graphics, MIG, ATS, maintenance, reboot, verify: check / apply / assert), ``prepare`` (one host),
-``plan`` and ``rollout`` (the fleet: bounded maintenance per cluster, failure threshold, resumable),
-``command`` / ``cli`` (the ``hosts prepare`` verb; ``python -m host_setup prepare STACK``).
-Never imports pulumi: ``components/`` calls into this package, not the reverse.
+The code lives in ``gpufleet.hosts`` (the per-host run, its steps and the rolling fleet run), on top of
+``gpufleet.remote`` (SSH) and ``gpufleet.readers`` (esxcli, nvidia-smi, mlxconfig). This package only re-exports the
+names a caller of host preparation needs, so ``from host_setup import prepare_stack`` keeps working.
 """
+
+from gpufleet.hosts.command import prepare_stack
+from gpufleet.hosts.rollout import RolloutReport
+from gpufleet.hosts.steps import STEPS
+
+__all__ = ["STEPS", "RolloutReport", "prepare_stack"]

@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gpufleet.catalog.lab_models import LAB_GPU_MODELS, vsphere_profiles_for
+from lab.gpu_catalog import LAB_GPU_MODELS, vsphere_profiles_for
 
 NVIDIA_VENDOR_ID = 0x10DE
 MELLANOX_VENDOR_ID = 0x15B3

@@ -6,7 +6,7 @@ runtimes). Writes one JSON report to $OUT/guest_assert_real.json when $OUT is se
 
 Standard library only. It never changes the driver or GPU settings: nvidia-smi runs only with query flags
 (``--query-gpu=... --format=csv,noheader``), nothing is installed, configured or restarted. The parsers are
-gpufleet's own (host_setup/guest_readers.py, loaded by path so none of gpufleet's dependencies are needed).
+gpufleet's own (gpufleet/readers/guest.py, loaded by path so none of gpufleet's dependencies are needed).
 
     python3 scripts/guest_assert_real.py            # exit 0: driver loaded and nvidia-smi answers; 2: not; 1: error
 """
@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-READERS = Path(__file__).resolve().parents[1] / "host_setup" / "guest_readers.py"
+READERS = Path(__file__).resolve().parents[1] / "gpufleet" / "readers" / "guest.py"
 QUERY = ["nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader"]
 
 

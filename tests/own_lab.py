@@ -62,7 +62,7 @@ def missing_tools() -> list[str]:
 
 def engine_built() -> None:
     """Skip, saying how to build it, when the Pulumi engine is not built."""
-    from gpufleet import engine
+    from gpufleet.engine import workspace as engine
 
     try:
         engine.pulumi_binary()

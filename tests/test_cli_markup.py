@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 
 from gpufleet.cli import output
+from gpufleet.cli.markup import esc
 from gpufleet.errors import GpufleetError
-from gpufleet.markup import esc
 
 HOSTILE = ["[/]", "[bold]loud", "[link=file:///x]y[/link]", "trailing\\"]
 
@@ -51,7 +51,7 @@ def test_an_error_message_is_printed_as_written(screen: io.StringIO, text: str) 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_vms_apply_tables(screen: io.StringIO, text: str) -> None:
     from gpufleet.cli.vms_cmd import _print_human
-    from gpufleet.vsphere.vms_apply import ApplyReport, VmReport
+    from gpufleet.vms.apply import ApplyReport, VmReport
 
     report = ApplyReport(
         vms=[VmReport(name=f"vm{text}", error=f"failed: {text}"), VmReport(name="b", changed=True, changes=[text])],
@@ -64,9 +64,9 @@ def test_vms_apply_tables(screen: io.StringIO, text: str) -> None:
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_hosts_prepare_summary_table(text: str) -> None:
-    from host_setup.cli import summary_table
-    from host_setup.model import HostReport
-    from host_setup.rollout import RolloutReport
+    from gpufleet.cli.hosts_prepare import summary_table
+    from gpufleet.hosts.model import HostReport
+    from gpufleet.hosts.rollout import RolloutReport
 
     host = HostReport(name=f"esxi{text}", cluster="c", error={"step": "driver", "message": f"esxcli said {text}"})
     buffer = io.StringIO()

@@ -18,10 +18,11 @@ import typer.main
 from typer.testing import CliRunner
 
 from gpufleet.checks.run import CheckResult, CheckRun
-from gpufleet.cli import lab_cmd, verify_cmd
+from gpufleet.cli import verify_cmd
 from gpufleet.cli.main import app
 from gpufleet.spec.stack import load_stack
-from gpufleet.vsphere.vm_changes import Change, ChangeSet, profile_key, stack_spelling
+from gpufleet.vms.changes import Change, ChangeSet, profile_key, stack_spelling
+from lab import cli as lab_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_STACK = REPO / "stacks" / "Pulumi.lab.yaml"

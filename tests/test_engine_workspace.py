@@ -1,4 +1,4 @@
-"""The hermetic engine settings and the engine's project dir (gpufleet.engine), without running the engine."""
+"""The hermetic engine settings and the engine's project dir (gpufleet.engine.workspace), without running the engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from gpufleet import engine
+from gpufleet.engine import workspace as engine
 
 yaml = YAML(typ="safe")
 

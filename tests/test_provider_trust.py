@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpufleet import engine
 from gpufleet.cli import pulumi_cmd
 from gpufleet.cli.main import app
+from gpufleet.engine import workspace as engine
 
 ROOT = Path(__file__).resolve().parents[1]
 

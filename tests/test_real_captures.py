@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpufleet import catalog
-from gpufleet.checks import guest_smi
-from gpufleet.checks.licensing import _status
-from host_setup import nvidia_smi
+from gpufleet.licensing.guest import _status
+from gpufleet.readers import guest_smi, nvidia_smi
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
 

@@ -21,9 +21,9 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 
 from components.providers.base import GpufleetProvider
 from gpufleet.checks.bitfusion import ClientConfigResult, client_files, configure_client
-from gpufleet.checks.licensing import GuestSshRunner
 from gpufleet.connections import Secret
 from gpufleet.errors import GpufleetError
+from gpufleet.licensing.guest import GuestSshRunner
 from gpufleet.spec.models import Fleet, GpuPool
 
 INPUT_KEYS = ("vcenter", "vmName", "ssh", "pool", "servers", "ca", "clientToken")
@@ -41,7 +41,9 @@ class BitfusionClientConfigProvider(GpufleetProvider):
     """The provider of ``BitfusionClientConfig`` (module path fixed: stacks' state refers to it)."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = [CheckFailure(k, "required") for k in ("vcenter", "vmName", "pool", "ca", "clientToken") if not news.get(k)]
+        failures = [
+            CheckFailure(k, "required") for k in ("vcenter", "vmName", "pool", "ca", "clientToken") if not news.get(k)
+        ]
         if not news.get("servers"):
             failures.append(CheckFailure("servers", "required: the addresses of the pool's servers"))
         return CheckResult(news, failures)

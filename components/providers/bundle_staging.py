@@ -1,5 +1,5 @@
 """``BundleStaging``: the NVIDIA driver bundle put on one host's datastore and proven (size, SHA-256 against the
-local file, esxcli ``--dry-run``) — ``host_setup.stage``, the pre-staging of ``gpufleet hosts prepare``.
+local file, esxcli ``--dry-run``) — ``gpufleet.hosts.stage``, the pre-staging of ``gpufleet hosts prepare``.
 
 ``components.fleet`` makes every ``HostPreparation`` of a cluster wait for the ``BundleStaging`` of every host of
 that cluster, so under ``pulumi up`` too no host enters maintenance before every bundle of its cluster is staged
@@ -19,9 +19,9 @@ from pulumi import Input, ResourceOptions
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from components.providers.host_prepare import HostPreparationProvider, check_host_inputs
-from host_setup.facts import gather
-from host_setup.stage import stage_bundle
-from host_setup.steps.driver import DriverStep
+from gpufleet.hosts.facts import gather
+from gpufleet.hosts.stage import stage_bundle
+from gpufleet.hosts.steps.driver import DriverStep
 
 INPUT_KEYS = ("vcenter", "cluster", "host", "rollout")
 

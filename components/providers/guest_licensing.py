@@ -1,5 +1,5 @@
 """``GuestNvidiaLicensing``: the NVIDIA License System client configuration token in one guest, FeatureType in
-gridd.conf, nvidia-gridd restarted, the vGPU licensed — through the guest step of ``gpufleet.checks.licensing``
+gridd.conf, nvidia-gridd restarted, the vGPU licensed — through the guest step of ``gpufleet.licensing.guest``
 (the same one ``gpufleet license apply`` runs).
 
 - ``check``: ``vmName`` given, ``featureType`` one of 0, 1, 2, 4, a token given.
@@ -24,8 +24,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 
 from components.providers.base import GpufleetProvider, is_unknown
 from gpufleet.catalog.licensing import FEATURE_TYPES
-from gpufleet.checks.licensing import GuestSshRunner, LicensingError, apply_licensing, read_smi
 from gpufleet.connections import Secret
+from gpufleet.licensing.guest import GuestSshRunner, LicensingError, apply_licensing, read_smi
 from gpufleet.spec.models import Fleet
 
 INPUT_KEYS = ("vcenter", "vmName", "ssh", "featureType", "token")

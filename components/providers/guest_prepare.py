@@ -1,6 +1,6 @@
 """``GuestPreparation``: the guest side of one GPU VM (NVIDIA guest driver of the host's branch, nouveau, kernel
 parameters, Container Toolkit, Docker's nvidia runtime, at most one reboot, the assert) through
-``gpufleet.checks.guest_prepare.prepare_guest``, the same per-guest run as ``gpufleet guests prepare``.
+``gpufleet.guest.prepare.prepare_guest``, the same per-guest run as ``gpufleet guests prepare``.
 
 - ``check``: ``vmName`` given, the ``guest`` block re-validated (``GuestSpec``), a driver version known when there is
   a driver block, and the guest driver able to pair with the host's vGPU Manager (both versions named).
@@ -29,10 +29,10 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from pydantic import ValidationError
 
 from components.providers.base import GpufleetProvider, is_unknown, vcenter_input
-from gpufleet.checks.guest_prepare import GuestReport, GuestTarget, prepare_guest
-from gpufleet.checks.licensing import GuestSshRunner
 from gpufleet.connections import lab_dir, resolve_local_path
 from gpufleet.errors import GpufleetError
+from gpufleet.guest.prepare import GuestReport, GuestTarget, prepare_guest
+from gpufleet.licensing.guest import GuestSshRunner
 from gpufleet.spec.guest_desired import GuestDesired, guest_desired
 from gpufleet.spec.guest_models import GuestSpec
 from gpufleet.spec.models import Fleet, VcenterSpec, VmSpec
@@ -182,4 +182,3 @@ class GuestPreparation(Resource, module="vsphere", name="GuestPreparation"):
 
     def __init__(self, name: str, props: dict[str, Input[Any]], opts: ResourceOptions | None = None) -> None:
         super().__init__(GuestPreparationProvider(), name, {**props, **dict.fromkeys(OUTPUT_KEYS)}, opts)
-

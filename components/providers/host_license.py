@@ -20,9 +20,9 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from pyVmomi import vim
 
 from components.providers.base import GpufleetProvider, is_unknown
+from gpufleet.vms.apply import datacenter_of
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.licenses import EVALUATION_KEY, assign_license, assigned_license, is_license_key, key_fingerprint
-from gpufleet.vsphere.vms_apply import datacenter_of
 
 INPUT_KEYS = ("vcenter", "datacenter", "host", "licenseKey")
 SECRET_OUTPUTS = ["licenseKey", "previous"]

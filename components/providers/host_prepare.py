@@ -1,5 +1,5 @@
 """``HostPreparation``: one ESXi host prepared for NVIDIA GPUs: the per-host run of ``gpufleet hosts prepare``
-(``host_setup.prepare.prepare_host``) as one resource, so both faces share one choreography.
+(``gpufleet.hosts.prepare.prepare_host``) as one resource, so both faces share one choreography.
 
 - ``check``: the host's spec re-validated through the fleet spec (one ``CheckFailure`` per bad field).
 - ``create`` / ``update``: refused (not started) once this run has ``rollout.failureThreshold`` failed hosts in the
@@ -32,17 +32,17 @@ from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Re
 from pydantic import ValidationError
 
 from components.providers.base import GpufleetProvider, failures_from_issues, is_unknown
+from gpufleet.hosts.facts import gather
+from gpufleet.hosts.model import Desired, HostReport
+from gpufleet.hosts.prepare import check_all, prepare_host
+from gpufleet.hosts.steps import StepContext, StepFailed
+from gpufleet.hosts.steps.reboot import reboot_reasons
+from gpufleet.hosts.vcenter import VsphereHostApi
+from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
 from gpufleet.vsphere.lease import failed_hosts, record_failure
-from host_setup.facts import gather
-from host_setup.model import Desired, HostReport
-from host_setup.prepare import check_all, prepare_host
-from host_setup.ssh import SshRunner
-from host_setup.steps import StepContext, StepFailed
-from host_setup.steps.reboot import reboot_reasons
-from host_setup.vcenter import VsphereHostApi
 
 INPUT_KEYS = ("vcenter", "cluster", "host", "rollout", "mayPowerOff")
 

@@ -17,7 +17,7 @@ from pulumi import Input, ResourceOptions
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, UpdateResult
 
 from components.providers.host_prepare import HostPreparationProvider, check_host_inputs, diff_host_inputs
-from host_setup.steps import STEPS
+from gpufleet.hosts.steps import STEPS
 
 INPUT_KEYS = ("vcenter", "cluster", "host", "rollout")
 STEP_NAMES = tuple(step.name for step in STEPS)  # driver, graphics, mig, ats

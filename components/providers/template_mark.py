@@ -19,8 +19,8 @@ from pyVmomi import vim
 
 from components.providers.base import GpufleetProvider, is_unknown
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.vms.apply import datacenter_of, find_vm
 from gpufleet.vsphere.tasks import wait_for_task
-from gpufleet.vsphere.vms_apply import datacenter_of, find_vm
 
 INPUT_KEYS = ("vcenter", "datacenter", "vmName", "vmUuid")
 

@@ -1,5 +1,5 @@
 """``TemplateGpuSettings``: the GPU settings of a VM template that exists already (brownfield stacks, the lab), the
-Pulumi face of what ``gpufleet vms apply`` does to templates (``gpufleet.vsphere.template_apply``).
+Pulumi face of what ``gpufleet vms apply`` does to templates (``gpufleet.vms.template``).
 
 - ``check``: the fleet parses and names the template.
 - ``create`` / ``update``: ``converge_template`` (64-bit MMIO sized from the VMs cloned from it, P2P / RelaxACS,
@@ -27,7 +27,8 @@ from components.providers.base import GpufleetProvider, failures_from_issues, is
 from gpufleet.errors import GpufleetError
 from gpufleet.spec.models import Fleet, TemplateSpec
 from gpufleet.spec.stack import issues_from_validation
-from gpufleet.vsphere.template_apply import (
+from gpufleet.vms.apply import find_vm
+from gpufleet.vms.template import (
     TemplateSettings,
     compute_template_change_set,
     converge_template,
@@ -36,7 +37,6 @@ from gpufleet.vsphere.template_apply import (
     restore_template,
     template_settings,
 )
-from gpufleet.vsphere.vms_apply import find_vm
 
 INPUT_KEYS = ("vcenter", "template", "fleet")
 

@@ -2,7 +2,7 @@
 
 pulumi-vsphere 4.18 cannot attach a vGPU, does not see vGPU devices on refresh and reads back only the
 extraConfig keys it declared; this resource does all three, through the same code as ``gpufleet vms apply``
-(``gpufleet.vsphere.vms_apply.converge_vm``):
+(``gpufleet.vms.apply.converge_vm``):
 
 - ``check`` re-validates the VM, its template and its host through the fleet spec (shape and hardware rules) and
   returns one ``CheckFailure`` per bad field (``vm.vgpu[0].profile``...).
@@ -37,11 +37,11 @@ from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.models import Fleet, RolloutPolicy, VmSpec
 from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
-from gpufleet.vsphere.vm_changes import DesiredDevices, compute_change_set, removal_change_set, stack_spelling
-from gpufleet.vsphere.vm_desired import allow_power_cycle, desired_devices
+from gpufleet.vms.apply import converge_vm, datacenter_of, find_vm
+from gpufleet.vms.changes import DesiredDevices, compute_change_set, removal_change_set, stack_spelling
+from gpufleet.vms.desired import allow_power_cycle, desired_devices
+from gpufleet.vms.reconfigure import apply_change_set
 from gpufleet.vsphere.vm_devices import VmDeviceState, read_vm_devices
-from gpufleet.vsphere.vm_reconfigure import apply_change_set
-from gpufleet.vsphere.vms_apply import converge_vm, datacenter_of, find_vm
 
 INPUT_KEYS = (
     "vcenter",

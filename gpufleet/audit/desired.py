@@ -3,7 +3,7 @@
 ``desired_state(fleet)`` derives it from the spec with the same functions the deploy uses: the catalog (PCI device
 ids, MIG geometry), ``gpufleet.spec.derive`` (extraConfig per VM: MMIO, P2P, NUMA; MIG mode per GPU),
 ``gpufleet.placement.mig`` (where each MIG-backed vGPU lands on its GPU's 8 memory slices) and
-``gpufleet.vsphere.vm_desired`` (a VM's GPU/RDMA devices as ``vms apply`` converges them).
+``gpufleet.vms.desired`` (a VM's GPU/RDMA devices as ``vms apply`` converges them).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from gpufleet.spec.derive import (
     vsphere_profile_name,
 )
 from gpufleet.spec.models import Fleet, GpuMode, GpuSpec, HostSpec
+from gpufleet.vms.changes import DesiredDevices
+from gpufleet.vms.desired import desired_devices
 from gpufleet.vsphere.licenses import key_fingerprint
-from gpufleet.vsphere.vm_changes import DesiredDevices
-from gpufleet.vsphere.vm_desired import desired_devices
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 actual, a severity and a hint of the gpufleet verb or Pulumi resource that converges it.
 
 Pure: ``diff(desired, vcenter, ssh)`` reads dataclasses only. A VM's devices are compared with the same change set
-``vms apply`` computes (``gpufleet.vsphere.vm_changes.compute_change_set``), so the audit and the converger never
+``vms apply`` computes (``gpufleet.vms.changes.compute_change_set``), so the audit and the converger never
 disagree about what "in sync" means. Hosts the audit could not read over SSH get no SSH findings (they are listed
 as unreachable instead); everything else is still compared.
 """

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from gpufleet.audit.desired import DesiredVm
 from gpufleet.audit.findings import HINT_SPEC, HINT_TEMPLATE, HINT_VM_CREATE, HINT_VMS, Collector, Severity
 from gpufleet.audit.state import VmVcState
-from gpufleet.vsphere.vm_changes import Change, compute_change_set
+from gpufleet.vms.changes import Change, compute_change_set
 from gpufleet.vsphere.vm_devices import MANAGED_EXTRA_CONFIG
 
 # Per-device keys vSphere writes itself from a device's backing (never set by hand): not drift.

@@ -1,6 +1,6 @@
 """Read the guest side of the stack's GPU VMs over SSH (host keys verified), read-only: the NVIDIA stack of each
-running VM with a ``guest:`` block (``host_setup.guest_facts``, the same reader as ``guests prepare``), compared
-by ``host_setup.guest_facts.guest_drift`` (driver and its branch vs the host, Container Toolkit, Docker runtime).
+running VM with a ``guest:`` block (``gpufleet.guest.facts``, the same reader as ``guests prepare``), compared
+by ``gpufleet.guest.facts.guest_drift`` (driver and its branch vs the host, Container Toolkit, Docker runtime).
 
 A powered-off VM has no guest to read: it is not read and not drift of its guest. A running guest that cannot be
 reached is ``Unreachable`` (kind ``guest``) with the reason; the others are still read.
@@ -17,10 +17,10 @@ from gpufleet.audit.findings import AuditedObject, Collector, Severity
 from gpufleet.audit.state import Unreachable
 from gpufleet.connections import Connections
 from gpufleet.errors import GpufleetError
+from gpufleet.guest.facts import GuestFacts, guest_drift, read_guest_facts
+from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.guest_desired import GuestDesired, guest_desired
 from gpufleet.spec.models import Fleet
-from host_setup.guest_facts import GuestFacts, guest_drift, read_guest_facts
-from host_setup.ssh import SshRunner
 
 HINT_GUEST = "gpufleet guests prepare STACK --vm {vm} (Pulumi: GuestPreparation)"
 

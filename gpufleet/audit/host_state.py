@@ -1,6 +1,6 @@
 """Read what each ESXi host shows over SSH, many hosts at once with a bound on parallel connections.
 
-Per host, with host_setup's runner (host keys verified) and its typed readers: the NVIDIA host driver (component
+Per host, with gpufleet.remote's runner (host keys verified) and its typed readers: the NVIDIA host driver (component
 or VIB list), ATS (kernel setting ``atsSupport`` and the ConnectX ``ATS_ENABLED``, running values), ``nvidia-smi -q
 -x`` (driver loaded, GPUs, MIG mode current and pending), ``nvidia-smi mig -lgi`` (the GPU instances: placements on
 the memory slices) and why the host waits for a reboot. Read-only: nothing is changed.
@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from gpufleet.audit.state import GpuSshState, HostSshState, Unreachable
 from gpufleet.connections import SshSettings
 from gpufleet.errors import GpufleetError
-from host_setup import esxcli, mlxconfig, nvidia_smi
-from host_setup.model import ATS_KERNEL_SETTING, Desired, HostFacts
-from host_setup.nvidia_smi import GpuInstance
-from host_setup.ssh import Runner, SshRunner
-from host_setup.steps.reboot import reboot_reasons
+from gpufleet.hosts.model import ATS_KERNEL_SETTING, Desired, HostFacts
+from gpufleet.hosts.steps.reboot import reboot_reasons
+from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
+from gpufleet.readers.nvidia_smi import GpuInstance
+from gpufleet.remote.ssh import Runner, SshRunner
 
 DEFAULT_PARALLEL = 8
 
 
 @dataclass(frozen=True)
 class HostTarget:
-    """One host to read: its SSH settings and what host preparation wants of it (``host_setup.model.Desired``:
+    """One host to read: its SSH settings and what host preparation wants of it (``gpufleet.hosts.model.Desired``:
     which driver package kind to list, which NICs carry ATS)."""
 
     name: str

@@ -25,9 +25,9 @@ from gpufleet.audit.state import HostSshState, Unreachable, VcenterState
 from gpufleet.audit.vcenter_state import DEFAULT_PAGE_SIZE, read_vcenter_state
 from gpufleet.connections import Connections, resolve_connections, stack_environ
 from gpufleet.errors import ConnectError
+from gpufleet.hosts.model import Desired
 from gpufleet.spec.stack import Stack
 from gpufleet.vsphere.connect import connect
-from host_setup.model import Desired
 
 
 def host_targets(stack: Stack, conns: Connections) -> dict[str, HostTarget]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gpufleet.readers.nvidia_smi import GpuInstance  # re-exported: the audit's state of a MIG GPU instance
 from gpufleet.vsphere.vm_devices import VmDeviceState
-from host_setup.nvidia_smi import GpuInstance  # re-exported: the audit's state of a MIG GPU instance
 
 NVIDIA_VENDOR_ID = 0x10DE
 MELLANOX_VENDOR_ID = 0x15B3

@@ -1,8 +1,8 @@
-"""testinfra hosts whose SSH host keys are verified, and the bridge from a testinfra host to host_setup's readers.
+"""testinfra hosts whose SSH host keys are verified, and the bridge from a testinfra host to gpufleet.readers.
 
 testinfra's own paramiko backend sets ``WarningPolicy`` (an unknown host key is accepted with a warning) and
 never loads a known_hosts file. ``VerifiedParamikoBackend`` keeps testinfra's command execution but opens the
-client with gpufleet's SSH runner code (``host_setup.ssh.open_client``: a ``RejectPolicy`` that names the refused
+client with gpufleet's SSH runner code (``gpufleet.remote.ssh.open_client``: a ``RejectPolicy`` that names the refused
 key, host keys from the pinned key or the known_hosts file of the stack / lab env, or ``UserKnownHostsFile`` of an
 ``--ssh-config``); ``StrictHostKeyChecking no`` is ignored.
 
@@ -33,7 +33,7 @@ from testinfra.backend.ssh import SshBackend
 
 from gpufleet.connections import Secret, SshSettings
 from gpufleet.errors import ConnectError, HostKeyError
-from host_setup.ssh import CommandResult, open_client
+from gpufleet.remote.ssh import CommandResult, open_client
 
 try:  # paramiko is only needed for SSH nodes (the device run uses the local backend with no paramiko)
     import paramiko
@@ -83,7 +83,7 @@ def run(host: testinfra.host.Host, argv: Sequence[str]) -> Sh:
 
 
 class TestinfraRunner:
-    """host_setup's ``Runner`` over a testinfra host (``host.run`` only, so it works on ESXi where testinfra's
+    """gpufleet.remote's ``Runner`` over a testinfra host (``host.run`` only, so it works on ESXi where testinfra's
     file/service/package modules do not). Keeps every command it ran for failure messages."""
 
     __test__ = False  # not a pytest test class

@@ -17,9 +17,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from gpufleet.checks.licensing import GuestRunner, _run, _write  # one way to write a guest file holding a secret
 from gpufleet.connections import Secret, read_lab_env, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.licensing.guest import GuestRunner, _run, _write  # one way to write a guest file holding a secret
 from gpufleet.spec.models import GpuPool
 from gpufleet.spec.stack import Stack
 
@@ -107,9 +107,15 @@ def configure_client(
             continue
         directory = posixpath.dirname(f.path)
         _run(runner, ["mkdir", "-p", "-m", "700" if f.secret else "755", directory], f"creating {directory}")
-        _write(runner, f.path, f.data, f.mode, "the Bitfusion CA" if f.path == CA_FILE else (
-            "the Bitfusion client token" if f.path == CLIENT_YAML else "the Bitfusion servers list"
-        ))
+        _write(
+            runner,
+            f.path,
+            f.data,
+            f.mode,
+            "the Bitfusion CA"
+            if f.path == CA_FILE
+            else ("the Bitfusion client token" if f.path == CLIENT_YAML else "the Bitfusion servers list"),
+        )
         states.append((f.path, "written"))
     return ClientConfigResult(runner.name, pool.name, any(s == "written" for _, s in states), tuple(states))
 

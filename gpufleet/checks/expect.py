@@ -1,5 +1,5 @@
 """What each node of a stack should show, derived from the fleet spec (never written twice): ESXi hosts use
-host_setup's ``Desired`` (the same expectations host preparation converges to); guests get a ``GuestExpect``."""
+gpufleet.hosts' ``Desired`` (the same expectations host preparation converges to); guests get a ``GuestExpect``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from gpufleet.catalog import lookup_gpu, lookup_profile
 from gpufleet.catalog.licensing import FEATURE_PRODUCTS, licensed_product
+from gpufleet.hosts.model import Desired
 from gpufleet.spec.guest_desired import GuestDesired, guest_desired
 from gpufleet.spec.models import Fleet, RdmaNicRequest, VmSpec
-from host_setup.model import Desired
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from gpufleet.checks.backend import (
 from gpufleet.checks.expect import GuestExpect, guest_expect, host_expect
 from gpufleet.connections import SshSettings, resolve_connections, ssh_from_spec
 from gpufleet.errors import ConnectError, SpecError, SpecIssue
+from gpufleet.hosts.model import Desired
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack, load_stack
-from host_setup.model import Desired
 
 T = TypeVar("T")
 ESXI, GUEST = "esxi", "guest"
@@ -76,7 +76,7 @@ class Node:
         return self._memo[key]
 
     def runner(self) -> TestinfraRunner:
-        """host_setup's Runner over this node's testinfra host (for the esxcli / nvidia-smi readers)."""
+        """gpufleet.remote's Runner over this node's testinfra host (for the esxcli / nvidia-smi readers)."""
         if self._runner is None:
             self._runner = TestinfraRunner(self.name, self.host())
         return self._runner

@@ -1,6 +1,6 @@
 """Post-deploy checks of ESXi hosts, read over SSH with ``host.run`` only (on ESXi ``uname -s`` is VMkernel:
-testinfra's file/service/package modules do not apply). Expectations come from the spec (host_setup's
-``Desired``, the state host preparation converges to); the readers are host_setup's esxcli / nvidia-smi /
+testinfra's file/service/package modules do not apply). Expectations come from the spec (gpufleet.hosts'
+``Desired``, the state host preparation converges to); the readers are gpufleet.readers' esxcli / nvidia-smi /
 mlxconfig readers, fed through testinfra."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 
 from gpufleet.checks.backend import Sh
 from gpufleet.checks.nodes import Node
-from host_setup import esxcli, mlxconfig, nvidia_smi
-from host_setup.model import ATS_KERNEL_SETTING, Desired
-from host_setup.nvidia_smi import SmiReport
+from gpufleet.hosts.model import ATS_KERNEL_SETTING, Desired
+from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
+from gpufleet.readers.nvidia_smi import SmiReport
 
 
 def _desired(node: Node) -> Desired:

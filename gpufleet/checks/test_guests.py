@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 
 from gpufleet.catalog.guest_drivers import pairing_problem
-from gpufleet.checks import guest_smi
 from gpufleet.checks.backend import Sh
 from gpufleet.checks.expect import ExpectedPassthrough, ExpectedVgpu, GuestExpect, PoolClientExpect
 from gpufleet.checks.nodes import Node
+from gpufleet.readers import guest_smi
 from gpufleet.spec.models import RdmaNicRequest
 
 

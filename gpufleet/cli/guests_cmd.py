@@ -58,10 +58,10 @@ def prepare(
 ) -> None:
     """Install and configure the guest side of the stack's GPU VMs, then assert it and license vGPU guests."""
     from gpufleet.checks.bitfusion import configure_client, pool_client_targets
-    from gpufleet.checks.guest_prepare import GuestTarget, prepare_guests
-    from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
     from gpufleet.connections import lab_dir, resolve_local_path
+    from gpufleet.guest.prepare import GuestTarget, prepare_guests
+    from gpufleet.licensing.guest import GuestSshRunner, resolve_client_token
     from gpufleet.spec.guest_desired import guest_desired
 
     loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
@@ -124,7 +124,9 @@ def prepare(
             pool_errors.append({"vm": target.vm, "pool": target.pool.name, "error": str(exc)})
             continue
         pool_results.append(result)
-        on_event(target.vm, f"bitfusion client of {target.pool.name}: " + ", ".join(f"{p} {s}" for p, s in result.files))
+        on_event(
+            target.vm, f"bitfusion client of {target.pool.name}: " + ", ".join(f"{p} {s}" for p, s in result.files)
+        )
     exit_code = report.exit_code
     if pool_errors:
         exit_code = 1

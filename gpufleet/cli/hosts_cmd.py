@@ -1,4 +1,5 @@
-"""``gpufleet hosts prepare STACK``: rolling ESXi host preparation (host_setup), with its safety rules:
+"""``gpufleet hosts prepare STACK`` (also ``python -m host_setup prepare STACK``): rolling ESXi host preparation
+(gpufleet.hosts), with its safety rules:
 never more than ``--max-unavailable`` hosts per cluster in maintenance, stop at the failure threshold, a failed
 host left in maintenance and reported, resumable, hosts that need nothing untouched.
 
@@ -13,12 +14,14 @@ from typing import Annotated
 
 import typer
 
-from gpufleet.cli.output import console, err_console, handle_errors
-from host_setup.cli import run_prepare
+from gpufleet.cli.hosts_prepare import run_prepare
+from gpufleet.cli.output import GpufleetGroup, console, err_console, handle_errors
+
+_HELP = "ESXi host preparation: driver, graphics, MIG, ATS, rolling with bounded maintenance."
 
 hosts_app = typer.Typer(
     name="hosts",
-    help="ESXi host preparation: driver, graphics, MIG, ATS, rolling with bounded maintenance.",
+    help=_HELP,
     no_args_is_help=True,
 )
 
@@ -66,3 +69,22 @@ def prepare(
 def register(app: typer.Typer) -> None:
     """Add ``gpufleet hosts ...`` to the gpufleet app."""
     app.add_typer(hosts_app, name="hosts")
+
+
+def standalone_app() -> typer.Typer:
+    """``python -m host_setup``: the same ``prepare`` command without the rest of the gpufleet CLI."""
+    app = typer.Typer(
+        name="host_setup",
+        cls=GpufleetGroup,
+        help=_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        """ESXi host preparation (the same verb as ``gpufleet hosts prepare``)."""
+
+    app.command("prepare")(prepare)
+    return app

@@ -1,7 +1,11 @@
-"""Entry point of the ``gpufleet`` console script. Each verb lives in its own module with a ``register``."""
+"""Entry point of the ``gpufleet`` console script. Each verb lives in its own module with a ``register``.
+
+Verbs from outside the product (the embedded lab's ``gpufleet lab``) come in through the ``gpufleet.commands``
+entry-point group, so the product never imports the simulator."""
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Annotated
 
 import typer
@@ -10,7 +14,6 @@ from gpufleet.cli import (
     audit_cmd,
     guests_cmd,
     hosts_cmd,
-    lab_cmd,
     promote_cmd,
     pulumi_cmd,
     spec_cmd,
@@ -45,8 +48,10 @@ def _root(
     """NVIDIA GPUs on VMware vSphere as code: validate, plan, prepare hosts, apply VMs, audit, verify."""
 
 
-for module in (spec_cmd, lab_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, promote_cmd, pulumi_cmd):
+for module in (spec_cmd, hosts_cmd, vms_cmd, guests_cmd, audit_cmd, verify_cmd, promote_cmd, pulumi_cmd):
     module.register(app)
+for plugin in entry_points(group="gpufleet.commands"):
+    plugin.load()(app)  # each entry point is a ``register(app)``, like the modules above
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
+from gpufleet.cli.markup import esc
 from gpufleet.errors import GpufleetError
-from gpufleet.markup import esc
 
 __all__ = [
     "ExitCode",

@@ -1,7 +1,7 @@
-"""``gpufleet pulumi ARGS...``: the Pulumi CLI built from its Go modules, run hermetically (``gpufleet.engine``).
+"""``gpufleet pulumi ARGS...``: the Pulumi CLI built from its Go modules, run hermetically (``gpufleet.engine.workspace``).
 
 Everything after ``pulumi`` goes to the real ``pulumi`` unchanged (``gpufleet pulumi up --stack lab --yes``), run in
-the engine's project dir (``gpufleet.engine.sync_workspace``: the repository's program and stack files, this
+the engine's project dir (``gpufleet.engine.workspace.sync_workspace``: the repository's program and stack files, this
 machine's passphrase salt and secrets); its exit code is pulumi's. One option is gpufleet's own: ``--take-over``
 (``gpufleet pulumi up --take-over``) lets the program take over a cluster's rollout lease from a run that is gone. ``scripts/pulumi`` is the same command for
 people who type ``pulumi``.
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli.output import handle_errors
-from gpufleet.engine import (
+from gpufleet.engine.workspace import (
     PROVIDER_COMMANDS,
     engine_environ,
     pulumi_binary,
@@ -49,7 +49,7 @@ def pulumi_cmd(
         env[TAKE_OVER_ENV] = "1"
     state = state_dir(env)
     project = sync_workspace(state)
-    # pulumi-vsphere trusts what the stack says (gpufleet.provider_trust): which stack, the command line tells,
+    # pulumi-vsphere trusts what the stack says (gpufleet.engine.provider_trust): which stack, the command line tells,
     # else the one selected in the workspace.
     stack = stack_of_args(passed, env)
     if stack is None:

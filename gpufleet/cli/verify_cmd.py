@@ -141,8 +141,8 @@ def _print_verify(stack: Path, run: CheckRun, names: list[str], junit: Path | No
 def _vsphere_rows(loaded: Stack, hosts: list[str] | None, include_vcenter: bool, dry_run: bool) -> list[dict]:
     """The vSphere licence step (keys read and checked before vCenter is contacted)."""
     from gpufleet.connections import resolve_vcenter
+    from gpufleet.licensing.vsphere import apply_licenses, license_targets
     from gpufleet.vsphere.connect import connect
-    from gpufleet.vsphere.license_apply import apply_licenses, license_targets
 
     targets = license_targets(loaded, hosts=hosts, include_vcenter=include_vcenter)
     if not targets:
@@ -216,8 +216,8 @@ def license_apply(
     """Assign the stack's vSphere licence keys (vCenter and every host: added to vCenter if missing), then place
     the NVIDIA client configuration token, set gridd.conf FeatureType, restart nvidia-gridd and wait for Licensed
     on every vGPU VM. Idempotent; keys and token are never printed. With --host/--vm only those are handled."""
-    from gpufleet.checks.licensing import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
     from gpufleet.checks.nodes import stack_ssh_settings
+    from gpufleet.licensing.guest import GuestSshRunner, apply_licensing, licensing_targets, resolve_client_token
 
     loaded = validated(load_stack(stack))  # a stack `validate` rejects changes nothing
     selective = bool(vm or host)

@@ -20,8 +20,8 @@ from gpufleet.cli.output import ExitCode, console, esc, handle_errors, print_jso
 from gpufleet.connections import resolve_vcenter
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
+from gpufleet.vms.apply import ApplyReport, apply_vms
 from gpufleet.vsphere.connect import connect
-from gpufleet.vsphere.vms_apply import ApplyReport, apply_vms
 
 
 def _templates_table(report: ApplyReport) -> Table:

@@ -45,8 +45,13 @@ class ClientMove:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "vm": self.vm, "share": self.share, "board": self.board, "profiles": self.profiles,
-            "host": self.host, "gpus": self.gpus, "reason": self.reason,
+            "vm": self.vm,
+            "share": self.share,
+            "board": self.board,
+            "profiles": self.profiles,
+            "host": self.host,
+            "gpus": self.gpus,
+            "reason": self.reason,
         }
 
 
@@ -114,8 +119,15 @@ def migrate_pool(fleet: Fleet, document: dict[str, Any], name: str, target: Migr
         for gpu in host.get("gpus", []):
             key = (host.get("name"), str(gpu.get("pci", "")).lower())
             if key in exported:
-                modes.append({"host": key[0], "pci": key[1], "model": gpu.get("model", ""),
-                              "from": gpu.get("mode", "vgpu"), "to": target.value})
+                modes.append(
+                    {
+                        "host": key[0],
+                        "pci": key[1],
+                        "model": gpu.get("model", ""),
+                        "from": gpu.get("mode", "vgpu"),
+                        "to": target.value,
+                    }
+                )
                 gpu["mode"] = target.value
     servers = {s.vm for s in pool.servers}
     doc["vms"] = [vm for vm in doc.get("vms", []) if vm.get("name") not in servers]
@@ -152,4 +164,3 @@ def migrate_pool(fleet: Fleet, document: dict[str, Any], name: str, target: Migr
         if move is not None and move.host:
             vm["host"] = move.host
     return Migration(name, target, moves, modes, removed, doc, [])
-

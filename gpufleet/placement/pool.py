@@ -200,10 +200,14 @@ def plan_pool(fleet: Fleet, pool: GpuPool, pool_index: int = 0) -> PoolPlan:
                 gpus[i].clients.append((client.vm, frac))
             continue
         largest = max((g.free for g in gpus), default=Fraction(0))
-        whole = max((sum(1 for g in gpus if g.server == s and g.used == 0) for s in {g.server for g in gpus}), default=0)
+        whole = max(
+            (sum(1 for g in gpus if g.server == s and g.used == 0) for s in {g.server for g in gpus}), default=0
+        )
         want = f"{n} whole GPUs of one server" if frac == ONE else f"{share_text(frac)} of one GPU"
-        have = f"the most whole GPUs free on one server is {whole}" if frac == ONE else (
-            f"the largest free share of a GPU is {share_text(largest)}"
+        have = (
+            f"the most whole GPUs free on one server is {whole}"
+            if frac == ONE
+            else (f"the largest free share of a GPU is {share_text(largest)}")
         )
         unplaced.append(
             PoolUnplaced(

@@ -351,7 +351,9 @@ def _share(value: object) -> object:
     """A client's share: a fraction of one GPU (0 < share <= 1, Bitfusion's ``-n 1 -p share``) or a whole number of
     GPUs (``-n share``). Text and booleans are refused, as for whole numbers."""
     if isinstance(value, (bool, str)):
-        raise ValueError(f"must be a number (a fraction of one GPU like 0.25, or whole GPUs like 2), not {shown(value)}")
+        raise ValueError(
+            f"must be a number (a fraction of one GPU like 0.25, or whole GPUs like 2), not {shown(value)}"
+        )
     if not isinstance(value, (int, float)) or value != value or value <= 0:
         raise ValueError(f"{shown(value)} is not a share: give a fraction of one GPU (0 < share <= 1) or whole GPUs")
     if value > 1 and value != int(value):
@@ -370,8 +372,9 @@ class PoolServer(SpecModel):
     gpus: list[PciAddress] = Field(min_length=1, description="PCI addresses of the host GPUs it exports (passthrough)")
     nic: PoolNic = Field("vmxnet3", description="Data path: vmxnet3 (TCP), passthrough ConnectX (RoCE) or pvrdma")
     network: str | None = Field(
-        None, description="Port group / fabric of its data path; default: the template's network (vmxnet3) or the "
-        "VM's PVRDMA network (pvrdma); required for passthrough"
+        None,
+        description="Port group / fabric of its data path; default: the template's network (vmxnet3) or the "
+        "VM's PVRDMA network (pvrdma); required for passthrough",
     )
 
 

@@ -67,8 +67,11 @@ def _servers_of(g: Any) -> list[str]:
     data, _ = read_file(g, SERVERS_CONF)
     if data is None:
         return []
-    return [line.strip()[2:].strip() for line in data.decode().splitlines() if line.strip().startswith("- ") and ":" in line
-            and not line.strip().startswith("- addresses")]
+    return [
+        line.strip()[2:].strip()
+        for line in data.decode().splitlines()
+        if line.strip().startswith("- ") and ":" in line and not line.strip().startswith("- addresses")
+    ]
 
 
 def _server_guests(g: Any) -> dict[str, Any]:
@@ -100,7 +103,9 @@ def _claim(g: Any) -> tuple[list[tuple[str, Any]], str | None]:
     servers = _server_guests(g)
     accepted: list[tuple[str, Any]] = []
     for address in listed:
-        lines.append(f"[INFO] {_stamp()} Query server {address} to claim host id: {g.state.get('boot', {}).get('id')}\n")
+        lines.append(
+            f"[INFO] {_stamp()} Query server {address} to claim host id: {g.state.get('boot', {}).get('id')}\n"
+        )
         server = servers.get(address)
         ok_token = token is not None and any(
             _digest(line.split(":", 1)[1].strip().strip("'\"")) == want.get("token_sha256")
@@ -109,8 +114,10 @@ def _claim(g: Any) -> tuple[list[tuple[str, Any]], str | None]:
         )
         ok_ca = ca is not None and _digest(ca.decode()) == want.get("ca_sha256")
         if server is None or not server.view.gpus or not ok_token or not ok_ca:
-            why = "x509: certificate signed by unknown authority" if server and not ok_ca else (
-                "401 Unauthorized" if server and not ok_token else f"dial tcp {address}: i/o timeout"
+            why = (
+                "x509: certificate signed by unknown authority"
+                if server and not ok_ca
+                else ("401 Unauthorized" if server and not ok_token else f"dial tcp {address}: i/o timeout")
             )
             lines.append(
                 f"[WARN] {_stamp()} Error contacting server {address} to verify client id: "
@@ -188,9 +195,11 @@ def _run(g: Any, accepted: list[tuple[str, Any]], args: list[str]) -> tuple[int,
 def _health(g: Any, accepted: list[tuple[str, Any]], error: str | None) -> tuple[int, str, str]:
     if g.state.get("persona") == "bitfusion-server":
         gpus = g.view.gpus
-        rows = [f"[ {'OK' if gpus else 'FAIL'} ] GPUs passed through: {len(gpus)}\n",
-                f"[ {'OK' if g.view.driver_version else 'FAIL'} ] NVIDIA driver: {g.view.driver_version or 'none'}\n",
-                f"[ OK ] Bitfusion server {VERSION} listening on port {PORT}\n"]
+        rows = [
+            f"[ {'OK' if gpus else 'FAIL'} ] GPUs passed through: {len(gpus)}\n",
+            f"[ {'OK' if g.view.driver_version else 'FAIL'} ] NVIDIA driver: {g.view.driver_version or 'none'}\n",
+            f"[ OK ] Bitfusion server {VERSION} listening on port {PORT}\n",
+        ]
         return (0 if gpus and g.view.driver_version else 1), "".join(rows), ""
     if error:
         return 1, "[ FAIL ] Bitfusion client: servers\n", error

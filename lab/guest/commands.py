@@ -1054,11 +1054,17 @@ def cmd_ibv_devinfo(g: Guest, argv: list[str], stdin: Input) -> Result:
 
 def cmd_show_gids(g: Guest, argv: list[str], stdin: Input) -> Result:
     """Mellanox's ``show_gids``: one row per GID with its RoCE version (v1 / v2)."""
-    rows = ["DEV\tPORT\tINDEX\tGID\t\t\t\t\tIPv4  \t\tVER\tDEV", "---\t----\t-----\t---\t\t\t\t\t------------  \t---\t---"]
+    rows = [
+        "DEV\tPORT\tINDEX\tGID\t\t\t\t\tIPv4  \t\tVER\tDEV",
+        "---\t----\t-----\t---\t\t\t\t\t------------  \t---\t---",
+    ]
     for i, d in enumerate(g.view.rdma):
         ip = f"192.168.{100 + i}.{11 + i}"
-        v4 = "0000:0000:0000:0000:0000:ffff:" + "".join(f"{int(o):02x}" for o in ip.split(".")[:2]) + ":" + "".join(
-            f"{int(o):02x}" for o in ip.split(".")[2:]
+        v4 = (
+            "0000:0000:0000:0000:0000:ffff:"
+            + "".join(f"{int(o):02x}" for o in ip.split(".")[:2])
+            + ":"
+            + "".join(f"{int(o):02x}" for o in ip.split(".")[2:])
         )
         for index, ver in ((0, "v1"), (1, "v2")):
             if d.roce == "v2" or ver == "v1":

@@ -242,7 +242,11 @@ def cmd_modinfo(g: Guest, argv: list[str], stdin: Input) -> Result:
 
         version = driver.get("version") or guest_view({**g.state, "driver": {**driver, "loaded": True}}).driver_version
         if version:
-            return _ok(f"{version}\n" if "-F" in argv else f"filename: /lib/modules/{g.state.get('kernel')}/updates/dkms/nvidia.ko\nversion:        {version}\n")
+            return _ok(
+                f"{version}\n"
+                if "-F" in argv
+                else f"filename: /lib/modules/{g.state.get('kernel')}/updates/dkms/nvidia.ko\nversion:        {version}\n"
+            )
     return _ok(err=f"modinfo: ERROR: Module {module} not found.\n", rc=1)
 
 

@@ -194,8 +194,10 @@ class GuestState:
             (etc / "default" / "grub").write_text(GRUB_DEFAULT)
         if not current.get("bare") and current.get("packages"):
             # A deployed guest: nouveau blacklisted, Docker configured with the nvidia runtime.
-            for path, text in ((etc / "modprobe.d" / "blacklist-nouveau.conf", BLACKLIST_NOUVEAU),
-                               (etc / "docker" / "daemon.json", DAEMON_JSON_NVIDIA)):
+            for path, text in (
+                (etc / "modprobe.d" / "blacklist-nouveau.conf", BLACKLIST_NOUVEAU),
+                (etc / "docker" / "daemon.json", DAEMON_JSON_NVIDIA),
+            ):
                 if not path.exists():
                     path.write_text(text)
         return guest

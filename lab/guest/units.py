@@ -76,7 +76,8 @@ def build_guest_depot(directory: Path) -> list[Path]:
             run.write_text(
                 "#!/bin/sh\n# gpufleet-lab-nvidia-run version=" + version + "\n"
                 "# NVIDIA Accelerated Graphics Driver for Linux-x86_64 (vGPU guest), simulated by the gpufleet lab\n"
-                + "# payload\n" * 64
+                + "# payload\n"
+                * 64
             )
         branch = version.split(".")[0]
         deb = directory / f"nvidia-linux-grid-{branch}_{version}_amd64.deb"
@@ -104,7 +105,10 @@ def prepare_guests(
     token = _lab_token(guests_dir)
     digest = token_sha256(token)
     pool = bitfusion.lab_secrets(guests_dir)
-    pool_digests = {"token_sha256": token_sha256(pool[bitfusion.TOKEN_ENV]), "ca_sha256": token_sha256(pool[bitfusion.CA_ENV])}
+    pool_digests = {
+        "token_sha256": token_sha256(pool[bitfusion.TOKEN_ENV]),
+        "ca_sha256": token_sha256(pool[bitfusion.CA_ENV]),
+    }
     host_of = {vm.name: vm.host for vm in topology.vms}
     units: list[SshdUnit] = []
     entries: list[dict] = []
@@ -114,8 +118,13 @@ def prepare_guests(
         GuestState.create(
             directory,
             initial_state(
-                guest.name, guest.persona, host_of.get(guest.name), digest, gpu_source,
-                address=guest.address, bitfusion=pool_digests,
+                guest.name,
+                guest.persona,
+                host_of.get(guest.name),
+                digest,
+                gpu_source,
+                address=guest.address,
+                bitfusion=pool_digests,
             ),
         )
         unit = SshdUnit(
@@ -222,8 +231,14 @@ def reset_guest(paths: LabPaths, name: str, bare: bool = False) -> None:
     store = GuestState(directory)
     old = store.read()
     fresh = initial_state(
-        name, old["persona"], old.get("host"), old.get("license_token_sha256"), old.get("gpu_source", "vcenter"),
-        bare=bare, address=old.get("address"), bitfusion=old.get("bitfusion"),
+        name,
+        old["persona"],
+        old.get("host"),
+        old.get("license_token_sha256"),
+        old.get("gpu_source", "vcenter"),
+        bare=bare,
+        address=old.get("address"),
+        bitfusion=old.get("bitfusion"),
     )
     with store.update() as state:
         state.clear()

@@ -9,7 +9,7 @@ from pyVmomi import vim, vmodl
 
 from gpufleet.audit.state import GpuInstance, LicenseState
 from gpufleet.audit.vcenter_state import _Counter, build_state, retrieve_paged
-from host_setup.nvidia_smi import parse_lgi
+from gpufleet.readers.nvidia_smi import parse_lgi
 
 PC = vmodl.query.PropertyCollector
 

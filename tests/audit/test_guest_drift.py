@@ -1,10 +1,10 @@
-"""``host_setup.guest_facts.guest_drift``: what the audit reports of a guest's NVIDIA stack, from facts alone."""
+"""``gpufleet.guest.facts.guest_drift``: what the audit reports of a guest's NVIDIA stack, from facts alone."""
 
 from __future__ import annotations
 
+from gpufleet.guest.facts import GuestFacts, guest_drift
 from gpufleet.spec.guest_desired import GuestDesired
 from gpufleet.spec.guest_models import GuestSpec
-from host_setup.guest_facts import GuestFacts, guest_drift
 
 SPEC = GuestSpec.model_validate(
     {

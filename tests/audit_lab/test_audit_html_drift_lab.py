@@ -20,12 +20,12 @@ from pyVmomi import vim
 from ruamel.yaml import YAML
 
 from gpufleet.connections import resolve_connections
+from gpufleet.readers import nvidia_smi
+from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.stack import load_stack
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.tasks import wait_for_task
-from host_setup import nvidia_smi
-from host_setup.ssh import SshRunner
 
 pytestmark = pytest.mark.lab
 

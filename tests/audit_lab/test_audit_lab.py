@@ -34,14 +34,14 @@ from gpufleet.audit.findings import Finding
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.run import audit_stack
 from gpufleet.connections import resolve_connections
+from gpufleet.readers import nvidia_smi
+from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.stack import Stack, load_stack
+from gpufleet.vms.apply import apply_vms
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.licenses import EVALUATION_KEY, assign_license
 from gpufleet.vsphere.tasks import wait_for_task
-from gpufleet.vsphere.vms_apply import apply_vms
-from host_setup import nvidia_smi
-from host_setup.ssh import SshRunner
 
 pytestmark = pytest.mark.lab
 

@@ -20,10 +20,10 @@ from ruamel.yaml import YAML
 
 from gpufleet.connections import resolve_connections
 from gpufleet.spec.stack import load_stack
+from gpufleet.vms.apply import apply_vms
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
 from gpufleet.vsphere.tasks import wait_for_task
-from gpufleet.vsphere.vms_apply import apply_vms
 
 pytestmark = pytest.mark.lab
 

@@ -72,8 +72,8 @@ def update_state(directory: Path, **changes: object) -> None:
 @pytest.fixture
 def license_guest() -> Callable[..., None]:
     """License a simulated guest with the lab token (the licensing step, through SimRunner)."""
-    from gpufleet.checks.licensing import apply_licensing
     from gpufleet.connections import Secret
+    from gpufleet.licensing.guest import apply_licensing
 
     def run(name: str, directory: Path, feature_type: int = 1) -> None:
         apply_licensing(SimRunner(name, directory), Secret(LAB_TOKEN), feature_type, poll=0.02, timeout=5)

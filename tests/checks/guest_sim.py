@@ -12,7 +12,7 @@ from pathlib import Path
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
-from host_setup.ssh import CommandResult as RunnerResult
+from gpufleet.remote.ssh import CommandResult as RunnerResult
 from lab.guest.commands import Guest, run_line
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.checks import guest_smi
-from host_setup.nvidia_smi import parse_query_xml
+from gpufleet.readers import guest_smi
+from gpufleet.readers.nvidia_smi import parse_query_xml
 from lab.guest.commands import Guest, run_line
 from lab.guest.shell import ShellSyntaxError, parse, tokenize
 from lab.guest.vcenter_devices import devices_from_vm_view
@@ -216,7 +216,12 @@ def test_prepare_guests_and_reset(tmp_path: Path) -> None:
         stat.S_IMODE(token_file.stat().st_mode) == 0o600 and setup.secrets[TOKEN_ENV] == token_file.read_text().strip()
     )
     assert {e["persona"] for e in setup.env_entries} == {
-        "vgpu-timesliced", "vgpu-mig", "passthrough-h100", "rdma", "bitfusion-server", "bitfusion-client"
+        "vgpu-timesliced",
+        "vgpu-mig",
+        "passthrough-h100",
+        "rdma",
+        "bitfusion-server",
+        "bitfusion-client",
     }
     assert known_hosts_lines(setup)[0].startswith("[127.0.100.11]:2299 ssh-ed25519 ")
     again = prepare_guests(paths, build_topology(), port=2299)  # idempotent: same token, same host keys

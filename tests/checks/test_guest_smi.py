@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.checks import guest_smi
-from host_setup.nvidia_smi import SmiParseError
+from gpufleet.readers import guest_smi
+from gpufleet.readers.nvidia_smi import SmiParseError
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gpufleet.checks import licensing
-from gpufleet.checks.licensing import LicensingError, apply_licensing, conf_value, set_feature_type, token_file_name
 from gpufleet.connections import Secret
 from gpufleet.errors import SpecError
+from gpufleet.licensing import guest as licensing
+from gpufleet.licensing.guest import LicensingError, apply_licensing, conf_value, set_feature_type, token_file_name
 from gpufleet.spec.stack import Stack, parse_stack
 
 TOKEN_DIR = "root/etc/nvidia/ClientConfigToken"

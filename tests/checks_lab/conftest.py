@@ -80,9 +80,9 @@ def lab_guest(stack: Stack, lab_host: Callable[[str], Any], lab_paths: Any) -> I
     from pyVmomi import vim
 
     from gpufleet.connections import resolve_vcenter
+    from gpufleet.vms.apply import apply_vms
     from gpufleet.vsphere.connect import connect
     from gpufleet.vsphere.inventory import find_by_name
-    from gpufleet.vsphere.vms_apply import apply_vms
     from lab.guest.units import reset_guest
     from lab.vcenter import LabAdmin
 

@@ -28,8 +28,8 @@ from own_lab import engine_built, own_lab
 from pyVmomi import vim
 from ruamel.yaml import YAML
 
-from gpufleet import engine
 from gpufleet.connections import read_lab_env, resolve_connections, vcenter_from_lab
+from gpufleet.engine import workspace as engine
 from gpufleet.spec.stack import load_stack
 from gpufleet.vsphere.connect import connect
 from gpufleet.vsphere.inventory import find_by_name
@@ -296,9 +296,9 @@ def test_up_is_refused_while_another_run_holds_the_cluster_and_takes_over_on_req
 def _make_drift(story: Story) -> None:
     """Behind Pulumi's back: vm-ts-01's vGPU removed (powered off for it, then on again, as vSphere needs), vm-pt-01's
     MMIO size changed, MIG off on esxi-02 (Hopper: at once), Docker's nvidia runtime gone in vm-mig-01's guest."""
-    from gpufleet.checks.licensing import GuestSshRunner
-    from host_setup import nvidia_smi
-    from host_setup.ssh import SshRunner
+    from gpufleet.licensing.guest import GuestSshRunner
+    from gpufleet.readers import nvidia_smi
+    from gpufleet.remote.ssh import SshRunner
 
     with story.si() as si:
         vm = find_by_name(si, vim.VirtualMachine, "vm-ts-01")

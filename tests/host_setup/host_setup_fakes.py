@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.errors import ConnectError
+from gpufleet.remote.ssh import CommandResult, ConnectionLost
 from gpufleet.vsphere.hosts import EvacuationRefused, HostState
-from host_setup.ssh import CommandResult, ConnectionLost
 
 # -- esxcli XML, as esxcli --formatter=xml prints it ------------------------------------------------------------
 
@@ -81,7 +81,9 @@ class FakeHost:
     bundle_versions: dict[str, str] = field(default_factory=dict)  # datastore path -> driver version in it
     reboot_seconds: float = 0.0
     install_seconds: float = 0.0
-    faults: set[str] = field(default_factory=set)  # install-error, drop-install, no-return, mig-stuck, mig-refused, mig-ignored, reboot-ignored
+    faults: set[str] = field(
+        default_factory=set
+    )  # install-error, drop-install, no-return, mig-stuck, mig-refused, mig-ignored, reboot-ignored
     commands: list[str] = field(default_factory=list)
     reboots: int = 0
     booted_at: float = field(default_factory=time.monotonic)

@@ -11,8 +11,8 @@ import pytest
 from host_setup_sshd import Sshd, _keygen
 
 from gpufleet.errors import HostKeyError
-from host_setup.known_hosts import host_matches, load_known_hosts
-from host_setup.ssh import SshRunner, fingerprint
+from gpufleet.remote.known_hosts import host_matches, load_known_hosts
+from gpufleet.remote.ssh import SshRunner, fingerprint
 
 
 def _key(pub: str) -> str:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from host_setup_fakes import FakeApi, FakeHost, ampere_host, hopper_host, t4_host
 
+from gpufleet.hosts.model import Desired, HostReport, StepState
+from gpufleet.hosts.prepare import prepare_host
+from gpufleet.hosts.steps import StepContext
 from gpufleet.spec.models import RolloutPolicy
 from gpufleet.spec.stack import parse_stack
-from host_setup.model import Desired, HostReport, StepState
-from host_setup.prepare import prepare_host
-from host_setup.steps import StepContext
 
 BUNDLE = "/vmfs/volumes/datastore1/NVD-AIE-800_550.90.05-1OEM.800.1.0.20613240_23471011.zip"
 OLD = "535.183.04-1OEM.800.1.0.20613240"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host_setup import esxcli, mlxconfig, nvidia_smi
+from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
 
 REFERENCE = Path(os.environ.get("GPUFLEET_REFERENCE", Path(__file__).resolve().parents[3] / "shared" / "reference"))
 

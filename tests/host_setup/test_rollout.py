@@ -11,8 +11,8 @@ from host_setup_fakes import FakeApi, FakeHost, t4_host
 from test_prepare import BUNDLE, WANTED, fleet
 
 from gpufleet.errors import SpecError
-from host_setup.model import Desired
-from host_setup.rollout import Rollout, RolloutOptions, RolloutReport
+from gpufleet.hosts.model import Desired
+from gpufleet.hosts.rollout import Rollout, RolloutOptions, RolloutReport
 
 
 def make_fleet(n: int, clusters: int = 1) -> tuple[list[FakeHost], FakeApi, list[Desired], object]:
@@ -192,7 +192,16 @@ def test_json_document_shape(bundle: Path) -> None:
     host = document["hosts"][0]
     assert set(host) >= {"name", "changed", "steps", "error"}
     assert host["changed"] is True and host["error"] is None
-    assert [s["name"] for s in host["steps"]] == ["stage", "driver", "graphics", "mig", "ats", "maintenance", "reboot", "verify"]
+    assert [s["name"] for s in host["steps"]] == [
+        "stage",
+        "driver",
+        "graphics",
+        "mig",
+        "ats",
+        "maintenance",
+        "reboot",
+        "verify",
+    ]
 
 
 def test_every_bundle_is_staged_and_proven_before_the_first_host_enters_maintenance(bundle: Path) -> None:

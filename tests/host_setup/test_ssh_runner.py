@@ -13,7 +13,7 @@ from host_setup_sshd import Sshd, _keygen
 
 from gpufleet.connections import Secret
 from gpufleet.errors import ConnectError, HostKeyError
-from host_setup.ssh import CommandFailed, CommandTimeout, ConnectionLost, SshRunner
+from gpufleet.remote.ssh import CommandFailed, CommandTimeout, ConnectionLost, SshRunner
 
 
 def test_output_is_stdout_and_stderr_together_with_the_exit_status(sshd: Sshd) -> None:

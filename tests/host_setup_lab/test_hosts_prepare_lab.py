@@ -19,9 +19,9 @@ from ruamel.yaml import YAML
 
 from gpufleet.connections import _ssh_from_lab, read_lab_env
 from gpufleet.errors import SpecError
-from host_setup import esxcli, mlxconfig, nvidia_smi
-from host_setup.command import prepare_stack
-from host_setup.ssh import SshRunner
+from gpufleet.hosts.command import prepare_stack
+from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
+from gpufleet.remote.ssh import SshRunner
 
 pytestmark = pytest.mark.lab
 

@@ -156,7 +156,7 @@ def test_enter_maintenance_moves_powered_on_vms_then_exit(si: vim.ServiceInstanc
 def test_host_prepare_api_moves_evacuated_vms_back_on_exit(si: vim.ServiceInstance) -> None:
     """The spec pins VMs to hosts and ``vms apply`` does not move them: host preparation puts back what it moved,
     to the host they first left (here esxi-03 -> refuge -> refuge in maintenance too -> esxi-03)."""
-    from host_setup.vcenter import VsphereHostApi
+    from gpufleet.hosts.vcenter import VsphereHostApi
 
     api = VsphereHostApi(si)
     vm = _powered_on_vm(si, "esxi-03.lab", "hs-home-1")
@@ -179,7 +179,7 @@ def test_host_prepare_api_moves_evacuated_vms_back_on_exit(si: vim.ServiceInstan
 def test_a_vm_moved_then_stopped_on_its_refuge_goes_home_cold_and_runs_again(si: vim.ServiceInstance) -> None:
     """esxi-03 -> refuge; the refuge enters maintenance too and the VM can go nowhere else, so it is powered off
     there; esxi-03 leaves first: the VM goes home cold; the refuge leaves: the VM is powered on (at home)."""
-    from host_setup.vcenter import VsphereHostApi
+    from gpufleet.hosts.vcenter import VsphereHostApi
 
     api = VsphereHostApi(si)
     vm = _powered_on_vm(si, "esxi-03.lab", "hs-chain-1")
@@ -264,7 +264,7 @@ def test_vgpu_vm_moves_only_with_vgpu_vmotion(si: vim.ServiceInstance) -> None:
 def test_a_vm_that_cannot_move_is_powered_off_when_allowed_and_on_again_by_any_api(si: vim.ServiceInstance) -> None:
     """What evacuation did is noted in vCenter: another VsphereHostApi (another process, a rerun) that takes the
     host out of maintenance powers the VM on again and moves the moved one back."""
-    from host_setup.vcenter import VsphereHostApi
+    from gpufleet.hosts.vcenter import VsphereHostApi
 
     stuck = _powered_on_vm(si, "esxi-03.lab", "hs-stop-1", memory_mb=4 * 1024 * 1024)  # fits nowhere else
     mover = _powered_on_vm(si, "esxi-03.lab", "hs-move-1")

@@ -323,8 +323,8 @@ def test_a_mig_change_on_a_gpu_without_mig_is_refused_by_name(lab_env: Any, lab_
     """The real refusal over SSH: nvidia-smi prints "Unable to enable MIG Mode ... Not Supported", "Treating as
     warning and moving on.", "All done." and exits 0; gpufleet's set_mig fails naming the GPU and the reason."""
     from gpufleet.connections import _ssh_from_lab, read_lab_env
-    from host_setup import nvidia_smi
-    from host_setup.ssh import SshRunner
+    from gpufleet.readers import nvidia_smi
+    from gpufleet.remote.ssh import SshRunner
 
     t4 = "esxi-04.lab"
     endpoint = lab_host(t4)

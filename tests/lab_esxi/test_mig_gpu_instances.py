@@ -7,7 +7,7 @@ import pytest
 from simhost import SimLab, reference
 
 from gpufleet.catalog import get_gpu
-from host_setup.nvidia_smi import GpuInstance, parse_lgi
+from gpufleet.readers.nvidia_smi import GpuInstance, parse_lgi
 
 A100, H100, L40S = "esxi-01.lab", "esxi-02.lab", "esxi-03.lab"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gpufleet import engine
+from gpufleet.engine import workspace as engine
 
 pytestmark = pytest.mark.lab
 

@@ -9,9 +9,9 @@ import pytest
 from pyVmomi import vim, vmodl
 from vcsim_helpers import VcsimLab, all_of, find
 
-from gpufleet.catalog.lab_models import LAB_GPU_MODELS
 from gpufleet.errors import TlsVerificationError
 from lab import vcenter
+from lab.gpu_catalog import LAB_GPU_MODELS
 from lab.topology import CLUSTER, CONNECTX6DX_DEVICE_ID, DATACENTER, MELLANOX_VENDOR_ID, NVIDIA_VENDOR_ID
 
 pytestmark = pytest.mark.lab

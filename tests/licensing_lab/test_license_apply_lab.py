@@ -1,4 +1,4 @@
-"""The vSphere licensing step (gpufleet.vsphere.license_apply) and ``gpufleet license apply`` against a private lab
+"""The vSphere licensing step (gpufleet.licensing.vsphere) and ``gpufleet license apply`` against a private lab
 vCenter: keys added and assigned (changed), a second run changes nothing, a bad key fails before anything changes,
 and afterwards the audit has no licence finding. Keys never appear in output."""
 
@@ -22,8 +22,8 @@ from gpufleet.audit.diff import diff
 from gpufleet.audit.vcenter_state import read_vcenter_state
 from gpufleet.connections import Secret, stack_environ
 from gpufleet.errors import SpecError
+from gpufleet.licensing.vsphere import VCENTER, LicenseRefused, apply_licenses, license_targets
 from gpufleet.spec.stack import Stack, load_stack
-from gpufleet.vsphere.license_apply import VCENTER, LicenseRefused, apply_licenses, license_targets
 from gpufleet.vsphere.licenses import (
     EVALUATION_KEY,
     assigned_licenses,

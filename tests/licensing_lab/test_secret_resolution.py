@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from gpufleet.checks.licensing import resolve_client_token
 from gpufleet.connections import resolve_stack_secret, stack_environ
 from gpufleet.errors import SpecError
+from gpufleet.licensing.guest import resolve_client_token
+from gpufleet.licensing.vsphere import VCENTER, license_targets
 from gpufleet.spec.models import SecretRef
 from gpufleet.spec.stack import Stack, parse_stack
-from gpufleet.vsphere.license_apply import VCENTER, license_targets
 from gpufleet.vsphere.licenses import EVALUATION_KEY, is_license_key
 from lab.licenses import HOST_LICENSE_ENV, generate_host_license
 

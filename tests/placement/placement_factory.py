@@ -89,5 +89,3 @@ def valid_fleets(draw: st.DrawFn) -> dict[str, Any]:
         "templates": TEMPLATES,
         "vms": vms,
     }
-
-

@@ -17,7 +17,7 @@ from own_lab import engine_built, own_lab
 from policy_cases import LAB_CONFIG, ROOT, VIOLATIONS, lab_document
 from ruamel.yaml import YAML
 
-from gpufleet import engine
+from gpufleet.engine import workspace as engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import pytest
 from dynamic_server import DIFF_NONE, DIFF_SOME, DynamicProviderServer, urn, with_provider
 
 from components.providers.guest_licensing import GuestNvidiaLicensingProvider
-from gpufleet.checks.licensing import GuestSshRunner, resolve_client_token
 from gpufleet.connections import resolve_connections
+from gpufleet.licensing.guest import GuestSshRunner, resolve_client_token
 from gpufleet.spec.stack import load_stack
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -15,8 +15,8 @@ import pytest
 from dynamic_server import DIFF_NONE, DIFF_SOME, DynamicProviderServer, urn, with_provider
 
 from components.providers.guest_prepare import GuestPreparationProvider, guest_inputs
-from gpufleet.checks.licensing import GuestSshRunner
 from gpufleet.connections import resolve_connections
+from gpufleet.licensing.guest import GuestSshRunner
 from gpufleet.spec.stack import load_stack
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

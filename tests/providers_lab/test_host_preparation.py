@@ -16,9 +16,9 @@ from dynamic_server import DIFF_NONE, DIFF_SOME, DynamicProviderServer, urn, wit
 from components.providers.host_prepare import HostPreparationProvider
 from components.providers.host_step import HostStepProvider
 from gpufleet.connections import resolve_connections
+from gpufleet.readers import esxcli
+from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.stack import load_stack
-from host_setup import esxcli
-from host_setup.ssh import SshRunner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

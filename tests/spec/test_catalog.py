@@ -17,7 +17,7 @@ from gpufleet.catalog import (
     mmio_gb,
     model_names,
 )
-from gpufleet.catalog.lab_models import LAB_GPU_MODELS, vsphere_profiles_for
+from lab.gpu_catalog import LAB_GPU_MODELS, vsphere_profiles_for
 
 ISSUE_MODELS = ["T4", "A10", "A16", "A30", "A40", "A100-40GB", "A100-80GB", "L4", "L40S", "H100-80GB", "H100-94GB NVL"]
 

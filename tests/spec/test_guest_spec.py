@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from gpufleet.catalog.guest_drivers import compatible_guest_branches, default_guest_driver, pairing_problem
+from gpufleet.readers import guest as rd
 from gpufleet.spec.guest_desired import guest_desired
 from gpufleet.spec.guest_models import GuestSpec
 from gpufleet.spec.stack import load_stack, parse_stack
 from gpufleet.spec.validate import validate_fleet
-from host_setup import guest_readers as rd
 
 LAB = str(Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.lab.yaml")  # not cwd-relative (xdist)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpufleet.vsphere.vm_changes import (
+from gpufleet.vms.changes import (
     DesiredDevices,
     PowerCycleRequiredError,
     compute_change_set,

@@ -22,9 +22,9 @@ from pyVmomi import vim
 from ruamel.yaml import YAML
 
 from gpufleet.spec.stack import parse_stack
-from gpufleet.vsphere import template_apply
+from gpufleet.vms import template as template_apply
+from gpufleet.vms.apply import apply_vms
 from gpufleet.vsphere.tasks import wait_for_task
-from gpufleet.vsphere.vms_apply import apply_vms
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,9 +1,9 @@
-"""A template's change set (``gpufleet.vsphere.template_apply``), computed before touching it (pure: no lab)."""
+"""A template's change set (``gpufleet.vms.template``), computed before touching it (pure: no lab)."""
 
 from __future__ import annotations
 
 from gpufleet.spec.stack import parse_stack
-from gpufleet.vsphere.template_apply import compute_template_change_set
+from gpufleet.vms.template import compute_template_change_set
 from gpufleet.vsphere.vm_devices import DirectPathDevice, PvrdmaNic, VmDeviceState
 
 TPL = "tpl-a"

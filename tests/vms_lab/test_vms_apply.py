@@ -14,9 +14,9 @@ from pyVmomi import vim
 from ruamel.yaml import YAML
 
 from gpufleet.spec.stack import parse_stack
+from gpufleet.vms.apply import apply_vms
 from gpufleet.vsphere.tasks import wait_for_task
 from gpufleet.vsphere.vm_devices import read_vm_devices
-from gpufleet.vsphere.vms_apply import apply_vms
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

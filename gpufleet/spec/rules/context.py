@@ -72,9 +72,7 @@ class Context:
             ctx.templates.setdefault(template.name, (ti, template))
         return ctx
 
-    def add(
-        self, path: str, message: str, valid: tuple[str, ...] | list[str] = (), rule: str | None = None
-    ) -> None:
+    def add(self, path: str, message: str, valid: tuple[str, ...] | list[str] = (), rule: str | None = None) -> None:
         self.issues.append(SpecIssue(path=path, message=message, valid=tuple(valid), rule=rule))
 
     def host_gpus(self, host_name: str) -> list[HostGpu]:

@@ -40,7 +40,9 @@ class PoolRules:
         seen: dict[str, int] = {}
         for pi, pool in enumerate(self.ctx.fleet.gpu_pools):
             if pool.name in seen:
-                self.ctx.add(f"gpuPools[{pi}].name", f"duplicate pool name {pool.name!r} (also gpuPools[{seen[pool.name]}])")
+                self.ctx.add(
+                    f"gpuPools[{pi}].name", f"duplicate pool name {pool.name!r} (also gpuPools[{seen[pool.name]}])"
+                )
             seen.setdefault(pool.name, pi)
             for sj, server in enumerate(pool.servers):
                 self._server(pi, pool, sj, server)
@@ -72,7 +74,9 @@ class PoolRules:
         vi, vm = found
         self._role(path, vm.name)
         if vm.host != server.host:
-            where = f"runs on {vm.host} (vms[{vi}].host)" if vm.host else f"is not pinned to a host (set vms[{vi}].host)"
+            where = (
+                f"runs on {vm.host} (vms[{vi}].host)" if vm.host else f"is not pinned to a host (set vms[{vi}].host)"
+            )
             ctx.add(
                 f"{path}.host",
                 f"server VM {vm.name} {where}; a Bitfusion server exports GPUs of the host it runs on",
@@ -109,7 +113,7 @@ class PoolRules:
             if pci not in passed:
                 ctx.add(
                     gpath,
-                    f"{target.label} is not passed through to {vm.name}: add {{gpu: \"{pci}\"}} to vms[{vi}].passthrough",
+                    f'{target.label} is not passed through to {vm.name}: add {{gpu: "{pci}"}} to vms[{vi}].passthrough',
                 )
         for k, pt in enumerate(vm.passthrough):
             if pt.model is not None:

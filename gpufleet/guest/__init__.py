@@ -1,0 +1,2 @@
+"""The guest GPU stack: what a guest has (``facts``) and ``gpufleet guests prepare`` (driver, toolkit, licensing
+through ``gpufleet.licensing``)."""
