@@ -190,7 +190,7 @@ def main() -> int:
         if args.path in ("cli", "both"):
             started_at = time.time()
             wall, fleet = _run(stack, k)
-            peak = fleet["peak_in_maintenance"]
+            peak = fleet["peakInMaintenance"]
             installs = _step_seconds(fleet, "driver")
             say(f"hosts prepare: {n} hosts, max-unavailable {k}: {wall:.1f} s (peak in maintenance {peak})")
             cli_span, _ = _maintenance_span(paths, started_at)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, print_json, progress
+from gpufleet.cli.output import ExitCode, console, err_console, esc, handle_errors, json_key, print_json, progress
 from gpufleet.errors import GpufleetError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
@@ -72,7 +72,7 @@ def up_cmd(
             {
                 "reused": result.reused,
                 "seconds": round(result.seconds, 3),
-                "timings": result.timings,
+                "timings": {json_key(k): v for k, v in result.timings.items()},  # phases, named as fields
                 "env": result.env.to_document(),
             }
         )
@@ -130,6 +130,10 @@ def status_cmd(json_out: JsonOpt = False) -> None:
     from lab import manager
 
     doc = manager.status()
+    # The record's shape and phase timings are named by Python fields (vms_per_host, vcsim_build): the key rule.
+    for part in ("shape", "timings"):
+        if doc.get(part):
+            doc[part] = {json_key(k): v for k, v in doc[part].items()}
     if json_out:
         print_json(doc)
     elif not doc.get("shape"):
@@ -151,7 +155,7 @@ def status_cmd(json_out: JsonOpt = False) -> None:
                 h["gpus"],
                 h["power"],
                 _word(bool(h["ssh"])),
-                _word(h["connection_state"]),
+                _word(h["connectionState"]),
                 _word(h["maintenance"]),
                 h["driver"] or "-",
                 ", ".join(h["faults"]) or "-",

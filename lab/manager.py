@@ -619,9 +619,9 @@ def status(paths: LabPaths | None = None) -> dict[str, Any]:
                 "port": unit.get("port"),
                 "gpus": f"{len(h['gpus'])}x {h['gpus'][0]['model']}" if h["gpus"] else "",
                 "power": unit.get("power", "unknown"),
-                "sshd_pid": unit.get("sshd_pid"),
+                "sshdPid": unit.get("sshd_pid"),
                 "ssh": bool(unit.get("sshd_pid")) and _port_open(h["address"], unit.get("port") or 22),
-                "connection_state": view.get("connectionState"),
+                "connectionState": view.get("connectionState"),
                 "maintenance": view.get("inMaintenanceMode"),
                 "driver": (state.get("driver_loaded") or "").split("-")[0] or None,
                 "faults": sorted(state.get("faults", {})),
@@ -635,13 +635,13 @@ def status(paths: LabPaths | None = None) -> dict[str, Any]:
                 "address": g["address"],
                 "persona": g["persona"],
                 "port": unit.get("port"),
-                "sshd_pid": unit.get("sshd_pid"),
+                "sshdPid": unit.get("sshd_pid"),
             }
         )
     doc["running"] = (
         doc["vcenter"]["alive"]
         and doc["supervisor"]["alive"]
-        and all(h["sshd_pid"] for h in doc["hosts"] if h["power"] == "on")
+        and all(h["sshdPid"] for h in doc["hosts"] if h["power"] == "on")
     )
     return doc
 

@@ -137,7 +137,7 @@ class Supervisor:
                 state["power"] = "rebooting"
                 slow = state.get("faults", {}).get("slow-reboot")
             away = float(slow["seconds"]) if slow else self.reboot_seconds
-        events.record(self.paths, host, "reboot_start", away_seconds=away)
+        events.record(self.paths, host, "reboot_start", awaySeconds=away)
         if slow:
             events.record(self.paths, host, "fault_fired", kind="slow-reboot", seconds=away)
         self._vc_update(host, connectionState="notResponding")

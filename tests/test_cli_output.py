@@ -120,7 +120,7 @@ def test_lab_status_prints_words_not_python_values(monkeypatch: pytest.MonkeyPat
         "gpus": "2x A100-80GB-PCIe",
         "power": "on",
         "ssh": True,
-        "connection_state": None,  # vCenter did not answer
+        "connectionState": None,  # vCenter did not answer
         "maintenance": False,
         "driver": None,
         "faults": [],
@@ -131,7 +131,7 @@ def test_lab_status_prints_words_not_python_values(monkeypatch: pytest.MonkeyPat
         "shape": {"hosts": 1},
         "vcenter": {"pid": 1, "alive": True, "url": "https://127.0.0.1:8989/sdk"},
         "supervisor": {"pid": 2, "alive": True},
-        "hosts": [host, {**host, "name": "esxi-02.lab", "maintenance": True, "connection_state": "connected"}],
+        "hosts": [host, {**host, "name": "esxi-02.lab", "maintenance": True, "connectionState": "connected"}],
         "guests": [],
     }
     monkeypatch.setattr(manager, "status", lambda: doc)
@@ -208,8 +208,8 @@ def test_licensing_table_shows_the_passthrough_vm_as_not_needed(capsys: pytest.C
     fleet = load_stack(LAB_STACK).fleet
     not_needed = verify_cmd._not_needed(fleet)
     assert not_needed == [{"vm": "vm-pt-01", "reason": "passthrough GPU: no vGPU licence"}]
-    guests = [{"vm": "vm-ts-01", "changed": False, "status": "Licensed", "error": None, "feature_type": 1,
-               "token_file": "/etc/nvidia/ClientConfigToken/t.tok"}]  # fmt: skip
+    guests = [{"vm": "vm-ts-01", "changed": False, "status": "Licensed", "error": None, "featureType": 1,
+               "tokenFile": "/etc/nvidia/ClientConfigToken/t.tok"}]  # fmt: skip
     verify_cmd._print_license_tables(LAB_STACK, [], guests + not_needed, dry_run=False)
     row = next(line for line in capsys.readouterr().out.splitlines() if "vm-pt-01" in line)
     assert "not needed" in row and "passthrough GPU: no vGPU licence" in row

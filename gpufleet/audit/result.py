@@ -11,7 +11,8 @@ from datetime import datetime
 
 from gpufleet.audit.desired import DesiredState
 from gpufleet.audit.findings import AuditedObject, Finding, counts
-from gpufleet.audit.state import HostSshState, Unreachable, VcenterState, to_jsonable
+from gpufleet.audit.state import HostSshState, Unreachable, VcenterState
+from gpufleet.spec.json_keys import jsonable
 
 EXIT_IN_SYNC = 0
 EXIT_INCOMPLETE = 1
@@ -60,9 +61,9 @@ class AuditResult:
         return {
             "stack": self.stack,
             "datacenter": self.datacenter,
-            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "startedAt": self.started_at.isoformat(timespec="seconds"),
             "status": self.status,
-            "exit_code": self.exit_code,
+            "exitCode": self.exit_code,
             "summary": {
                 "findings": counts(self.findings),
                 "objects": len(self.objects),
@@ -70,7 +71,7 @@ class AuditResult:
                 "vms": sum(1 for v in self.desired.vms.values() if not v.template),
                 "unreachable": len(self.unreachable),
             },
-            "unreachable": [to_jsonable(u) for u in self.unreachable],
+            "unreachable": [jsonable(u) for u in self.unreachable],
             "findings": [f.to_dict() for f in self.findings],
             "objects": [
                 {
@@ -82,15 +83,15 @@ class AuditResult:
                 for o in self.objects
             ],
             "read": {
-                "vcenter_round_trips": self.vcenter.round_trips if self.vcenter else None,
-                "vcenter_pages": self.vcenter.pages if self.vcenter else None,
+                "vcenterRoundTrips": self.vcenter.round_trips if self.vcenter else None,
+                "vcenterPages": self.vcenter.pages if self.vcenter else None,
                 "seconds": {k: round(v, 3) for k, v in self.timings.items()},
             },
             "actual": {
                 "vcenter": None
                 if self.vcenter is None
-                else {"hosts": to_jsonable(self.vcenter.hosts), "vms": to_jsonable(self.vcenter.vms)},
-                "hosts": to_jsonable(self.ssh),
+                else {"hosts": jsonable(self.vcenter.hosts), "vms": jsonable(self.vcenter.vms)},
+                "hosts": jsonable(self.ssh),
                 "guests": self.guests,
             },
         }

@@ -7,8 +7,8 @@ with the desired state derived from the spec; the reports draw them. Nothing her
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 from gpufleet.readers.nvidia_smi import GpuInstance  # re-exported: the audit's state of a MIG GPU instance
 from gpufleet.vsphere.vm_devices import VmDeviceState
@@ -171,12 +171,3 @@ class Unreachable:
     kind: Literal["vcenter", "host", "guest"] = "host"
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses (nested) to plain JSON values."""
-    if hasattr(obj, "__dataclass_fields__"):
-        return asdict(obj)
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    return obj

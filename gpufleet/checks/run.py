@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gpufleet.spec.json_keys import jsonable
 
 PACKAGE = "gpufleet.checks"
 PLUGIN = "gpufleet.checks.plugin"
@@ -45,7 +47,7 @@ class CheckRun:
     def to_json(self) -> dict[str, Any]:
         return {
             "summary": {o: self.count(o) for o in ("passed", "failed", "skipped", "error")},
-            "checks": [asdict(r) for r in self.results],
+            "checks": [jsonable(r) for r in self.results],
             "junit": self.junit,
         }
 

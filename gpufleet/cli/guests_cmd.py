@@ -136,7 +136,7 @@ def prepare(
         doc = {"stack": str(stack), **report.to_json()}
         if pool_targets:
             doc["poolClients"] = [r.to_json() for r in pool_results] + pool_errors
-            doc["exit_code"] = exit_code
+            doc["exitCode"] = exit_code
         print_json(doc)
     else:
         if report.guests or not pool_targets:  # a stack of pool clients only has no GPU guest table to show

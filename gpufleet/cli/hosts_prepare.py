@@ -7,8 +7,6 @@ exit code (0 all done / nothing to do, 1 a host failed, 2 dry run with changes p
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gpufleet.cli.markup import esc
+from gpufleet.cli.output import print_json
 from gpufleet.hosts.command import prepare_stack
 from gpufleet.hosts.rollout import RolloutReport
 
@@ -69,9 +68,7 @@ def run_prepare(
             only=hosts,
             take_over=take_over,
         )
-        document = {"stack": str(stack), **report.to_json()}
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-        sys.stdout.flush()
+        print_json({"stack": str(stack), **report.to_json()})
         return report.exit_code
 
     lock = threading.Lock()

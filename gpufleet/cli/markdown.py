@@ -146,9 +146,9 @@ def render_plan(doc: dict[str, Any]) -> str:
             (
                 doc["stack"],
                 "yes" if doc["feasible"] else "no",
-                s["vms_placed"],
-                f"{s['gpus_used']} of {s['gpus_total']}",
-                s["lower_bound"],
+                s["vmsPlaced"],
+                f"{s['gpusUsed']} of {s['gpusTotal']}",
+                s["lowerBound"],
                 f"{s['density']:.0%}",
                 len(unplaced),
             )
@@ -163,7 +163,7 @@ def render_plan(doc: dict[str, Any]) -> str:
             (
                 g["pci"],
                 g["model"],
-                g["mode"] + (" (mixed)" if g.get("mixed_size") else ""),
+                g["mode"] + (" (mixed)" if g.get("mixedSize") else ""),
                 [assignment(a) for a in g["assignments"]],
                 g["free"],
                 f"{g['density']:.0%}",

@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 
 from gpufleet.cli.markup import esc
 from gpufleet.errors import GpufleetError
+from gpufleet.spec.json_keys import json_key, jsonable
 
 __all__ = [
     "ExitCode",
@@ -32,6 +33,8 @@ __all__ = [
     "esc",
     "gpufleet_version",
     "handle_errors",
+    "json_key",
+    "json_text",
     "make_console",
     "print_json",
     "progress",
@@ -114,9 +117,15 @@ class ExitCode(IntEnum):
     NO = 2  # does not fit, infeasible, drift found, changes pending (dry run)
 
 
+def json_text(document: Any) -> str:
+    """A verb's JSON document as text: dataclasses by the one key rule (``gpufleet.spec.json_keys``: camelCase field
+    names, data keys as they are), indented, in the document's own key order."""
+    return json.dumps(jsonable(document), indent=2, sort_keys=False, default=str) + "\n"
+
+
 def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(json_text(document))
     sys.stdout.flush()
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpufleet.cli.output import ExitCode, gpufleet_version
+from gpufleet.cli.output import ExitCode, gpufleet_version, json_text
 from gpufleet.cli.verify_cmd import verify_exit_code
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.promotion import content_hash
@@ -26,6 +26,9 @@ __all__ = ["Proof", "check_live", "check_recorded", "record", "run_audit", "run_
 
 PROOF_FILE, AUDIT_FILE, VERIFY_FILE = "proof.json", "audit.json", "verify.json"
 MAX_PROOF_BYTES = 64 * 1024 * 1024  # a verify of a large fleet is a few MiB
+# 2: audit.json in the camelCase key convention of every --json document ("exitCode"); a version-1 proof (its
+# audit.json says "exit_code") is refused, naming how to record it again, rather than read under two spellings.
+PROOF_VERSION = 2
 
 
 @dataclass
@@ -81,8 +84,8 @@ def run_verify(stack: Stack) -> dict[str, Any]:
 
 def _audit_outcome(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     findings = doc.get("findings") or []
-    outcome = {"status": doc.get("status"), "exitCode": doc.get("exit_code"), "findings": len(findings)}
-    if doc.get("status") == "in-sync" and doc.get("exit_code") == 0:
+    outcome = {"status": doc.get("status"), "exitCode": doc.get("exitCode"), "findings": len(findings)}
+    if doc.get("status") == "in-sync" and doc.get("exitCode") == 0:
         return outcome, []
     drift = [f for f in findings if f.get("severity") != "info"]
     named = ", ".join(f"{f.get('kind')} at {f.get('path')}" for f in drift[:5])
@@ -152,6 +155,13 @@ def check_recorded(directory: Path, stack: Stack) -> Proof:
     _, stamp = _read_json(stamp_path)
     if not isinstance(stamp, dict) or stamp.get("kind") != "gpufleet-proof":
         raise SpecError([SpecIssue(str(stamp_path), 'not a gpufleet proof stamp (no "kind": "gpufleet-proof")')])
+    if stamp.get("version") != PROOF_VERSION:
+        proof.reasons.append(
+            f"{stamp_path} is a proof of format version {stamp.get('version')}, this gpufleet reads version "
+            f'{PROOF_VERSION} (its audit.json in camelCase keys, README "JSON output"): record it again with '
+            "`gpufleet proof record FROM --out DIR`"
+        )
+        return proof
     proof.recorded_hash = stamp.get("contentHash")
     now = content_hash(stack)
     if stamp.get("stack") != stack.name:
@@ -176,6 +186,17 @@ def _same_stack(doc: Any, stack: Stack, what: str, path: Path) -> dict[str, Any]
     """A given audit / verify document, checked to be of this stack (audit names the stack, verify its file)."""
     if not isinstance(doc, dict) or "stack" not in doc:
         raise SpecError([SpecIssue(str(path), f'not the JSON of `gpufleet {what} --json` (no "stack")')])
+    snake = sorted(k for k in doc if "_" in k)
+    if snake:
+        raise SpecError(
+            [
+                SpecIssue(
+                    str(path),
+                    f"is a {what} document with the keys of an older gpufleet ({', '.join(snake)}; now camelCase, "
+                    f'README "JSON output"): save it again with `gpufleet {what} --json`',
+                )
+            ]
+        )
     named = str(doc["stack"])
     if named != stack.name and stack_name(Path(named)) != stack.name:
         raise SpecError([SpecIssue(str(path), f"is the {what} of stack {named!r}, not of {stack.name!r}")])
@@ -199,7 +220,7 @@ def record(
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, doc in ((AUDIT_FILE, audit_doc), (VERIFY_FILE, verify_doc)):
-        data = (json.dumps(doc, indent=2, default=str) + "\n").encode()
+        data = json_text(doc).encode()  # byte for byte what `audit --json` / `verify --json` print
         (out / name).write_bytes(data)
         files[name] = _sha256(data)
     proof = Proof("recorded", directory=str(out))
@@ -209,7 +230,7 @@ def record(
     proof.recorded_hash = content_hash(stack)
     stamp = {
         "kind": "gpufleet-proof",
-        "version": 1,
+        "version": PROOF_VERSION,
         "stack": stack.name,
         "stackFile": str(stack.path),
         "contentHash": proof.recorded_hash,

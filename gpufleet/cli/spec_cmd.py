@@ -3,7 +3,7 @@
 Exit codes: 0 ok (valid / fits / every VM placed), 1 error (bad input: invalid stack, unknown model or profile),
 2 "no" (the MIG instances do not fit, or some VMs cannot be placed). ``--json`` prints exactly one JSON document:
 - validate: ``{"stack", "valid", "issues": [{"path", "message", "valid"}], "summary"}``
-- mig fit:  ``{"gpu", "fits": true, "placements": [{"profile", "instance", "start", "size"}], "free_slices"}`` or
+- mig fit:  ``{"gpu", "fits": true, "placements": [{"profile", "instance", "start", "size"}], "freeSlices"}`` or
   ``{"gpu", "fits": false, "conflicts": [...], "reason"}``; bad input: ``{"error", "valid"}``
 - plan:     ``{"stack", "feasible", "strategy", "summary", "hosts": [{"name", "gpus": [...]}], "vms", "unplaced"}``
 """
@@ -46,7 +46,7 @@ def issues_json(issues: list[SpecIssue]) -> list[dict[str, Any]]:
     return [
         {
             "path": i.path,
-            "index_path": i.index_path or i.path,
+            "indexPath": i.index_path or i.path,
             "message": i.message,
             "value": i.value,
             "valid": list(i.valid),
@@ -210,15 +210,15 @@ def _print_plan(name: str, result: Plan) -> None:
             table.add_column(col)
         for gpu in host["gpus"]:
             assigned = "\n".join(markdown.assignment(a) for a in gpu["assignments"]) or "-"
-            mode = gpu["mode"] + (" (mixed)" if gpu["mixed_size"] else "")
+            mode = gpu["mode"] + (" (mixed)" if gpu["mixedSize"] else "")
             table.add_row(
                 esc(gpu["pci"]), esc(gpu["model"]), esc(mode), esc(assigned), esc(gpu["free"]), f"{gpu['density']:.0%}"
             )
         console.print(table)
     s = doc["summary"]
     console.print(
-        f"{esc(name)}: {s['vms_placed']} VM(s) placed on {s['gpus_used']} of {s['gpus_total']} GPUs "
-        f"(lower bound {s['lower_bound']}, mean density of used GPUs {s['density']:.0%})"
+        f"{esc(name)}: {s['vmsPlaced']} VM(s) placed on {s['gpusUsed']} of {s['gpusTotal']} GPUs "
+        f"(lower bound {s['lowerBound']}, mean density of used GPUs {s['density']:.0%})"
     )
     if result.unplaced:
         table = Table(title="cannot be placed", title_justify="left")
@@ -305,7 +305,7 @@ def _print_pools(pools: list[PoolPlan]) -> None:
             )
         console.print(table)
         console.print(
-            f"pool {esc(pool.pool)}: {len(pool.placements)} client(s) hold {doc['allocated']} of {doc['gpus_total']} "
+            f"pool {esc(pool.pool)}: {len(pool.placements)} client(s) hold {doc['allocated']} of {doc['gpusTotal']} "
             f"GPUs (occupancy {doc['occupancy']:.0%})"
         )
         if pool.unplaced:

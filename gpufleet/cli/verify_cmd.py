@@ -13,7 +13,7 @@ VM. ``--host``/``--vm`` limit it to those (then vCenter's key is left alone). A 
 that vCenter refuses, fails before anything is assigned. Exit codes: 0 everything licensed, 1 a target failed or
 bad input, 2 a ``--dry-run`` found vSphere licences to assign (guests are not contacted in a dry run).
 ``--json`` prints ``{"stack", "dryRun", "vsphere": [{"target", "changed", "error", "desired", "before"}],
-"guests": [{"vm", "changed", "token_file", ..., "status", "error"}]}`` (keys masked, never the token).
+"guests": [{"vm", "changed", "tokenFile", ..., "status", "error"}]}`` (keys masked, never the token).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _print_license_tables(stack: Path, vsphere_rows: list[dict], guest_rows: lis
             table.add_row(esc(row["vm"]), "not needed", "", esc(row["reason"]))
         else:
             what = "[green]changed[/]" if row["changed"] else "in place"
-            detail = f"FeatureType={row['feature_type']}, token {row['token_file']}"
+            detail = f"FeatureType={row['featureType']}, token {row['tokenFile']}"
             table.add_row(esc(row["vm"]), what, esc(row["status"]), esc(detail))
     console.print(table)
 

@@ -522,9 +522,9 @@ class GuestsReport:
     def to_json(self) -> dict:
         states = [g.state for g in self.guests]
         return {
-            "dry_run": self.dry_run,
-            "max_unavailable": self.max_unavailable,
-            "failure_threshold": self.failure_threshold,
+            "dryRun": self.dry_run,
+            "maxUnavailable": self.max_unavailable,
+            "failureThreshold": self.failure_threshold,
             "guests": [g.to_json() for g in self.guests],
             "summary": {
                 "guests": len(states),
@@ -533,9 +533,9 @@ class GuestsReport:
                 },
                 "changed": sum(1 for g in self.guests if g.changed),
             },
-            "peak_in_progress": self.peak_in_progress,
+            "peakInProgress": self.peak_in_progress,
             "seconds": round(self.seconds, 2),
-            "exit_code": self.exit_code,
+            "exitCode": self.exit_code,
         }
 
 

@@ -135,7 +135,7 @@ class HostReport:
             "changed": self.changed,
             "steps": [s.to_json() for s in self.steps],
             "error": self.error,
-            "in_maintenance": self.in_maintenance,
+            "inMaintenance": self.in_maintenance,
             "reboots": self.reboots,
             "seconds": round(self.seconds, 2),
         }

@@ -95,9 +95,9 @@ class RolloutReport:
         changed = [h for h in self.hosts if h.changed]
         skipped = [h for h in self.hosts if h.error and h.error.get("step") == "skipped"]
         return {
-            "dry_run": self.dry_run,
-            "max_unavailable": self.max_unavailable,
-            "failure_threshold": self.failure_threshold,
+            "dryRun": self.dry_run,
+            "maxUnavailable": self.max_unavailable,
+            "failureThreshold": self.failure_threshold,
             "hosts": [h.to_json() for h in self.hosts],
             "summary": {
                 "hosts": len(self.hosts),
@@ -109,9 +109,9 @@ class RolloutReport:
             },
             "stopped": self.stopped,
             "interrupted": self.interrupted,
-            "peak_in_maintenance": self.peak_in_maintenance,
+            "peakInMaintenance": self.peak_in_maintenance,
             "seconds": round(self.seconds, 2),
-            "exit_code": self.exit_code,
+            "exitCode": self.exit_code,
         }
 
 

@@ -23,7 +23,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from gpufleet.connections import Secret, resolve_stack_secret
 from gpufleet.errors import SpecError, SpecIssue, TaskError
 from gpufleet.readers.guest_smi import GuestSmiReport, parse_guest_xml
 from gpufleet.remote.ssh import CommandResult, SshRunner
+from gpufleet.spec.json_keys import jsonable
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 
@@ -83,7 +84,7 @@ class LicensingResult:
     products: tuple[str, ...]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return jsonable(self)
 
 
 def token_file_name(now: datetime | None = None) -> str:

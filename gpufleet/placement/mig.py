@@ -40,7 +40,7 @@ class MigFit:
         doc: dict[str, Any] = {"gpu": self.gpu, "fits": self.fits}
         if self.fits:
             doc["placements"] = [p.to_json() for p in self.placements]
-            doc["free_slices"] = list(self.free_slices)
+            doc["freeSlices"] = list(self.free_slices)
         else:
             doc["conflicts"] = list(self.conflicts)
             doc["reason"] = self.reason

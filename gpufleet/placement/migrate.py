@@ -76,7 +76,7 @@ class Migration:
             "feasible": self.feasible,
             "clients": [c.to_json() for c in self.clients],
             "gpus": self.gpu_modes,
-            "removed_vms": self.removed_vms,
+            "removedVms": self.removed_vms,
             "issues": [{"path": i.path, "message": i.message, "valid": list(i.valid)} for i in self.issues],
         }
 

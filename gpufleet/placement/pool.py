@@ -89,7 +89,7 @@ class PoolPlan:
         return {
             "name": self.pool,
             "feasible": self.feasible,
-            "gpus_total": len(self.gpus),
+            "gpusTotal": len(self.gpus),
             "allocated": share_text(self.allocated),
             "occupancy": round(float(self.allocated) / max(1, len(self.gpus)), 4),
             "gpus": [g.to_json() for g in self.gpus],

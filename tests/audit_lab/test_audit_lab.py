@@ -356,7 +356,7 @@ def _check_clean_cli_and_reports(tmp: Path) -> None:
     document = json.loads(done.stdout)
     assert done.returncode == 0, f"audit after deploy is not clean:\n{json.dumps(document['findings'], indent=1)}"
     assert document["status"] == "in-sync" and document["unreachable"] == []
-    assert document["read"]["vcenter_round_trips"] == 6
+    assert document["read"]["vcenterRoundTrips"] == 6
     assert set(document["actual"]["hosts"]) == set(HOSTS)
     # JUnit: one case per audited object (4 hosts, 10 GPUs, 4 VMs, 1 template), none failing.
     suite = ET.parse(junit).getroot().find("testsuite")

@@ -77,22 +77,22 @@ def test_licensing_over_ssh_is_idempotent_and_never_prints_the_token(
     first = gpufleet_cli("license", "apply", "stacks/Pulumi.lab.yaml", "--vm", "vm-ts-01", "--json")
     assert first.returncode == 0, first.stderr + first.stdout
     (result,) = json.loads(first.stdout)["guests"]
-    assert result["changed"] and result["token_written"] and result["gridd_conf_changed"] and result["restarted"]
+    assert result["changed"] and result["tokenWritten"] and result["griddConfChanged"] and result["restarted"]
     assert result["status"].startswith("Licensed (Expiry: ") and result["products"] == ["NVIDIA Virtual Compute Server"]
     assert token not in first.stdout + first.stderr
 
     again = gpufleet_cli("license", "apply", "stacks/Pulumi.lab.yaml", "--vm", "vm-ts-01", "--json")
     (result2,) = json.loads(again.stdout)["guests"]
-    assert again.returncode == 0 and not result2["changed"] and result2["token_file"] == result["token_file"]
+    assert again.returncode == 0 and not result2["changed"] and result2["tokenFile"] == result["tokenFile"]
 
     node = lab_nodes()["vm-ts-01"]
     checks.test_nvidia_gridd_is_running(node)
     checks.test_vgpu_licence_is_licensed(node)
     checks.test_vgpu_licence_has_the_expected_feature(node)
     # testinfra's own file module, over SSH to the persona: the token's name and mode are NVIDIA's.
-    token_file = node.host().file(result["token_file"])
+    token_file = node.host().file(result["tokenFile"])
     assert token_file.exists and token_file.mode == 0o744
-    assert Path(result["token_file"]).name.startswith("client_configuration_token_")
+    assert Path(result["tokenFile"]).name.startswith("client_configuration_token_")
     assert "FeatureType=1" in node.host().file("/etc/nvidia/gridd.conf").content_string
 
     node.sh("systemctl", "stop", "nvidia-gridd")

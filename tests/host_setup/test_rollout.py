@@ -106,7 +106,7 @@ def test_failure_threshold_stops_the_rollout(bundle: Path) -> None:
     assert report.stopped and "2 failed host(s)" in report.stopped
     failed = {h["name"]: h for h in document["hosts"] if h["error"]}
     assert failed["t4-01.lab"]["error"]["step"] == "driver"
-    assert failed["t4-01.lab"]["in_maintenance"] is True  # left in maintenance, reported
+    assert failed["t4-01.lab"]["inMaintenance"] is True  # left in maintenance, reported
     skipped = [h for h in document["hosts"] if h["error"] and h["error"]["step"] == "skipped"]
     assert skipped, "hosts after the threshold must not start"
     for entry in skipped:
@@ -188,7 +188,7 @@ def test_dry_run_reports_pending_changes_with_exit_2_and_changes_nothing(bundle:
 def test_json_document_shape(bundle: Path) -> None:
     hosts, api, desired, fl = make_fleet(1)
     document = rollout(hosts, api, desired, fl, bundle).to_json()
-    assert set(document) >= {"hosts", "summary", "stopped", "dry_run", "max_unavailable", "exit_code"}
+    assert set(document) >= {"hosts", "summary", "stopped", "dryRun", "maxUnavailable", "exitCode"}
     host = document["hosts"][0]
     assert set(host) >= {"name", "changed", "steps", "error"}
     assert host["changed"] is True and host["error"] is None

@@ -161,7 +161,7 @@ def test_full_rollout_then_a_rerun_that_changes_nothing(
     report = prepare_stack(stack, max_unavailable=2)
     document = report.to_json()
     assert report.exit_code == 0, document
-    assert all(h["changed"] and h["error"] is None and h["in_maintenance"] is False for h in document["hosts"])
+    assert all(h["changed"] and h["error"] is None and h["inMaintenance"] is False for h in document["hosts"])
 
     # What the hosts show now, read independently of the rollout's own verification.
     for name in ALL_HOSTS:
@@ -222,7 +222,7 @@ def test_install_error_fails_in_maintenance_and_the_rerun_converges(
     entry = report.to_json()["hosts"][0]
     assert report.exit_code == 1
     assert entry["error"]["step"] == "driver" and "InstallationError" in entry["error"]["message"]
-    assert entry["in_maintenance"] is True and in_maintenance(name)
+    assert entry["inMaintenance"] is True and in_maintenance(name)
     clear(lab_paths, name, "vib-install-error")
     again = prepare_stack(stack)
     assert again.exit_code == 0, again.to_json()
@@ -305,7 +305,7 @@ def test_unknown_host_key_fails_that_host_untouched_and_converges_once_trusted(
     assert report.exit_code == 1
     assert result["esxi-04.lab"]["error"]["step"] == "check"
     assert "unknown ssh-ed25519 host key SHA256:" in result["esxi-04.lab"]["error"]["message"]
-    assert result["esxi-04.lab"]["changed"] is False and result["esxi-04.lab"]["in_maintenance"] is False
+    assert result["esxi-04.lab"]["changed"] is False and result["esxi-04.lab"]["inMaintenance"] is False
     assert actions(events(host="esxi-04.lab")) == []  # never touched
     assert result["esxi-03.lab"]["error"] is None  # the others went on (failure threshold 2)
     assert empty.read_text() == ""  # nothing was trusted on the way
@@ -364,7 +364,7 @@ def test_cli_dry_run_json_then_python_m_host_setup(
     dry = _cli(gpufleet, "hosts", "prepare", str(stack), "--dry-run", "--json")
     assert dry.returncode == 2, dry.stderr
     document = json.loads(dry.stdout)  # exactly one JSON document on stdout
-    assert document["dry_run"] is True and document["summary"]["pending"] == 1
+    assert document["dryRun"] is True and document["summary"]["pending"] == 1
     steps = {s["name"]: s["state"] for s in document["hosts"][0]["steps"]}
     assert steps["driver"] == "needed" and steps["reboot"] == "needed"
     assert actions(events()) == []  # a dry run touches nothing

@@ -201,7 +201,7 @@ def test_sigint_finishes_the_host_in_its_window_and_starts_no_other(crash_lab: A
     document = json.loads(out)
     assert document["interrupted"] is True
     by_name = {h["name"]: h for h in document["hosts"]}
-    assert by_name[HOST]["error"] is None and by_name[HOST]["in_maintenance"] is False
+    assert by_name[HOST]["error"] is None and by_name[HOST]["inMaintenance"] is False
     assert by_name["esxi-04.lab"]["error"]["step"] == "skipped"
     assert "interrupted (SIGINT)" in by_name["esxi-04.lab"]["error"]["message"]
     after = _where(crash_lab)

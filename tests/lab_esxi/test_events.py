@@ -22,7 +22,7 @@ def test_max_concurrent_counts_overlapping_maintenance_windows() -> None:
 
 def test_record_and_read_events_filter_by_host_and_time(tmp_path) -> None:
     paths = LabPaths(tmp_path)
-    first = record(paths, "esxi-01.lab", "reboot_start", away_seconds=1.0)
+    first = record(paths, "esxi-01.lab", "reboot_start", awaySeconds=1.0)
     record(paths, "esxi-02.lab", "maintenance_enter", via="esxcli")
     assert [e["event"] for e in read_events(paths)] == ["reboot_start", "maintenance_enter"]
     assert read_events(paths, host="esxi-02.lab") == [{**read_events(paths)[1]}]

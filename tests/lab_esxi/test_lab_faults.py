@@ -126,7 +126,7 @@ def test_slow_reboot_keeps_the_host_away_longer(lab_paths: Any, lab_host: Any) -
     start = next(e for e in events if e["event"] == "reboot_start")
     fired = next(e for e in events if e["event"] == "fault_fired")
     done = next(e for e in events if e["event"] == "reboot_done")
-    assert start["away_seconds"] == 3.0 and fired["kind"] == "slow-reboot" and fired["seconds"] == 3.0
+    assert start["awaySeconds"] == 3.0 and fired["kind"] == "slow-reboot" and fired["seconds"] == 3.0
     assert names.index("reboot_start") < names.index("reboot_done")
     assert done["seconds"] >= 3.0  # measured by the lab from the reboot to sshd listening again
     print(f"slow-reboot: host away {done['seconds']:.1f} s (fault 3 s)")

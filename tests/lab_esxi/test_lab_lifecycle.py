@@ -82,7 +82,7 @@ def test_up_reuse_status_env_and_down_leave_nothing_behind(tmp_path: Path) -> No
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
         assert doc["running"] is True and [h["name"] for h in doc["hosts"]] == ["esxi-01.lab"]
-        assert doc["hosts"][0]["ssh"] is True and doc["hosts"][0]["connection_state"] == "connected"
+        assert doc["hosts"][0]["ssh"] is True and doc["hosts"][0]["connectionState"] == "connected"
 
         lab_env = json.loads(gf("env", "--json").stdout)
         assert set(lab_env) == {"vcenter", "hosts", "guests"} and lab_env["guests"] == []

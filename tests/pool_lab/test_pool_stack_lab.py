@@ -133,7 +133,7 @@ def test_the_pool_stack_validates_and_plans_its_occupancy(pool_lab: PoolLab) -> 
     assert "valid:" in pool_lab.ok("validate", STACK)
     plan = pool_lab.json("plan", STACK)
     (pool,) = plan["pools"]
-    assert (pool["name"], pool["feasible"], pool["gpus_total"], pool["allocated"]) == ("bf-pool", True, 4, "1.75")
+    assert (pool["name"], pool["feasible"], pool["gpusTotal"], pool["allocated"]) == ("bf-pool", True, 4, "1.75")
     placed = {c["vm"]: c["gpus"] for c in pool["clients"]}
     assert sorted(placed) == CLIENTS and pool["unplaced"] == []
     # the quarter and the half share one T4 (best fit), the whole GPU has one to itself
@@ -188,7 +188,7 @@ def test_a_rerun_changes_nothing(pool_lab: PoolLab) -> None:
 
 def test_migrate_pool_proposes_the_vgpu_profiles_as_a_stack_diff(pool_lab: PoolLab) -> None:
     plan = pool_lab.json("plan", STACK, "--migrate-pool", "bf-pool")
-    assert plan["feasible"] is True and plan["removed_vms"] == SERVERS
+    assert plan["feasible"] is True and plan["removedVms"] == SERVERS
     profiles = {c["vm"]: (c["profiles"], c["host"]) for c in plan["clients"]}
     assert profiles == {
         "bf-client-01": (["grid_t4-4c"], "esxi-04.lab"),  # a quarter of a 16 GB T4

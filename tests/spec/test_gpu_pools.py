@@ -51,7 +51,7 @@ def test_the_bitfusion_lab_stack_validates_and_plans_its_pool() -> None:
     code, doc = run("plan", str(STACK), "--json")
     assert code == 0
     (bf,) = doc["pools"]
-    assert (bf["name"], bf["gpus_total"], bf["allocated"], bf["feasible"]) == ("bf-pool", 4, "1.75", True)
+    assert (bf["name"], bf["gpusTotal"], bf["allocated"], bf["feasible"]) == ("bf-pool", 4, "1.75", True)
     assert {c["vm"] for c in bf["clients"]} == {"bf-client-01", "bf-client-02", "bf-client-03"}
     shares = {c["vm"]: c["share"] for g in bf["gpus"] for c in g["clients"]}
     assert shares == {"bf-client-01": "0.25", "bf-client-02": "0.5", "bf-client-03": "1"}
@@ -225,7 +225,7 @@ def test_migrate_pool_proposes_the_vgpus_as_a_stack_diff() -> None:
         "bf-client-02": (["grid_t4-8c"], "esxi-04.lab"),
         "bf-client-03": (["grid_t4-16c"], "esxi-04.lab"),
     }
-    assert [g["to"] for g in doc["gpus"]] == ["vgpu"] * 4 and doc["removed_vms"] == ["bf-server-01", "bf-server-02"]
+    assert [g["to"] for g in doc["gpus"]] == ["vgpu"] * 4 and doc["removedVms"] == ["bf-server-01", "bf-server-02"]
     diff = doc["diff"]
     assert "-      mode: passthrough\n+      mode: vgpu\n" in diff
     assert "+    - profile: grid_t4-4c\n" in diff and "-  gpuPools:\n" in diff

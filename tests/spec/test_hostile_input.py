@@ -181,7 +181,7 @@ def test_control_characters_in_names_are_refused_naming_the_field(tmp_path: Path
     fleet["hosts"][0]["name"] = f"esx{char}i"
     code, _, doc = run("validate", stack_of(tmp_path, fleet), "--json")
     assert code == 1
-    by_path = {i["index_path"]: i for i in doc["issues"]}
+    by_path = {i["indexPath"]: i for i in doc["issues"]}
     for where in ("vms[1].name", "hosts[0].name"):
         assert f"control character (U+{ord(char):04X})" in by_path[where]["message"], doc["issues"]
     assert char not in json.dumps(doc, ensure_ascii=False).replace(json.dumps(char)[1:-1], "")
@@ -204,7 +204,7 @@ def test_control_characters_in_the_guest_block_are_refused_too(tmp_path: Path) -
     }
     code, _, doc = run("validate", stack_of(tmp_path, fleet), "--json")
     assert code == 1
-    by_path = {i["index_path"]: i["message"] for i in doc["issues"]}
+    by_path = {i["indexPath"]: i["message"] for i in doc["issues"]}
     assert "control character (U+001B)" in by_path["templates[0].guest.driver.path"], by_path
     assert "control character (U+0007)" in by_path["templates[0].guest.kernelParams"], by_path
     assert "\x1b" not in json.dumps(doc, ensure_ascii=False)

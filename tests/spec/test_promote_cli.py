@@ -31,7 +31,7 @@ def saved(tmp_path: Path, stack: Path, *, drift: bool = False, failed: int = 0) 
     audit = {
         "stack": "dev",
         "status": "drift" if drift else "in-sync",
-        "exit_code": 2 if drift else 0,
+        "exitCode": 2 if drift else 0,
         "findings": [finding] if drift else [],
         "unreachable": [],
     }

@@ -49,7 +49,7 @@ def test_validate_an_invalid_stack(tmp_path: Path) -> None:
     paths = {i["path"] for i in doc["issues"]}
     assert {"vms[vm-mig].vgpu[0].profile", "templates[tpl].firmware"} <= paths
     issue = next(i for i in doc["issues"] if i["path"] == "templates[tpl].firmware")
-    assert issue["index_path"] == "templates[0].firmware"
+    assert issue["indexPath"] == "templates[0].firmware"
     assert issue["valid"] == ["efi"]
     code, _, out = run("validate", stack)
     assert code == 1 and "vms[vm-mig].vgpu[0].profile" in out
@@ -107,7 +107,7 @@ def test_mig_fit_bad_input(args: list[str], valid: str) -> None:
 def test_plan_the_lab() -> None:
     code, doc, _ = run("plan", LAB, "--json")
     assert code == 0 and doc["feasible"] is True
-    assert doc["summary"]["vms_placed"] == 4 and doc["summary"]["gpus_total"] == 10
+    assert doc["summary"]["vmsPlaced"] == 4 and doc["summary"]["gpusTotal"] == 10
     esxi01 = next(h for h in doc["hosts"] if h["name"] == "esxi-01.lab")
     assert esxi01["gpus"][0]["assignments"][0]["instance"] == "3g.40gb"
     code, _, out = run("plan", LAB)
@@ -141,7 +141,7 @@ def test_validate_rejects_vms_that_cannot_fit_on_their_pinned_host(tmp_path: Pat
     stack = write_stack(tmp_path, fleet)
     code, doc, _ = run("validate", stack, "--json")
     assert code == 1 and doc["valid"] is False
-    assert [(i["path"], i["index_path"]) for i in doc["issues"]] == [("vms[vm-big-2]", "vms[2]")]
+    assert [(i["path"], i["indexPath"]) for i in doc["issues"]] == [("vms[vm-big-2]", "vms[2]")]
     assert "does not fit on its pinned host" in doc["issues"][0]["message"]
     # plan answers the same stack with its placement and exit 2, not an input error.
     code, doc, _ = run("plan", stack, "--json")

@@ -122,12 +122,12 @@ def test_paths_carry_names_and_the_index_form_beside_them(tmp_path: Path) -> Non
     fleet = base()
     fleet["vms"][0]["vgpu"][0]["profile"] = "grid_a100d-9-90c"  # a hardware rule
     issues, out = validate(tmp_path, fleet)
-    assert at(issues, "vms[vm-mig].vgpu[0].profile")["index_path"] == "vms[0].vgpu[0].profile"
+    assert at(issues, "vms[vm-mig].vgpu[0].profile")["indexPath"] == "vms[0].vgpu[0].profile"
     assert "vms[vm-mig].vgpu[0].profile" in out
     fleet = base()
     fleet["vms"][1]["cpus"] = "4"  # a shape rule (pydantic)
     issues, out = validate(tmp_path, fleet)
-    assert at(issues, "vms[vm-ts].cpus")["index_path"] == "vms[1].cpus"
+    assert at(issues, "vms[vm-ts].cpus")["indexPath"] == "vms[1].cpus"
     assert "vms[vm-ts].cpus" in out
 
 
