@@ -1,4 +1,4 @@
-"""The guest-side readers against real captures (tests/checks/data, lab/guest/data: copies of shared/reference)."""
+"""The guest-side readers against real captures (tests/data/guest, lab/guest/data: copies of shared/reference)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from gpufleet.readers import guest_smi
 from gpufleet.readers.nvidia_smi import SmiParseError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data" / "guest"
 
 
 def _lab_data(name: str) -> str:

@@ -158,3 +158,12 @@ def test_reads_in_one_round_trip(sshd: Sshd) -> None:
     assert results[1].output == "oops\n"  # stderr goes with its own command
     assert results[2].output == "no newline @@gpufleet-0000000000000000-3:0@@"  # a fake marker is just output
     assert results[3].output == "it's; quoted\n"
+
+
+def test_paramikos_transport_thread_errors_never_reach_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    # A reset during the banner is retried by SshRunner.connect; paramiko's own traceback of it must not be printed
+    # by Python's last-resort handler (the secrets-every-verb test found one in an audit's output under load).
+    import logging
+
+    logging.getLogger("paramiko.transport").error("Exception (client): Error reading SSH protocol banner")
+    assert capsys.readouterr().err == ""

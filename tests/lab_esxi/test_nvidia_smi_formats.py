@@ -91,7 +91,7 @@ def test_lgip_rows_match_the_real_a100_80gb_capture(sim):
 
 
 def test_query_gpu_csv_matches_the_real_header_and_value_forms(sim):
-    real = reference("h100_baremetal_query_gpu.txt").splitlines()
+    real = reference("h100_baremetal/nvidia-smi_--query-gpu_index_name_pci_bus_id_driver_version_.txt").splitlines()
     command = real[0].removeprefix("$ ")
     out = sim.run(H100, command).out.splitlines()
     assert out[0] == real[1]
@@ -160,7 +160,7 @@ def test_hopper_mig_enable_is_immediate_and_non_mig_gpus_refuse(sim):
 
 
 def test_q_labels_and_alignment_follow_the_real_output(sim):
-    real = reference("h100_baremetal_nvidia-smi_-q.txt").splitlines()
+    real = reference("h100_baremetal/nvidia-smi_-q.txt").splitlines()
     label = lambda line: line.split(" : ")[0].strip() if " : " in line else line.strip()  # noqa: E731
     real_labels = {label(line) for line in real[1:] if line.strip()}
     pre_570 = {"Gpu", "Power Draw", "GPU Shutdown Temp", "GPU Slowdown Temp", "GPU " + "00000000:5E:00.0"}
@@ -175,7 +175,7 @@ def test_q_labels_and_alignment_follow_the_real_output(sim):
 
 
 def test_q_x_is_xml_with_the_real_tags(sim):
-    real = ET.fromstring(reference("h100_baremetal_nvidia-smi_-q_-x.txt").split("\n", 1)[1].rsplit("[exit", 1)[0])
+    real = ET.fromstring(reference("h100_baremetal/nvidia-smi_-q_-x.txt").split("\n", 1)[1].rsplit("[exit", 1)[0])
     real_tags = {e.tag for e in real.iter()}
     out = sim.run(H100, "nvidia-smi -q -x").out
     assert out.startswith('<?xml version="1.0" ?>\n<!DOCTYPE nvidia_smi_log SYSTEM "nvsmi_device_v12.dtd">\n')
