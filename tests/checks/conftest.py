@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from guest_sim import SimRunner, sim_host
+from lab_guests import gpufleet_cli, lab_guest, lab_nodes, lab_stack_file, stack
 
 from gpufleet.checks.expect import guest_expect
 from gpufleet.checks.nodes import Node
@@ -113,3 +114,6 @@ def fresh_node() -> Callable[[Node, Path], Node]:
         return again
 
     return make
+
+
+__all__ = ["gpufleet_cli", "lab_guest", "lab_nodes", "lab_stack_file", "stack"]  # the lab fixtures (lab_guests.py)

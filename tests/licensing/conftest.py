@@ -1,4 +1,4 @@
-"""Fixtures of the vSphere licensing tests: a private lab vCenter (tests/vms_lab/private_lab.py: same vcsim, topology
+"""Fixtures of the vSphere licensing tests: a private lab vCenter (tests/vms/private_lab.py: same vcsim, topology
 and lab CA as ``gpufleet lab up``) whose env.json carries the lab's generated host licence key, and a stack on it
 that names a vCenter key, a default host key and one host's own key."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vms_lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vms"))
 
 from licensing_lab_keys import OWN_ENV, OWN_KEY, VCENTER_ENV, VCENTER_KEY  # noqa: E402
 from private_lab import PrivateLab, private_lab, stack_document  # noqa: E402

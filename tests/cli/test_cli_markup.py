@@ -92,7 +92,7 @@ def test_license_apply_tables(screen: io.StringIO, text: str) -> None:
 def test_audit_lines_and_table(screen: io.StringIO) -> None:
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent / "audit"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "audit"))
     from audit_fixtures import in_sync_ssh, in_sync_vcenter, lab_desired, result_for
 
     from gpufleet.audit.state import Unreachable

@@ -21,7 +21,7 @@ from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.stack import load_stack
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAB = load_stack(ROOT / "stacks" / "Pulumi.lab.yaml")
 
 

@@ -24,7 +24,7 @@ from gpufleet.spec.stack import load_stack
 from gpufleet.vms.changes import Change, ChangeSet, profile_key, stack_spelling
 from lab import cli as lab_cmd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAB_STACK = REPO / "stacks" / "Pulumi.lab.yaml"
 GPUFLEET = [sys.executable, "-m", "gpufleet"]
 ESC = "\x1b["

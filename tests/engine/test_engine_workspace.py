@@ -120,7 +120,7 @@ def test_cli_reports_a_missing_engine_without_a_traceback(monkeypatch: pytest.Mo
 def test_path_options_are_made_absolute_and_the_pack_starts_through_its_launcher(tmp_path: Path) -> None:
     from gpufleet.cli.pulumi_cmd import path_args
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     args = path_args(["preview", "--stack", "lab", "--policy-pack", "policy", "-C=examples/fleet"], repo, "lab")
     assert args == [
         "preview",
@@ -138,7 +138,7 @@ def test_path_options_are_made_absolute_and_the_pack_starts_through_its_launcher
 def test_a_given_policy_config_is_kept_and_a_stack_without_one_gets_none(tmp_path: Path) -> None:
     from gpufleet.cli.pulumi_cmd import path_args
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     given = path_args(["up", "--policy-pack", "policy", "--policy-pack-config", "p.json"], tmp_path, "lab")
     assert given[-2:] == ["--policy-pack-config", str(tmp_path / "p.json")]
     assert given.count("--policy-pack-config") == 1

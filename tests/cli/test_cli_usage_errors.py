@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from gpufleet.cli import pulumi_cmd
 from gpufleet.cli.main import app
 
-LAB = str(Path(__file__).resolve().parents[1] / "stacks" / "Pulumi.lab.yaml")
+LAB = str(Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.lab.yaml")
 
 # (argv, the words click's message has): unknown options, missing arguments, unknown commands, bad values.
 USAGE = [

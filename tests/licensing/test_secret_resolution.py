@@ -21,7 +21,7 @@ from gpufleet.spec.stack import Stack, parse_stack
 from gpufleet.vsphere.licenses import EVALUATION_KEY, is_license_key
 from lab.licenses import HOST_LICENSE_ENV, generate_host_license
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab_esxi"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab" / "esxi"))
 
 HOST_REF = SecretRef(config="gpufleet:hostLicense", env=HOST_LICENSE_ENV)
 LAB_KEY = "GFLAB-UNIT0-00000-00000-00001"

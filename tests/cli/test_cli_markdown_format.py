@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gpufleet.cli.main import app
 from gpufleet.cli.markdown import cell, details, table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "stacks" / "Pulumi.lab.yaml"
 HOSTILE = "vm|<b>x</b>_*"
 

@@ -1,4 +1,5 @@
-"""Fixtures of the checks' lab tests: lab guests with their VM converged in vCenter (``gpufleet vms apply``'s engine),
+"""Fixtures of the lab tests of the checks and of ``guests prepare`` (a pytest plugin module, imported by
+tests/checks/conftest.py and tests/guest/conftest.py): lab guests with their VM converged in vCenter (``gpufleet vms apply``'s engine),
 nodes of the lab stack reached over SSH (host keys verified), and the ``gpufleet`` CLI.
 
 A test that uses a guest holds the guest VM's ESXi host (``lab_host``: the lab's per-host lock, the convention for

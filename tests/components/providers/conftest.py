@@ -1,4 +1,4 @@
-"""Fixtures of the dynamic provider tests: a private lab vCenter (tests/vms_lab/private_lab.py) and Pulumi's own
+"""Fixtures of the dynamic provider tests: a private lab vCenter (tests/vms/private_lab.py) and Pulumi's own
 dynamic provider server (``python -m pulumi.dynamic``) configured as the engine would with the stack config."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vms_lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vms"))
 
 from dynamic_server import DynamicProviderServer  # noqa: E402
 from private_lab import PrivateLab, private_lab  # noqa: E402
@@ -23,7 +23,7 @@ from gpufleet.connections import resolve_vcenter  # noqa: E402
 from gpufleet.spec.stack import load_stack  # noqa: E402
 from gpufleet.vsphere.tasks import wait_for_task  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAB = load_stack(ROOT / "stacks" / "Pulumi.lab.yaml")
 VM = "vm-ts-01"
 

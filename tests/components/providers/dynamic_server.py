@@ -24,7 +24,7 @@ from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 
 PROVIDER_KEY = "__provider"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _struct(props: dict[str, Any]) -> Any:

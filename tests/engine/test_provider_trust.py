@@ -15,7 +15,7 @@ from gpufleet.cli import pulumi_cmd
 from gpufleet.cli.main import app
 from gpufleet.engine import workspace as engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
