@@ -15,9 +15,11 @@ import pytest
 from ruamel.yaml import YAML
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vms"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "checks"))  # the simulated guests (sim_guests.py)
 
 from licensing_lab_keys import OWN_ENV, OWN_KEY, VCENTER_ENV, VCENTER_KEY  # noqa: E402
 from private_lab import PrivateLab, private_lab, stack_document  # noqa: E402
+from sim_guests import lab_token, make_guest, sim_runner  # noqa: E402, F401  (fixtures of the guest licensing tests)
 
 from gpufleet.spec.stack import Stack, parse_stack  # noqa: E402
 from gpufleet.vsphere.licenses import EVALUATION_KEY, assign_to, assigned_licenses, license_keys, remove_license  # noqa: E402
