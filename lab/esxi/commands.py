@@ -542,8 +542,9 @@ def _digest(algo: str) -> Handler:
     return run
 
 
-for _algo in ("sha256", "md5", "sha1"):
-    command(f"{_algo}sum")(_digest(_algo))
+command("sha256sum")(_digest("sha256"))
+command("md5sum")(_digest("md5"))
+command("sha1sum")(_digest("sha1"))
 
 
 @command("rm")
