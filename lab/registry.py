@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -48,6 +48,16 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def register(self, *names: str) -> Callable[[T], T]:
+        """A decorator registering a handler under each of ``names`` (a command and its aliases or paths)."""
+
+        def deco(fn: T) -> T:
+            for n in names:
+                self.add(n, fn, getattr(fn, "__module__", "?"))
+            return fn
+
+        return deco
 
     def owner(self, name: str) -> str:
         """The module that registered ``name``."""

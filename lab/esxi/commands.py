@@ -24,17 +24,7 @@ from lab.registry import Registry
 
 Handler = Callable[[Ctx, list[str], str], Result]
 COMMANDS: Registry[Handler] = Registry("ESXi command")
-
-
-def command(*names: str) -> Callable[[Handler], Handler]:
-    """Register a handler under each of ``names`` (the command and the paths it is called by)."""
-
-    def deco(fn: Handler) -> Handler:
-        for n in names:
-            COMMANDS.add(n, fn, fn.__module__)
-        return fn
-
-    return deco
+command = COMMANDS.register  # @command("vmware", "/bin/vmware"): the command and the paths it is called by
 
 
 def run(ctx: Ctx, argv: list[str], stdin: str) -> Result:

@@ -10,14 +10,4 @@ from lab.registry import Registry
 
 Handler = Callable[[Guest, list[str], Input], Result]
 COMMANDS: Registry[Handler] = Registry("guest command")
-
-
-def command(*names: str) -> Callable[[Handler], Handler]:
-    """Register a handler under each of ``names`` (a command and its aliases, as bash finds them)."""
-
-    def deco(fn: Handler) -> Handler:
-        for n in names:
-            COMMANDS.add(n, fn, fn.__module__)
-        return fn
-
-    return deco
+command = COMMANDS.register  # @command("test", "["): a command and its aliases, as bash finds them
