@@ -6,7 +6,7 @@ from __future__ import annotations
 from gpufleet.audit.desired import DesiredGpu, DesiredHost
 from gpufleet.audit.findings import HINT_HOSTS, HINT_LICENSE, AuditedObject, Collector, Severity
 from gpufleet.audit.state import HostSshState, HostVcState
-from gpufleet.vms.changes import profile_key
+from gpufleet.catalog import profile_key
 
 
 def _yes_no(value: bool | None) -> str | None:

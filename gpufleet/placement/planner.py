@@ -69,10 +69,10 @@ def vm_devices(vm: VmSpec) -> list[Device]:
     for k, req in enumerate(vm.vgpu):
         found = lookup_profile(req.profile)
         if found is None:
-            raise _NoRoom(f"vgpu[{k}]: unknown profile {req.profile!r}")
+            raise _NoRoom(f"vgpu[{k}]: unknown profile {req.profile.spelled!r}")
         board, prof = found
         mode = GpuMode.MIG.value if prof.mig_backed else GpuMode.VGPU.value
-        devices.append(Device("vgpu", k, board, mode, prof, req.gpu, req.profile))
+        devices.append(Device("vgpu", k, board, mode, prof, req.gpu, req.profile.spelled))
     for k, pt in enumerate(vm.passthrough):
         if pt.gpu is not None:
             devices.append(Device("passthrough", k, None, GpuMode.PASSTHROUGH.value, None, pt.gpu))
@@ -368,7 +368,7 @@ class Planner:
     def _report(self, plan: Plan) -> None:
         # Profiles are reported as the stack spells them: nvidia_h100-3-40c and grid_h100-3-40c are one profile,
         # and a user looking for the VM's request must find its own words.
-        spelled = {(vm.name, ("vgpu", k)): r.profile for vm in self.fleet.vms for k, r in enumerate(vm.vgpu)}
+        spelled = {(vm.name, ("vgpu", k)): r.profile.spelled for vm in self.fleet.vms for k, r in enumerate(vm.vgpu)}
         device_of: dict[tuple[str, tuple[str, int]], DevicePlacement] = {}
         for gpu in self.gpus:
             assignments: list[dict[str, Any]] = []

@@ -34,8 +34,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from gpufleet.catalog import lookup_profile
-from gpufleet.catalog.types import strip_prefix
+from gpufleet.catalog import lookup_profile, profile_key
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.spec.guest_models import GuestDriverSpec
 from gpufleet.spec.models import DriverSpec, Fleet, HostSpec, VmSpec
@@ -164,12 +163,13 @@ def _guest_id(d: GuestDriverSpec | None) -> dict[str, Any] | None:
 
 
 def _profiles(vm: VmSpec) -> list[str]:
-    return [v.profile for v in vm.vgpu]
+    """The VM's vGPU profiles as its stack writes them (what an edit writes and a change shows)."""
+    return [v.profile.spelled for v in vm.vgpu]
 
 
 def _same_profiles(a: list[str], b: list[str]) -> bool:
     # grid_ and nvidia_ spell the same profile
-    return [strip_prefix(p) for p in a] == [strip_prefix(p) for p in b]
+    return [profile_key(p) for p in a] == [profile_key(p) for p in b]
 
 
 def _vgpu_kind(*lists: list[str]) -> str:
@@ -197,7 +197,7 @@ def settings(stack: Stack) -> dict[str, Any]:
         "driver": _driver_id(fleet.driver),
         "hosts": per_role(fleet.hosts, hosts, lambda h: _driver_id(fleet.driver_for(h))),
         "guest": per_role(fleet.vms, vms, lambda v: _guest_id(_guest_driver(fleet, v))),
-        "vgpu": per_role(fleet.vms, vms, lambda v: [strip_prefix(p) for p in _profiles(v)]),
+        "vgpu": per_role(fleet.vms, vms, lambda v: [str(r.profile) for r in v.vgpu]),
         "licensing": {"featureType": fleet.licensing.feature_type},
     }
 
