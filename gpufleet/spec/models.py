@@ -28,6 +28,7 @@ from pydantic_core import core_schema
 from gpufleet.catalog import profile_key
 from gpufleet.catalog.licensing import FEATURE_TYPES
 from gpufleet.spec.echo import PrintableModel, shown
+from gpufleet.spec.graphics import SHARED_DIRECT, AssignmentPolicy, GraphicsType
 from gpufleet.spec.guest_models import GuestSpec
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -226,8 +227,8 @@ class HostSpec(SpecModel):
     cluster: str | None = Field(None, description="Cluster, when not the fleet's default")
     ssh: SshSpec | None = Field(None, description="SSH access (taken from the lab when vcenter.lab is true)")
     driver: DriverSpec | None = Field(None, description="Overrides the fleet's default driver")
-    graphics_type: Literal["shared", "sharedDirect"] = Field("sharedDirect", description="Default graphics type")
-    assignment_policy: Literal["performance", "consolidation"] = Field("performance")
+    graphics_type: GraphicsType = Field(SHARED_DIRECT, description="Default graphics type")
+    assignment_policy: AssignmentPolicy = Field("performance")
     gpus: list[GpuSpec] = Field(default_factory=list)
     nics: list[NicSpec] = Field(default_factory=list)
     license: SecretRef | None = Field(None, description="vSphere licence key for this host (secret reference)")
