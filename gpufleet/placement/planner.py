@@ -26,6 +26,7 @@ from gpufleet.placement.bounds import lower_bound
 from gpufleet.placement.packers import pack_mig, pack_time_sliced
 from gpufleet.placement.result import DevicePlacement, GpuReport, Plan, Unplaced, VmPlacement
 from gpufleet.placement.state import GpuState
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, GpuMode, VmSpec
 
 Strategy = Literal["best-fit", "first-fit"]
@@ -422,7 +423,7 @@ def plan(fleet: Fleet, strategy: Strategy = "best-fit") -> Plan:
 def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:
     """The fleet with every placed VM pinned where ``result`` put it (host, and GPU for each vGPU); unplaced VMs
     are dropped. Dynamic DirectPath requests stay by model: the host pin is what matters for them."""
-    doc = fleet.model_dump(by_alias=True, exclude_none=True)
+    doc = stack_form(fleet)
     vms = []
     for vm in doc["vms"]:
         placed = result.placements.get(vm["name"])

@@ -36,6 +36,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from gpufleet.catalog import lookup_profile, profile_key
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.guest_models import GuestDriverSpec
 from gpufleet.spec.models import DriverSpec, Fleet, HostSpec, VmSpec
 from gpufleet.spec.stack import FLEET_KEY, Stack
@@ -232,7 +233,7 @@ def _driver_edits(
 ) -> tuple[list[Edit], dict[str, Any]]:
     """The edits that give TO's driver mapping at ``base`` FROM's driver, keeping ``layout``'s directories."""
     if layout is None:
-        whole = source.model_dump(mode="json", by_alias=True, exclude_none=True)
+        whole = stack_form(source)
         return [Edit(base, whole)], whole
     values: dict[str, Any] = {
         "version": source.version,
@@ -243,7 +244,7 @@ def _driver_edits(
         values["localPath"] = _dir(layout.local_path) + (_base(source.local_path) or _base(source.bundle) or "")
     if into is None:  # a host gets an override of its own
         return [Edit(base, values)], values
-    current = into.model_dump(mode="json", by_alias=True, exclude_none=True)
+    current = stack_form(into)
     return [Edit((*base, k), v) for k, v in values.items() if current.get(k) != v], values
 
 
@@ -387,7 +388,7 @@ def _guest_change(
     if _guest_id(current) == wanted_id:
         return None
     if current is None:
-        whole = wanted.model_dump(mode="json", by_alias=True, exclude_none=True)
+        whole = stack_form(wanted)
         edits: tuple[Edit, ...] = (Edit((*base, "driver"), whole),)
     else:
         values: dict[str, Any] = {"source": wanted.source}
@@ -397,7 +398,7 @@ def _guest_change(
             values["path"] = wanted.path
         if wanted.version is not None or current.version is not None:
             values["version"] = wanted.version if wanted.version is not None else DELETE
-        have = current.model_dump(mode="json", by_alias=True, exclude_none=True)
+        have = stack_form(current)
         edits = tuple(
             Edit((*base, "driver", k), v)
             for k, v in values.items()
