@@ -17,12 +17,12 @@ from typing import Any
 
 from pyVmomi import vim
 
-from gpufleet.catalog import GpuModel, gpu_by_pci_device_id, lookup_profile
+from gpufleet.catalog import GpuModel, gpu_by_pci_device_id, lookup_profile, profile_key
 from gpufleet.errors import GpufleetError
 from gpufleet.placement.mig import fit
-from gpufleet.spec.derive import MIN_HW_VERSION_DYNAMIC_DIRECTPATH, MIN_HW_VERSION_PVRDMA
+from gpufleet.spec.derive import MIN_HW_VERSION_DYNAMIC_DIRECTPATH, MIN_HW_VERSION_PVRDMA, vsphere_profile_name
 from gpufleet.spec.models import GpuMode, HostSpec
-from gpufleet.vms.changes import ChangeSet, DesiredDevices, profile_key
+from gpufleet.vms.changes import ChangeSet, DesiredDevices
 from gpufleet.vsphere.inventory import collect
 from gpufleet.vsphere.vm_devices import DynamicDirectPathDevice, VmDeviceState
 
@@ -130,8 +130,7 @@ def _vms_of(si: vim.ServiceInstance, host: vim.HostSystem) -> list[dict[str, Any
 def resolve_desired(desired: DesiredDevices, facts: HostFacts) -> DesiredDevices:
     """``desired`` in the host's terms: vGPU profiles spelled as the host offers them (``grid_`` or
     ``nvidia_``), Dynamic DirectPath device ids as the host's GPUs of that board report them."""
-    offered = {profile_key(p): p for p in facts.offered_profiles}
-    vgpus = tuple(offered.get(profile_key(p), p) for p in desired.vgpus)
+    vgpus = tuple(vsphere_profile_name(p, facts.offered_profiles, unoffered=p) for p in desired.vgpus)
     dynamic = []
     for slot in desired.dynamic:
         wanted = gpu_by_pci_device_id(slot.device_id)

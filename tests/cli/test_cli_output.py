@@ -17,11 +17,12 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from gpufleet.catalog import profile_key
 from gpufleet.checks.run import CheckResult, CheckRun
 from gpufleet.cli import verify_cmd
 from gpufleet.cli.main import app
 from gpufleet.spec.stack import load_stack
-from gpufleet.vms.changes import Change, ChangeSet, profile_key, stack_spelling
+from gpufleet.vms.changes import Change, ChangeSet, stack_spelling
 from lab import cli as lab_cmd
 
 REPO = Path(__file__).resolve().parents[2]

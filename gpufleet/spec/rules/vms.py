@@ -123,7 +123,7 @@ class VmRules:
             found = lookup_profile(req.profile)
             if found is None:
                 where = f" for the GPUs of {host.name}" if host else ""
-                ctx.add(f"{path}.profile", f"unknown vGPU profile {req.profile!r}{where}", few(offered(scope)))
+                ctx.add(f"{path}.profile", f"unknown vGPU profile {req.profile.spelled!r}{where}", few(offered(scope)))
                 continue
             board, prof = found
             mode = mode_for_profile(prof.mig_backed)
