@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu, lookup_profile
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.placement.bounds import lower_bound
 from gpufleet.placement.packers import pack_mig, pack_time_sliced
 from gpufleet.placement.result import DevicePlacement, GpuReport, Plan, Unplaced, VmPlacement
@@ -48,14 +49,9 @@ class Device:
     @property
     def weight(self) -> float:
         """Share of a GPU this device takes (largest first)."""
-        if self.profile is None:
+        if self.profile is None or self.board is None:
             return 1.0
-        if self.profile.mig_backed and self.board is not None:
-            inst = self.board.mig_profile(self.profile.mig_instance or "")
-            if inst is None:
-                return 1.0
-            return max(inst.size / self.board.memory_slices, inst.compute_slices / self.board.compute_slices)
-        return 1 / self.profile.max_per_gpu
+        return GpuCapacity(self.board, self.mode).load([self.profile])
 
 
 class _NoRoom(Exception):
