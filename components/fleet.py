@@ -37,6 +37,7 @@ from gpufleet.checks.bitfusion import server_addresses
 from gpufleet.connections import resolve_vcenter
 from gpufleet.engine.provider_trust import provider_trust
 from gpufleet.errors import GpufleetError, SpecError
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
 
@@ -231,7 +232,7 @@ def pool_client_configs(stack: Stack, vms: dict[str, GpuVm]) -> dict[str, Bitfus
                 {
                     "vcenter": vcenter_input(stack.vcenter),
                     "vmName": client.vm,
-                    "ssh": spec.ssh.model_dump(mode="json", by_alias=True, exclude_none=True) if spec.ssh else None,
+                    "ssh": stack_form(spec.ssh) if spec.ssh else None,
                     "pool": pool.name,
                     "servers": servers,
                     "ca": ca,

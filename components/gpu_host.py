@@ -19,6 +19,7 @@ from components.providers.host_license import HostLicenseAssignment
 from components.providers.host_prepare import HostPreparation
 from gpufleet.hosts.model import Desired
 from gpufleet.spec.derive import host_needs_vgpu_driver
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, HostSpec, VcenterSpec
 
 TYPE = "gpufleet:vsphere:GpuHost"
@@ -44,10 +45,8 @@ def host_inputs(spec: HostSpec, fleet: Fleet, vcenter: VcenterSpec) -> dict[str,
     return {
         "vcenter": vcenter_input(vcenter),
         "cluster": spec.cluster or fleet.cluster,
-        "host": spec.model_copy(update={"driver": fleet.driver_for(spec)}).model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        ),
-        "rollout": fleet.rollout.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "host": stack_form(spec.model_copy(update={"driver": fleet.driver_for(spec)})),
+        "rollout": stack_form(fleet.rollout),
     }
 
 

@@ -16,17 +16,16 @@ With ``existing=True`` (brownfield, and the embedded lab, whose VMs exist alread
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_vsphere as vsphere
-from pydantic import BaseModel
 
 from components.gpu_vm_template import NicArgs
 from components.inventory import VsphereRefs
 from components.providers.base import vcenter_input
 from components.providers.guest_prepare import GuestPreparation, guest_inputs
 from components.providers.vm_gpu_devices import VmGpuDevices
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, HostSpec, TemplateSpec, VcenterSpec, VmSpec
 from gpufleet.vms.desired import allow_power_cycle
 
@@ -60,10 +59,6 @@ def _host_with_driver(fleet: Fleet, host: HostSpec | None) -> HostSpec | None:
     if host is None:
         return None
     return host.model_copy(update={"driver": fleet.driver_for(host)})
-
-
-def _dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class GpuVm(pulumi.ComponentResource):
@@ -102,9 +97,9 @@ class GpuVm(pulumi.ComponentResource):
                 "cluster": fleet.cluster,
                 "vmName": spec.name,
                 "vmUuid": vm_uuid,
-                "vm": _dump(spec),
-                "template": _dump(template),
-                "host": _dump(h)
+                "vm": stack_form(spec),
+                "template": stack_form(template),
+                "host": stack_form(h)
                 if (h := _host_with_driver(fleet, fleet.host(spec.host) if spec.host else None))
                 else None,
                 "allowPowerCycle": allow_power_cycle(fleet, spec),

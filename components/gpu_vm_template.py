@@ -23,6 +23,7 @@ from components.providers.base import vcenter_input
 from components.providers.template_mark import VmTemplateMark
 from components.providers.template_settings import TemplateGpuSettings
 from gpufleet.spec.derive import MIN_HW_VERSION_PVRDMA, template_extra_config
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, TemplateSpec, VcenterSpec
 
 TYPE = "gpufleet:vsphere:GpuVmTemplate"
@@ -109,7 +110,7 @@ class GpuVmTemplate(pulumi.ComponentResource):
                 {
                     "vcenter": vcenter_input(args.vcenter),
                     "template": spec.name,
-                    "fleet": args.fleet.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    "fleet": stack_form(args.fleet),
                 },
                 child,
             )

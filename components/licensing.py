@@ -15,6 +15,7 @@ import pulumi_vsphere as vsphere
 
 from components.providers.base import vcenter_input
 from components.providers.guest_licensing import GuestNvidiaLicensing
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import VcenterSpec, VmSpec
 
 TYPE = "gpufleet:vsphere:Licensing"
@@ -84,7 +85,7 @@ class Licensing(pulumi.ComponentResource):
                     {
                         "vcenter": vcenter_input(args.vcenter),
                         "vmName": vm.name,
-                        "ssh": vm.ssh.model_dump(mode="json", by_alias=True, exclude_none=True) if vm.ssh else None,
+                        "ssh": stack_form(vm.ssh) if vm.ssh else None,
                         "featureType": args.feature_type,
                         "token": self.client_token,
                     },

@@ -154,7 +154,7 @@ def lab_host(lab_env: Any, lab_paths: Any) -> Iterator[Callable[[str], Any]]:
 def _set_power_of_vms_on(host: str, power: str, only: list[str] | None = None) -> list[str]:
     """Power the VMs registered on ``host`` (``only`` these, if given) off or on; returns those changed. A freshly
     reset host runs no VMs (the lab's persona VMs start poweredOn): a test holding it can enter maintenance without
-    evacuating, and a guest test powers its VM on itself (tests/checks_lab's ``lab_guest``)."""
+    evacuating, and a guest test powers its VM on itself (tests/checks/lab_guests.py's ``lab_guest``)."""
     if only is not None and not only:
         return []
     from pyVmomi import vim

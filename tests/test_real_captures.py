@@ -84,7 +84,7 @@ def test_an_older_drivers_xml_licence_element_reads_licensed() -> None:
     """Derived, not a real capture (none found, see SOURCES.md): the real L40S-2Q guest XML with its licence element
     under the older name, which is what "GRID Licensed Product" is in ``-q -x``. A licensed guest must not look
     unlicensed to licensing's status check."""
-    real = (REAL.parent.parent / "checks" / "data" / "l40s_2q_guest_q_x.xml").read_text()
+    real = (REAL.parent / "guest" / "l40s_2q_guest_q_x.xml").read_text()
     assert "<vgpu_software_licensed_product>" in real
     # The capture was trimmed by its source; every vGPU guest's XML has the virtualization mode.
     real = real.replace(

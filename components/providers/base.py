@@ -20,6 +20,7 @@ from pyVmomi import vim
 
 from gpufleet.connections import Connections, Secret, VcenterSettings, resolve_connections, resolve_vcenter
 from gpufleet.errors import SpecIssue
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, SecretRef, VcenterSpec
 from gpufleet.spec.stack import Stack
 from gpufleet.vsphere.connect import connect
@@ -45,7 +46,7 @@ def config_value(raw: Any) -> Any:
 
 def vcenter_input(spec: VcenterSpec) -> dict[str, Any]:
     """The non-secret part of ``gpufleet:vcenter`` a resource carries as an input (never a password)."""
-    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return stack_form(spec)
 
 
 def failures_from_issues(issues: list[SpecIssue], rename: Mapping[str, str] | None = None) -> list[CheckFailure]:

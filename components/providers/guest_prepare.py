@@ -33,6 +33,7 @@ from gpufleet.connections import lab_dir, resolve_local_path
 from gpufleet.errors import GpufleetError
 from gpufleet.guest.prepare import GuestReport, GuestTarget, prepare_guest
 from gpufleet.licensing.guest import GuestSshRunner
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.guest_desired import GuestDesired, guest_desired
 from gpufleet.spec.guest_models import GuestSpec
 from gpufleet.spec.models import Fleet, VcenterSpec, VmSpec
@@ -49,8 +50,8 @@ def guest_inputs(fleet: Fleet, vm: VmSpec, vcenter: VcenterSpec) -> dict[str, An
     return {
         "vcenter": vcenter_input(vcenter),
         "vmName": vm.name,
-        "ssh": vm.ssh.model_dump(mode="json", by_alias=True, exclude_none=True) if vm.ssh else None,
-        "guest": desired.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "ssh": stack_form(vm.ssh) if vm.ssh else None,
+        "guest": stack_form(desired.spec),
         "where": desired.where,
         "driverVersion": desired.driver_version,
         "hostDriver": desired.host_driver,

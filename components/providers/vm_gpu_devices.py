@@ -34,6 +34,7 @@ from pyVmomi import vim
 
 from components.providers.base import GpufleetProvider, failures_from_issues, is_unknown
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, RolloutPolicy, VmSpec
 from gpufleet.spec.stack import issues_from_validation
 from gpufleet.spec.validate import validate_fleet
@@ -79,7 +80,7 @@ def fleet_of(props: dict[str, Any]) -> tuple[Fleet, VmSpec]:
             "hosts": [props["host"]] if props.get("host") else [],
             "templates": [props["template"]] if props.get("template") else [],
             "vms": [props.get("vm")],
-            "rollout": RolloutPolicy(allow_power_cycle=bool(props.get("allowPowerCycle"))).model_dump(by_alias=True),
+            "rollout": stack_form(RolloutPolicy(allow_power_cycle=bool(props.get("allowPowerCycle")))),
         }
     )
     return fleet, fleet.vms[0]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from gpufleet.audit.desired import DesiredGpu, DesiredHost
 from gpufleet.audit.findings import HINT_HOSTS, HINT_LICENSE, AuditedObject, Collector, Severity
 from gpufleet.audit.state import HostSshState, HostVcState
-from gpufleet.vms.changes import profile_key
+from gpufleet.catalog import profile_key
+from gpufleet.spec.graphics import SHARED_DIRECT
 
 
 def _yes_no(value: bool | None) -> str | None:
@@ -168,12 +169,12 @@ def _gpu_vc(c: Collector, host: DesiredHost, want: DesiredGpu, have: HostVcState
             "enable passthrough on this GPU (vSphere Client: Host > Configure > PCI Devices), then reboot",
             f"{host.name} {want.pci} is not enabled for passthrough: its VM cannot power on",
         )
-    if not passthrough and dev.graphics_type is not None and dev.graphics_type != "sharedDirect":
+    if not passthrough and dev.graphics_type is not None and dev.graphics_type != SHARED_DIRECT:
         c.add(
             path,
             "gpu.graphics_type",
             f"{path}/graphicsType",
-            "sharedDirect",
+            SHARED_DIRECT,
             dev.graphics_type,
             Severity.ERROR,
             HINT_HOSTS,

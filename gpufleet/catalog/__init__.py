@@ -10,7 +10,7 @@ import re
 from functools import cache
 
 from gpufleet.catalog.loader import load_catalog
-from gpufleet.catalog.types import CatalogError, GpuModel, MigProfile, VgpuProfile, strip_prefix
+from gpufleet.catalog.types import CatalogError, GpuModel, MigProfile, VgpuProfile, profile_key
 
 __all__ = [
     "CatalogError",
@@ -25,6 +25,7 @@ __all__ = [
     "lookup_profile",
     "mmio_gb",
     "model_names",
+    "profile_key",
 ]
 
 
@@ -83,7 +84,7 @@ def _profile_index() -> dict[str, tuple[GpuModel, VgpuProfile]]:
 
 def lookup_profile(name: str) -> tuple[GpuModel, VgpuProfile] | None:
     """Which board a vGPU profile name belongs to (profile names are board-specific), or None."""
-    return _profile_index().get(strip_prefix((name or "").strip().lower()))
+    return _profile_index().get(profile_key(name or ""))
 
 
 def mmio_gb(model: str | GpuModel) -> int:

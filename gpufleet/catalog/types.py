@@ -69,8 +69,8 @@ class VgpuProfile:
 
     @property
     def bare_name(self) -> str:
-        """The name without its grid_/nvidia_ prefix: ``a100d-3-40c``."""
-        return strip_prefix(self.vsphere_names[0])
+        """The profile's canonical key (``profile_key``): ``a100d-3-40c``."""
+        return profile_key(self.vsphere_names[0])
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ class GpuModel:
 
     def profile(self, name: str) -> VgpuProfile | None:
         """The vGPU profile called ``name`` (``grid_``/``nvidia_`` prefix optional, any case), or None."""
-        bare = strip_prefix(name.strip().lower())
-        return next((p for p in self.profiles if p.bare_name == bare), None)
+        key = profile_key(name)
+        return next((p for p in self.profiles if p.bare_name == key), None)
 
     def mig_profile(self, name: str) -> MigProfile | None:
         """The MIG GPU-instance profile ``3g.40gb`` (``MIG 3g.40gb`` also accepted), or None."""
@@ -148,9 +148,13 @@ class GpuModel:
         return tuple(p.vsphere_name for p in self.profiles)
 
 
-def strip_prefix(name: str) -> str:
-    """``grid_a100d-3-40c`` / ``nvidia_a100d-3-40c`` -> ``a100d-3-40c``."""
+def profile_key(name: str) -> str:
+    """The canonical key of a vGPU profile however it is spelled: ``GRID_A100D-3-40C``, ``nvidia_a100d-3-40c``,
+    ``A100D-3-40C`` -> ``a100d-3-40c`` (case, outer blanks and the ``grid_``/``nvidia_`` prefix vSphere adds by
+    board and driver ignored). The one normalisation of a profile name: the spec's ``VgpuProfileName`` makes it
+    where the stack is read, and every spelling vSphere reports back is read through it."""
+    key = name.strip().lower()
     for prefix in VSPHERE_PREFIXES:
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key

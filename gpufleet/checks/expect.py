@@ -80,12 +80,12 @@ def guest_expect(fleet: Fleet, vm: VmSpec) -> GuestExpect:
     for request in vm.vgpu:
         found = lookup_profile(request.profile)
         if found is None:
-            problems.append(f"vGPU profile {request.profile!r} is not in the catalog")
+            problems.append(f"vGPU profile {request.profile.spelled!r} is not in the catalog")
             continue
         model, profile = found
         vgpus.append(
             ExpectedVgpu(
-                profile=request.profile,
+                profile=request.profile.spelled,
                 vgpu_type=profile.vgpu_type.upper(),
                 board=model.name,
                 series=profile.series,

@@ -11,11 +11,10 @@ from gpufleet.readers.esxcli import GraphicsHost, KernelSetting
 from gpufleet.readers.mlxconfig import NicAts
 from gpufleet.readers.nvidia_smi import SmiReport
 from gpufleet.spec import derive
+from gpufleet.spec.graphics import ESXCLI_ASSIGNMENT_POLICIES, ESXCLI_GRAPHICS_TYPES
 from gpufleet.spec.models import DriverSpec, Fleet, HostSpec
 from gpufleet.vms.desired import allow_power_cycle
 
-GRAPHICS_TYPES = {"sharedDirect": "SharedPassthru", "shared": "Shared"}
-ASSIGNMENT_POLICIES = {"performance": "Performance", "consolidation": "Consolidation"}
 ATS_KERNEL_SETTING = "atsSupport"
 
 
@@ -41,8 +40,8 @@ class Desired:
             name=host.name,
             cluster=host.cluster or fleet.cluster,
             driver=driver,
-            graphics_type=GRAPHICS_TYPES[host.graphics_type],
-            assignment_policy=ASSIGNMENT_POLICIES[host.assignment_policy],
+            graphics_type=ESXCLI_GRAPHICS_TYPES[host.graphics_type],
+            assignment_policy=ESXCLI_ASSIGNMENT_POLICIES[host.assignment_policy],
             mig=derive.host_mig_modes(host),
             gpu_models={gpu.pci: gpu.model for gpu in host.gpus},
             ats_nics=tuple(nic.pci for nic in host.nics if nic.ats),

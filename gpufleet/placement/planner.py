@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu, lookup_profile
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.placement.bounds import lower_bound
 from gpufleet.placement.packers import pack_mig, pack_time_sliced
 from gpufleet.placement.result import DevicePlacement, GpuReport, Plan, Unplaced, VmPlacement
 from gpufleet.placement.state import GpuState
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet, GpuMode, VmSpec
 
 Strategy = Literal["best-fit", "first-fit"]
@@ -47,14 +49,9 @@ class Device:
     @property
     def weight(self) -> float:
         """Share of a GPU this device takes (largest first)."""
-        if self.profile is None:
+        if self.profile is None or self.board is None:
             return 1.0
-        if self.profile.mig_backed and self.board is not None:
-            inst = self.board.mig_profile(self.profile.mig_instance or "")
-            if inst is None:
-                return 1.0
-            return max(inst.size / self.board.memory_slices, inst.compute_slices / self.board.compute_slices)
-        return 1 / self.profile.max_per_gpu
+        return GpuCapacity(self.board, self.mode).load([self.profile])
 
 
 class _NoRoom(Exception):
@@ -69,10 +66,10 @@ def vm_devices(vm: VmSpec) -> list[Device]:
     for k, req in enumerate(vm.vgpu):
         found = lookup_profile(req.profile)
         if found is None:
-            raise _NoRoom(f"vgpu[{k}]: unknown profile {req.profile!r}")
+            raise _NoRoom(f"vgpu[{k}]: unknown profile {req.profile.spelled!r}")
         board, prof = found
         mode = GpuMode.MIG.value if prof.mig_backed else GpuMode.VGPU.value
-        devices.append(Device("vgpu", k, board, mode, prof, req.gpu, req.profile))
+        devices.append(Device("vgpu", k, board, mode, prof, req.gpu, req.profile.spelled))
     for k, pt in enumerate(vm.passthrough):
         if pt.gpu is not None:
             devices.append(Device("passthrough", k, None, GpuMode.PASSTHROUGH.value, None, pt.gpu))
@@ -368,7 +365,7 @@ class Planner:
     def _report(self, plan: Plan) -> None:
         # Profiles are reported as the stack spells them: nvidia_h100-3-40c and grid_h100-3-40c are one profile,
         # and a user looking for the VM's request must find its own words.
-        spelled = {(vm.name, ("vgpu", k)): r.profile for vm in self.fleet.vms for k, r in enumerate(vm.vgpu)}
+        spelled = {(vm.name, ("vgpu", k)): r.profile.spelled for vm in self.fleet.vms for k, r in enumerate(vm.vgpu)}
         device_of: dict[tuple[str, tuple[str, int]], DevicePlacement] = {}
         for gpu in self.gpus:
             assignments: list[dict[str, Any]] = []
@@ -422,7 +419,7 @@ def plan(fleet: Fleet, strategy: Strategy = "best-fit") -> Plan:
 def pinned_fleet(fleet: Fleet, result: Plan) -> Fleet:
     """The fleet with every placed VM pinned where ``result`` put it (host, and GPU for each vGPU); unplaced VMs
     are dropped. Dynamic DirectPath requests stay by model: the host pin is what matters for them."""
-    doc = fleet.model_dump(by_alias=True, exclude_none=True)
+    doc = stack_form(fleet)
     vms = []
     for vm in doc["vms"]:
         placed = result.placements.get(vm["name"])

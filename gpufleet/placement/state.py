@@ -1,8 +1,10 @@
 """What one physical GPU holds while the planner fills it, and whether one more vGPU fits.
 
-Three kinds, by the GPU's mode: MIG (instances on memory slices, exact placement search), time-sliced
-(one profile up to its per-GPU maximum, or in mixed-size mode several profiles of one series within the
-framebuffer and their mixed-size maxima), and whole-GPU passthrough (one owner).
+What fits is the catalog's per-GPU capacity model (``gpufleet.catalog.capacity``), the one the spec rules, the VM
+preconditions and the audit ask too: MIG (instances on memory slices, exact placement search), time-sliced (one
+profile up to its per-GPU maximum, or in mixed-size mode several profiles of one series within the framebuffer and
+their mixed-size maxima), and whole-GPU passthrough (one owner). Only the first-fit baseline adds a rule of its
+own: MIG instances stay at the first free start slot, as powering VMs on one by one leaves them.
 
 Every state has a hashable ``key`` (what it holds, not who) so the planner can group GPUs in equal states and
 memoise ``fits`` answers, and ``free_after`` (the fraction of the GPU left if the profile were added) for best fit.
@@ -10,21 +12,14 @@ memoise ``fits`` answers, and ``free_after`` (the fraction of the GPU left if th
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property
 
 from gpufleet.catalog import GpuModel, MigProfile, VgpuProfile
+from gpufleet.catalog.capacity import GpuCapacity, mig_set
 from gpufleet.catalog.mig_geometry import fits_sorted
 
 Owner = tuple[str, int]  # (vm name, device index in the VM's request list)
-
-
-@lru_cache(maxsize=65536)
-def _mig_fits(current: tuple[MigProfile, ...], extra: MigProfile) -> tuple[MigProfile, ...] | None:
-    """The new canonical multiset if ``extra`` fits with ``current`` (exact search), else None."""
-    merged = tuple(sorted((*current, extra), key=lambda p: (p.name, p.profile_id)))
-    return merged if fits_sorted(merged) is not None else None
 
 
 def _first_free_start(taken: int, profile: MigProfile) -> int | None:
@@ -62,55 +57,25 @@ class GpuState:
         return (self.mode, tuple(sorted(p.vsphere_name for _, p, _ in self.owners if p)), len(self.owners))
 
     # -- fitting -------------------------------------------------------------------------------------
+    @cached_property
+    def capacity(self) -> GpuCapacity:
+        return GpuCapacity(self.model, self.mode, self.mixed)
+
+    def _held(self) -> list[VgpuProfile | None]:
+        return [p for _, p, _ in self.owners]
+
     def fits(self, profile: VgpuProfile | None) -> bool:
         """Would one more vGPU of ``profile`` (None: a whole-GPU passthrough) fit here?"""
-        if profile is None:
-            return self.mode in ("passthrough", "dynamic-passthrough") and not self.owners
-        if self.mode == "mig":
-            if not profile.mig_backed:
-                return False
-            inst = self.model.mig_profile(profile.mig_instance or "")
-            if inst is None:
-                return False
-            if not self.exact_mig:
-                counts = Counter(p.name for p in self._mig)
-                if counts[inst.name] >= inst.max_instances:
-                    return False
-                if inst.media_extensions and any(p.media_extensions for p in self._mig):
-                    return False
-                return _first_free_start(self._taken, inst) is not None
-            return _mig_fits(self._mig, inst) is not None
-        if self.mode != "vgpu" or profile.mig_backed:
+        if self.capacity.refusal(self._held(), profile) is not None:
             return False
-        held = [p for _, p, _ in self.owners if p]
-        if not self.mixed:
-            if held and held[0].vsphere_name != profile.vsphere_name:
-                return False
-            return len(held) < profile.max_per_gpu
-        if profile.max_per_gpu_mixed is None:
-            return False
-        if held and held[0].series != profile.series:
-            return False
-        if sum(1 for p in held if p.vsphere_name == profile.vsphere_name) >= profile.max_per_gpu_mixed:
-            return False
-        return sum(p.framebuffer_mb for p in held) + profile.framebuffer_mb <= self.model.framebuffer_mb
+        if self.mode == "mig" and not self.exact_mig and profile is not None:
+            inst = self.capacity.instance(profile)
+            return inst is not None and _first_free_start(self._taken, inst) is not None
+        return True
 
     def free_after(self, profile: VgpuProfile | None) -> float:
         """Fraction of the GPU left free if ``profile`` were added (call only when it fits)."""
-        if profile is None:
-            return 0.0
-        if self.mode == "mig":
-            inst = self.model.mig_profile(profile.mig_instance or "")
-            assert inst is not None
-            used = sum(p.size for p in self._mig) + inst.size
-            compute = sum(p.compute_slices for p in self._mig) + inst.compute_slices
-            # memory and compute both matter: 1g instances can never use the 8th memory slice
-            return min(1 - used / self.model.memory_slices, 1 - compute / self.model.compute_slices)
-        held = [p for _, p, _ in self.owners if p]
-        if not self.mixed:
-            return 1 - (len(held) + 1) / profile.max_per_gpu
-        used_mb = sum(p.framebuffer_mb for p in held) + profile.framebuffer_mb
-        return 1 - used_mb / self.model.framebuffer_mb
+        return 1 - self.capacity.load([*self._held(), profile])
 
     def add(self, owner: Owner, profile: VgpuProfile | None) -> None:
         inst = None
@@ -118,7 +83,7 @@ class GpuState:
             inst = self.model.mig_profile(profile.mig_instance or "")
             assert inst is not None
             if self.exact_mig:
-                merged = _mig_fits(self._mig, inst)
+                merged = mig_set(self._mig, inst)
                 assert merged is not None
                 self._mig = merged
             else:
@@ -159,20 +124,9 @@ class GpuState:
         if self.mixed:
             free_mb = self.model.framebuffer_mb - sum(p.framebuffer_mb for p in held)
             return f"{free_mb} MB framebuffer free (mixed-size)"
-        left = held[0].max_per_gpu - len(held)
+        left = self.capacity.max_count(held[0]) - len(held)
         return f"{left} more {held[0].vsphere_name}"
 
     def density(self) -> float:
         """Share of the GPU in use, 0..1."""
-        if not self.owners:
-            return 0.0
-        if self.mode in ("passthrough", "dynamic-passthrough"):
-            return 1.0
-        if self.mode == "mig":
-            used = sum(p.size for p in self._mig)
-            compute = sum(p.compute_slices for p in self._mig)
-            return max(used / self.model.memory_slices, compute / self.model.compute_slices)
-        held = [p for _, p, _ in self.owners if p]
-        if self.mixed:
-            return sum(p.framebuffer_mb for p in held) / self.model.framebuffer_mb
-        return len(held) / held[0].max_per_gpu
+        return self.capacity.load(self._held())

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from gpufleet.catalog.guest_drivers import branch_of, branches
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.issues import with_names
 from gpufleet.spec.models import Fleet, SecretRef, VcenterSpec
 from gpufleet.spec.rules.context import MIG_LAYOUT_RULE, PASSTHROUGH_EXCLUSIVE_RULE
@@ -191,7 +192,7 @@ def _spec_rule(rule: str, valid_hint: str) -> Check:
 
     def check(subject: PolicySubject, _params: Params) -> list[Violation]:
         issues = [i for i in validate_fleet(subject.fleet) if i.rule == rule]
-        named = with_names(issues, subject.fleet.model_dump(mode="json", by_alias=True, exclude_none=True))
+        named = with_names(issues, stack_form(subject.fleet))
         return [
             Violation(
                 rule,

@@ -14,6 +14,7 @@ from typing import Any
 
 from gpufleet.errors import SpecError, SpecIssue
 from gpufleet.policy.rules import UNVERIFIED_SSL_KEY, PolicySubject, plain_secret_keys
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.stack import FLEET_KEY, VCENTER_KEY, Stack, parse_stack
 
 FACTS_TYPE = "gpufleet:policy:StackFacts"
@@ -43,8 +44,8 @@ def facts_props(stack: Stack, secrecy: Mapping[str, bool], allow_unverified_ssl:
     """The inputs of the program's ``StackFacts`` component (JSON-safe, camelCase like the stack file)."""
     return {
         "stack": stack.name,
-        "fleet": stack.fleet.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "vcenter": stack.vcenter.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "fleet": stack_form(stack.fleet),
+        "vcenter": stack_form(stack.vcenter),
         "plainSecretKeys": list(plain_secret_keys(stack.fleet, stack.vcenter, secrecy)),
         "allowUnverifiedSsl": bool(allow_unverified_ssl),
     }

@@ -48,6 +48,10 @@ from gpufleet.errors import ConnectError, HostKeyError, TaskError
 from gpufleet.remote.known_hosts import KnownHosts, load_known_hosts
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs a connection reset during the banner (sshd shedding load; the connect is retried
+# below) as an ERROR with its traceback. With no handler anywhere Python's last-resort handler would print that
+# traceback on the terminal of a verb that then succeeds; the retry's own outcome is what gets reported.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _OUTPUT_TAIL = 2000
 

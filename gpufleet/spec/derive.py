@@ -5,13 +5,15 @@
 - the extraConfig keys a VM / template needs (``pciPassthru.use64bitMMIO``, ``pciPassthru.64bitMMIOSizeGB``,
   ``pciPassthru.allowP2P``, ``pciPassthru.RelaxACSforP2P``, ``numa.nodeAffinity``);
 - the MIG mode each host GPU needs, and whether enabling it needs a host reboot (Ampere) or not (Hopper);
-- the canonical vSphere name of a vGPU profile (users may write ``grid_`` or ``nvidia_``).
+- the name vSphere gets for a vGPU profile key (``grid_`` or ``nvidia_``: the host's spelling, else the catalog's).
 """
 
 from __future__ import annotations
 
-from gpufleet.catalog import GpuModel, lookup_gpu, lookup_profile
-from gpufleet.spec.models import Fleet, GpuMode, HostSpec, TemplateSpec, VmSpec
+from collections.abc import Iterable
+
+from gpufleet.catalog import GpuModel, lookup_gpu, lookup_profile, profile_key
+from gpufleet.spec.models import Fleet, GpuMode, HostSpec, TemplateSpec, VgpuProfileName, VmSpec
 
 USE_64BIT_MMIO = "pciPassthru.use64bitMMIO"
 MMIO_SIZE_GB = "pciPassthru.64bitMMIOSizeGB"
@@ -35,10 +37,21 @@ def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
-def vsphere_profile_name(profile: str) -> str:
-    """The name vSphere uses for a vGPU profile written with either prefix; unknown names come back lower-cased."""
-    found = lookup_profile(profile)
-    return found[1].vsphere_name if found else profile.strip().lower()
+def vsphere_profile_name(profile: str, offered: Iterable[str] = (), *, unoffered: str | None = None) -> str:
+    """vSphere's form of a vGPU profile (the spec's key, or any spelling): the host's own spelling when ``offered``
+    (its ``sharedPassthruGpuTypes``) has it, else ``unoffered`` when given, else the catalog's (``grid_h100-3-40c``);
+    unknown names come back lower-cased. The one place a profile is spelled for vSphere; ``catalog.profile_key``
+    reads vSphere's spellings back."""
+    key = profile_key(profile)
+    host = {profile_key(p): p for p in offered}.get(key)  # the last spelling wins, as the host lists them
+    if host is not None:
+        return host
+    if unoffered is not None:
+        return unoffered
+    found = lookup_profile(key)
+    if found is not None:
+        return found[1].vsphere_name
+    return profile.spelled if isinstance(profile, VgpuProfileName) else profile.strip().lower()
 
 
 def vm_gpu_models(fleet: Fleet, vm: VmSpec) -> list[GpuModel]:

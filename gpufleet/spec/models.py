@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StrictBool,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
+from gpufleet.catalog import profile_key
 from gpufleet.catalog.licensing import FEATURE_TYPES
 from gpufleet.spec.echo import PrintableModel, shown
+from gpufleet.spec.graphics import SHARED_DIRECT, AssignmentPolicy, GraphicsType
 from gpufleet.spec.guest_models import GuestSpec
 
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -223,8 +227,8 @@ class HostSpec(SpecModel):
     cluster: str | None = Field(None, description="Cluster, when not the fleet's default")
     ssh: SshSpec | None = Field(None, description="SSH access (taken from the lab when vcenter.lab is true)")
     driver: DriverSpec | None = Field(None, description="Overrides the fleet's default driver")
-    graphics_type: Literal["shared", "sharedDirect"] = Field("sharedDirect", description="Default graphics type")
-    assignment_policy: Literal["performance", "consolidation"] = Field("performance")
+    graphics_type: GraphicsType = Field(SHARED_DIRECT, description="Default graphics type")
+    assignment_policy: AssignmentPolicy = Field("performance")
     gpus: list[GpuSpec] = Field(default_factory=list)
     nics: list[NicSpec] = Field(default_factory=list)
     license: SecretRef | None = Field(None, description="vSphere licence key for this host (secret reference)")
@@ -253,16 +257,40 @@ class TemplateSpec(SpecModel):
     guest: GuestSpec | None = Field(None, description="Guest OS software: NVIDIA driver, container toolkit, Docker")
 
 
+class VgpuProfileName(str):
+    """A vGPU profile as the spec holds it: the string is the canonical key (``catalog.profile_key``:
+    ``h100-3-40c``), made once here where the stack is read, so every layer below compares keys and never
+    re-spells. ``spelled`` keeps the stack's own words, lower-cased (``nvidia_h100-3-40c``): what people are shown,
+    and what the spec writes back, so a dumped spec reads as its stack wrote it. vSphere's form (``grid_...``) is
+    made only where vSphere is talked to (``derive.vsphere_profile_name``)."""
+
+    spelled: str
+
+    def __new__(cls, written: str) -> VgpuProfileName:
+        name = super().__new__(cls, profile_key(written))
+        name.spelled = written.strip().lower()
+        return name
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[Any], handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def validate(value: Any, inner: core_schema.ValidatorFunctionWrapHandler) -> VgpuProfileName:
+            # a spec built from another spec's objects keeps their spelling
+            return value if isinstance(value, VgpuProfileName) else cls(inner(value))
+
+        return core_schema.no_info_wrap_validator_function(
+            validate,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda v: v.spelled if isinstance(v, VgpuProfileName) else v, return_schema=core_schema.str_schema()
+            ),
+        )
+
+
 class VgpuRequest(SpecModel):
     """One vGPU of a VM: time-sliced (e.g. nvidia_l40s-24c) or MIG-backed (e.g. grid_a100d-4-40c)."""
 
-    profile: str = Field(description="vSphere vGPU profile name; grid_ and nvidia_ prefixes both accepted")
+    profile: VgpuProfileName = Field(description="vSphere vGPU profile name; grid_ and nvidia_ prefixes both accepted")
     gpu: PciAddress | None = Field(None, description="Pin to this physical GPU of the VM's host")
-
-    @field_validator("profile")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
 
 
 class PassthroughRequest(SpecModel):

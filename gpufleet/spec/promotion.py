@@ -34,9 +34,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from gpufleet.catalog import lookup_profile
-from gpufleet.catalog.types import strip_prefix
+from gpufleet.catalog import lookup_profile, profile_key
 from gpufleet.errors import SpecError, SpecIssue
+from gpufleet.spec.dump import stack_form
 from gpufleet.spec.guest_models import GuestDriverSpec
 from gpufleet.spec.models import DriverSpec, Fleet, HostSpec, VmSpec
 from gpufleet.spec.stack import FLEET_KEY, Stack
@@ -164,12 +164,13 @@ def _guest_id(d: GuestDriverSpec | None) -> dict[str, Any] | None:
 
 
 def _profiles(vm: VmSpec) -> list[str]:
-    return [v.profile for v in vm.vgpu]
+    """The VM's vGPU profiles as its stack writes them (what an edit writes and a change shows)."""
+    return [v.profile.spelled for v in vm.vgpu]
 
 
 def _same_profiles(a: list[str], b: list[str]) -> bool:
     # grid_ and nvidia_ spell the same profile
-    return [strip_prefix(p) for p in a] == [strip_prefix(p) for p in b]
+    return [profile_key(p) for p in a] == [profile_key(p) for p in b]
 
 
 def _vgpu_kind(*lists: list[str]) -> str:
@@ -197,7 +198,7 @@ def settings(stack: Stack) -> dict[str, Any]:
         "driver": _driver_id(fleet.driver),
         "hosts": per_role(fleet.hosts, hosts, lambda h: _driver_id(fleet.driver_for(h))),
         "guest": per_role(fleet.vms, vms, lambda v: _guest_id(_guest_driver(fleet, v))),
-        "vgpu": per_role(fleet.vms, vms, lambda v: [strip_prefix(p) for p in _profiles(v)]),
+        "vgpu": per_role(fleet.vms, vms, lambda v: [str(r.profile) for r in v.vgpu]),
         "licensing": {"featureType": fleet.licensing.feature_type},
     }
 
@@ -232,7 +233,7 @@ def _driver_edits(
 ) -> tuple[list[Edit], dict[str, Any]]:
     """The edits that give TO's driver mapping at ``base`` FROM's driver, keeping ``layout``'s directories."""
     if layout is None:
-        whole = source.model_dump(mode="json", by_alias=True, exclude_none=True)
+        whole = stack_form(source)
         return [Edit(base, whole)], whole
     values: dict[str, Any] = {
         "version": source.version,
@@ -243,7 +244,7 @@ def _driver_edits(
         values["localPath"] = _dir(layout.local_path) + (_base(source.local_path) or _base(source.bundle) or "")
     if into is None:  # a host gets an override of its own
         return [Edit(base, values)], values
-    current = into.model_dump(mode="json", by_alias=True, exclude_none=True)
+    current = stack_form(into)
     return [Edit((*base, k), v) for k, v in values.items() if current.get(k) != v], values
 
 
@@ -387,7 +388,7 @@ def _guest_change(
     if _guest_id(current) == wanted_id:
         return None
     if current is None:
-        whole = wanted.model_dump(mode="json", by_alias=True, exclude_none=True)
+        whole = stack_form(wanted)
         edits: tuple[Edit, ...] = (Edit((*base, "driver"), whole),)
     else:
         values: dict[str, Any] = {"source": wanted.source}
@@ -397,7 +398,7 @@ def _guest_change(
             values["path"] = wanted.path
         if wanted.version is not None or current.version is not None:
             values["version"] = wanted.version if wanted.version is not None else DELETE
-        have = current.model_dump(mode="json", by_alias=True, exclude_none=True)
+        have = stack_form(current)
         edits = tuple(
             Edit((*base, "driver", k), v)
             for k, v in values.items()

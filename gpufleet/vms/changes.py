@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from gpufleet.catalog import gpu_by_pci_device_id, strip_prefix
+from gpufleet.catalog import gpu_by_pci_device_id, profile_key
 from gpufleet.errors import GpufleetError
 from gpufleet.spec.models import VmSpec
 from gpufleet.vsphere.vm_devices import (
@@ -43,16 +43,10 @@ class PowerCycleRequiredError(GpufleetError):
         )
 
 
-def profile_key(profile: str) -> str:
-    """vSphere spells a vGPU profile ``grid_a100d-4-40c`` or ``nvidia_a100d-4-40c`` depending on the board and
-    driver; both name the same type."""
-    return strip_prefix(profile.strip().lower())
-
-
 def stack_spelling(vm: VmSpec) -> dict[str, str]:
-    """The VM's vGPU profiles as its stack writes them, by ``profile_key``: what change summaries show people
-    (``ChangeSet.summaries``), whatever the host calls them."""
-    return {profile_key(r.profile): r.profile for r in vm.vgpu}
+    """The VM's vGPU profiles as its stack writes them, by key (``catalog.profile_key``): what change summaries
+    show people (``ChangeSet.summaries``), whatever the host calls them."""
+    return {r.profile: r.profile.spelled for r in vm.vgpu}
 
 
 def _norm_value(value: str | None) -> str | None:
@@ -127,7 +121,7 @@ class Change:
         return self.kind in _NEEDS_POWER_OFF
 
     def describe(self, spelled: Mapping[str, str] | None = None) -> str:
-        """One line for people. ``spelled``: the stack's spelling of vGPU profiles by ``profile_key``, so a
+        """One line for people. ``spelled``: the stack's spelling of vGPU profiles by key (``profile_key``), so a
         profile reads as the stack writes it, with the host's spelling beside it when the two differ."""
         if self.kind == "vgpu" and spelled and self.target:
             own = spelled.get(profile_key(self.target), self.target)

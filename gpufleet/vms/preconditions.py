@@ -17,12 +17,12 @@ from typing import Any
 
 from pyVmomi import vim
 
-from gpufleet.catalog import GpuModel, gpu_by_pci_device_id, lookup_profile
+from gpufleet.catalog import GpuModel, VgpuProfile, gpu_by_pci_device_id, lookup_profile, profile_key
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.errors import GpufleetError
-from gpufleet.placement.mig import fit
-from gpufleet.spec.derive import MIN_HW_VERSION_DYNAMIC_DIRECTPATH, MIN_HW_VERSION_PVRDMA
+from gpufleet.spec.derive import MIN_HW_VERSION_DYNAMIC_DIRECTPATH, MIN_HW_VERSION_PVRDMA, vsphere_profile_name
 from gpufleet.spec.models import GpuMode, HostSpec
-from gpufleet.vms.changes import ChangeSet, DesiredDevices, profile_key
+from gpufleet.vms.changes import ChangeSet, DesiredDevices
 from gpufleet.vsphere.inventory import collect
 from gpufleet.vsphere.vm_devices import DynamicDirectPathDevice, VmDeviceState
 
@@ -130,8 +130,7 @@ def _vms_of(si: vim.ServiceInstance, host: vim.HostSystem) -> list[dict[str, Any
 def resolve_desired(desired: DesiredDevices, facts: HostFacts) -> DesiredDevices:
     """``desired`` in the host's terms: vGPU profiles spelled as the host offers them (``grid_`` or
     ``nvidia_``), Dynamic DirectPath device ids as the host's GPUs of that board report them."""
-    offered = {profile_key(p): p for p in facts.offered_profiles}
-    vgpus = tuple(offered.get(profile_key(p), p) for p in desired.vgpus)
+    vgpus = tuple(vsphere_profile_name(p, facts.offered_profiles, unoffered=p) for p in desired.vgpus)
     dynamic = []
     for slot in desired.dynamic:
         wanted = gpu_by_pci_device_id(slot.device_id)
@@ -147,39 +146,39 @@ def resolve_desired(desired: DesiredDevices, facts: HostFacts) -> DesiredDevices
     return replace(desired, vgpus=vgpus, dynamic=tuple(dynamic))
 
 
-def _mig_instance(profile: str) -> tuple[GpuModel, str] | None:
-    found = lookup_profile(profile)
-    if found is None or not found[1].mig_backed or not found[1].mig_instance:
-        return None
-    return found[0], found[1].mig_instance
-
-
 def mig_room(facts: HostFacts, profiles: list[str], host_spec: HostSpec | None = None) -> tuple[bool, str]:
     """Can the host's MIG-mode GPUs hold these MIG-backed vGPU profiles (those of every VM on the host,
     counted whatever their power state: vSphere creates the GPU instances at power-on)? Exact search: each
-    profile goes to one GPU, and each GPU's set must fit its MIG geometry (``gpufleet.placement.mig.fit``)."""
-    wanted = [(p, inst) for p in profiles if (inst := _mig_instance(p)) is not None]
+    profile goes to one GPU, and each GPU's set must fit it (``gpufleet.catalog.capacity``, the planner's model)."""
+    wanted = [(p, found) for p in profiles if (found := lookup_profile(p)) is not None and found[1].mig_backed]
     if not wanted:
         return True, ""
     mig_modes = {g.pci: g.mode == GpuMode.MIG for g in host_spec.gpus} if host_spec else {}
-    gpus = [(info, model) for info, model in facts.gpus() if model.mig_capable and mig_modes.get(info.id, True)]
+    gpus = [
+        (info, GpuCapacity(model, GpuMode.MIG.value))
+        for info, model in facts.gpus()
+        if model.mig_capable and mig_modes.get(info.id, True)
+    ]
     if not gpus:
         return False, f"host {facts.name} has no GPU in MIG mode for {', '.join(p for p, _ in wanted)}"
     # Largest instances first prunes the search early.
-    order = sorted(wanted, key=lambda w: -(w[1][0].mig_profile(w[1][1]).size if w[1][0].mig_profile(w[1][1]) else 0))
-    loads: list[list[str]] = [[] for _ in gpus]
+    order = sorted(
+        wanted, key=lambda w: -(inst.size if (inst := w[1][0].mig_profile(w[1][1].mig_instance or "")) else 0)
+    )
+    loads: list[list[VgpuProfile | None]] = [[] for _ in gpus]
 
     def place(i: int) -> bool:
         if i == len(order):
             return True
-        profile, (model, _instance) = order[i]
+        vgpu = order[i][1][1]
         tried: set[tuple[str, ...]] = set()
-        for g, (_info, gpu_model) in enumerate(gpus):
-            if gpu_model.name != model.name or tuple(sorted(loads[g])) in tried:
+        for g, (_info, capacity) in enumerate(gpus):
+            state = tuple(sorted(p.vsphere_name for p in loads[g] if p))
+            if state in tried or capacity.refusal(loads[g], vgpu) is not None:
                 continue
-            tried.add(tuple(sorted(loads[g])))
-            loads[g].append(profile)
-            if fit(gpu_model, loads[g]).fits and place(i + 1):
+            tried.add(state)
+            loads[g].append(vgpu)
+            if place(i + 1):
                 return True
             loads[g].pop()
         return False

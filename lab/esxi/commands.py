@@ -1,12 +1,16 @@
-"""The simulated host's other commands: ``vim-cmd``, ``vmware``, ``uname``, ``reboot``, ``mlxconfig``/``mst``,
-``vmkload_mod``, and the few busybox tools scripts pipe into (grep, head, tail, wc, cat, ls, sha256sum, ...).
+"""The simulated host's shell commands, in one registry: ``esxcli`` / ``localcli`` and ``nvidia-smi`` (their own
+modules, imported only when called), ``vim-cmd``, ``vmware``, ``uname``, ``reboot``, ``mlxconfig``/``mst``,
+``vmkload_mod``, and the few busybox tools scripts pipe into (cd, grep, head, tail, wc, cat, ls, sha256sum, ...).
 
-Every command takes ``(ctx, argv, stdin)`` and returns a :class:`Result`; argv[0] is the command name.
+Every command takes ``(ctx, argv, stdin)`` and returns a :class:`Result`; argv[0] is the command name as typed.
+A command registers with ``@command(name, *aliases)``; :func:`run` is the dispatcher (unknown: ``sh: NAME: not
+found``, status 127).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -16,28 +20,46 @@ from lab import control
 from lab.esxi import events
 from lab.esxi.context import Ctx, Result
 from lab.esxi.state import ESXI_BUILD, ESXI_UPDATE, ESXI_VERSION, host_fs_path
+from lab.registry import Registry
 
 Handler = Callable[[Ctx, list[str], str], Result]
-REGISTRY: dict[str, Handler] = {}
+COMMANDS: Registry[Handler] = Registry("ESXi command")
+command = COMMANDS.register  # @command("vmware", "/bin/vmware"): the command and the paths it is called by
 
 
-def register(*names: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for n in names:
-            REGISTRY[n] = fn
-        return fn
-
-    return deco
+def run(ctx: Ctx, argv: list[str], stdin: str) -> Result:
+    """Run one simple command (``argv[0]`` its name)."""
+    handler = COMMANDS.get(argv[0])
+    if handler is None:
+        return not_found(argv[0])
+    return handler(ctx, argv, stdin)
 
 
 def not_found(name: str) -> Result:
     return Result(127, err=f"sh: {name}: not found\n")
 
 
+# -- esxcli and nvidia-smi: modules of their own, imported only by the commands that need them ------------------
+
+
+@command("esxcli", "/bin/esxcli", "/sbin/esxcli", "localcli", "/sbin/localcli")
+def esxcli(ctx: Ctx, argv: list[str], stdin: str) -> Result:
+    from lab.esxi import esxcli
+
+    return esxcli.run(ctx, argv[1:])
+
+
+@command("nvidia-smi", "/bin/nvidia-smi", "/usr/bin/nvidia-smi", "/opt/nvidia/bin/nvidia-smi")
+def nvidia_smi(ctx: Ctx, argv: list[str], stdin: str) -> Result:
+    from lab.esxi import nvidia_smi
+
+    return nvidia_smi.run(ctx, argv[1:])
+
+
 # -- ESXi identity -------------------------------------------------------------------------------------------------
 
 
-@register("vmware", "/bin/vmware")
+@command("vmware", "/bin/vmware")
 def vmware(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     flags = "".join(a.lstrip("-") for a in argv[1:])
     if not flags or set(flags) - {"v", "l"}:
@@ -50,7 +72,7 @@ def vmware(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, "\n".join(out) + "\n")
 
 
-@register("uname", "/bin/uname")
+@command("uname", "/bin/uname")
 def uname(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     fields = {
         "s": "VMkernel",
@@ -70,7 +92,7 @@ def uname(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, " ".join(fields[f] for f in "snrvmpio" if f in flags) + "\n")
 
 
-@register("hostname", "/bin/hostname")
+@command("hostname", "/bin/hostname")
 def hostname(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, (ctx.host if "-f" in argv else ctx.short_name) + "\n")
 
@@ -86,7 +108,7 @@ _INVALID_STATE = (
 )
 
 
-@register("vim-cmd", "/bin/vim-cmd")
+@command("vim-cmd", "/bin/vim-cmd")
 def vim_cmd(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     from lab.esxi.vcface import VcenterClient, VcenterUnavailable
 
@@ -144,7 +166,7 @@ def supervisor_request(ctx: Ctx, request: dict[str, Any], timeout: float = 10.0)
     return control.request(ctx.paths.supervisor_socket, request, timeout)
 
 
-@register("reboot", "/bin/reboot", "/sbin/reboot")
+@command("reboot", "/bin/reboot", "/sbin/reboot")
 def reboot(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     for a in argv[1:]:
         if a not in ("-f", "-n", "-d") and not a.isdigit():
@@ -201,7 +223,7 @@ _MLX_STATIC = [
 ]
 
 
-@register("mlxconfig", "/opt/mellanox/bin/mlxconfig")
+@command("mlxconfig", "/opt/mellanox/bin/mlxconfig")
 def mlxconfig(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     args = argv[1:]
     dev, yes, verbose = None, False, False
@@ -289,7 +311,7 @@ def mlxconfig(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(1, err=f"-E- Unknown command: {op}. Use mlxconfig -h for help.\n")
 
 
-@register("mst", "/opt/mellanox/bin/mst")
+@command("mst", "/opt/mellanox/bin/mst")
 def mst(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if argv[1:2] != ["status"]:
         return Result(1, err="Usage: mst status [-v]\n")
@@ -306,7 +328,7 @@ def mst(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, "\n".join(lines) + "\n")
 
 
-@register("vmkload_mod", "/sbin/vmkload_mod")
+@command("vmkload_mod", "/sbin/vmkload_mod")
 def vmkload_mod(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if argv[1:] not in (["-l"], ["--list"]):
         return Result(1, err="Usage: vmkload_mod -l\n")
@@ -318,7 +340,7 @@ def vmkload_mod(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, "\n".join(lines) + "\n")
 
 
-@register("/etc/init.d/xorg")
+@command("/etc/init.d/xorg")
 def xorg(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if argv[1:2] not in (["start"], ["stop"], ["restart"], ["status"]):
         return Result(1, err="Usage: /etc/init.d/xorg {start|stop|restart|status}\n")
@@ -327,7 +349,7 @@ def xorg(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, "Getting Exclusive access, please wait\u2026\nExclusive access granted.\n")
 
 
-@register("nv-hostengine", "/bin/nv-hostengine")
+@command("nv-hostengine", "/bin/nv-hostengine")
 def nv_hostengine(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if not ctx.store.read().get("driver_loaded"):
         return not_found(argv[0])
@@ -344,7 +366,20 @@ def _fs(ctx: Ctx, path: str) -> Any:
     return host_fs_path(ctx.paths, ctx.host, full)
 
 
-@register("echo")
+@command("cd")
+def cd(ctx: Ctx, argv: list[str], stdin: str) -> Result:
+    target = argv[1] if len(argv) > 1 else "/"
+    new = target if target.startswith("/") else f"{ctx.cwd.rstrip('/')}/{target}"
+    try:
+        if not host_fs_path(ctx.paths, ctx.host, new).is_dir():
+            raise ValueError(new)
+    except ValueError:
+        return Result(2, err=f"sh: cd: can't cd to {target}: No such file or directory\n")
+    ctx.cwd = os.path.normpath(new)
+    return Result(0)
+
+
+@command("echo")
 def echo(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     args = argv[1:]
     newline = True
@@ -353,22 +388,22 @@ def echo(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, " ".join(args) + ("\n" if newline else ""))
 
 
-@register("true")
+@command("true")
 def true_(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0)
 
 
-@register("false")
+@command("false")
 def false_(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(1)
 
 
-@register("pwd")
+@command("pwd")
 def pwd(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, ctx.cwd + "\n")
 
 
-@register("sleep")
+@command("sleep")
 def sleep(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     try:
         time.sleep(min(float(argv[1]), 30.0))
@@ -377,7 +412,7 @@ def sleep(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0)
 
 
-@register("grep")
+@command("grep")
 def grep(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     flags, args = set(), []
     for a in argv[1:]:
@@ -424,27 +459,27 @@ def _count_arg(argv: list[str], default: int = 10) -> tuple[int, list[str]]:
     return n, rest
 
 
-@register("head")
+@command("head")
 def head(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     n, _ = _count_arg(argv)
     return Result(0, "".join(line + "\n" for line in stdin.splitlines()[:n]))
 
 
-@register("tail")
+@command("tail")
 def tail(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     n, _ = _count_arg(argv)
     lines = stdin.splitlines()
     return Result(0, "".join(line + "\n" for line in lines[-n:] if n))
 
 
-@register("wc")
+@command("wc")
 def wc(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if "-l" in argv:
         return Result(0, f"{len(stdin.splitlines())}\n")
     return Result(0, f"{len(stdin.splitlines())} {len(stdin.split())} {len(stdin.encode())}\n")
 
 
-@register("cat")
+@command("cat")
 def cat(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     if len(argv) == 1:
         return Result(0, stdin)
@@ -457,7 +492,7 @@ def cat(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0, "".join(out))
 
 
-@register("ls")
+@command("ls")
 def ls(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     long = any(a.startswith("-") and "l" in a for a in argv[1:])
     targets = [a for a in argv[1:] if not a.startswith("-")] or [ctx.cwd]
@@ -497,12 +532,12 @@ def _digest(algo: str) -> Handler:
     return run
 
 
-REGISTRY["sha256sum"] = _digest("sha256")
-REGISTRY["md5sum"] = _digest("md5")
-REGISTRY["sha1sum"] = _digest("sha1")
+command("sha256sum")(_digest("sha256"))
+command("md5sum")(_digest("md5"))
+command("sha1sum")(_digest("sha1"))
 
 
-@register("rm")
+@command("rm")
 def rm(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     force = any(a.startswith("-") and "f" in a for a in argv[1:])
     for f in (a for a in argv[1:] if not a.startswith("-")):
@@ -515,7 +550,7 @@ def rm(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0)
 
 
-@register("mkdir")
+@command("mkdir")
 def mkdir(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     parents = "-p" in argv
     for d in (a for a in argv[1:] if not a.startswith("-")):
@@ -526,7 +561,7 @@ def mkdir(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     return Result(0)
 
 
-@register("test", "[")
+@command("test", "[")
 def test_(ctx: Ctx, argv: list[str], stdin: str) -> Result:
     args = argv[1:]
     if argv[0] == "[":

@@ -135,33 +135,9 @@ class Stdin:
 
 
 def run_argv(ctx: Ctx, argv: list[str], stdin: str) -> Result:
-    name = argv[0]
-    if name in ("esxcli", "/bin/esxcli", "/sbin/esxcli", "localcli", "/sbin/localcli"):
-        from lab.esxi import esxcli
-
-        return esxcli.run(ctx, argv[1:])
-    if name in ("nvidia-smi", "/bin/nvidia-smi", "/usr/bin/nvidia-smi", "/opt/nvidia/bin/nvidia-smi"):
-        from lab.esxi import nvidia_smi
-
-        return nvidia_smi.run(ctx, argv[1:])
-    if name == "cd":
-        from lab.esxi.state import host_fs_path
-
-        target = argv[1] if len(argv) > 1 else "/"
-        new = target if target.startswith("/") else f"{ctx.cwd.rstrip('/')}/{target}"
-        try:
-            if not host_fs_path(ctx.paths, ctx.host, new).is_dir():
-                raise ValueError(new)
-        except ValueError:
-            return Result(2, err=f"sh: cd: can't cd to {target}: No such file or directory\n")
-        ctx.cwd = os.path.normpath(new)
-        return Result(0)
     from lab.esxi import commands
 
-    handler = commands.REGISTRY.get(name)
-    if handler is None:
-        return commands.not_found(name)
-    return handler(ctx, argv, stdin)
+    return commands.run(ctx, argv, stdin)
 
 
 def execute(ctx: Ctx, line: str, stdin: Stdin) -> int:

@@ -1,5 +1,5 @@
 """Every guest check, passing on the lab personas and failing on a broken one, with a failure message that shows
-the command and what it printed. The personas run in-process here (no sshd); tests/checks_lab runs the same
+the command and what it printed. The personas run in-process here (no sshd); tests/checks' lab tests run the same
 checks over SSH against the running lab."""
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from gpufleet.catalog import (
     lookup_profile,
     mmio_gb,
     model_names,
+    profile_key,
 )
 from lab.gpu_catalog import LAB_GPU_MODELS, vsphere_profiles_for
 
@@ -74,6 +75,12 @@ def test_profiles_accept_both_prefixes(spelling: str) -> None:
     assert profile is not None
     assert profile.vsphere_name == "grid_a100d-3-40c"
     assert profile.mig_instance == "3g.40gb" and profile.max_per_gpu == 2 and profile.framebuffer_mb == 40960
+
+
+@pytest.mark.parametrize("spelling", ["grid_a100d-3-40c", "nvidia_a100d-3-40c", "A100D-3-40C", " GRID_A100D-3-40C"])
+def test_every_spelling_of_a_profile_has_one_key(spelling: str) -> None:
+    assert profile_key(spelling) == "a100d-3-40c"
+    assert lookup_profile(spelling) == lookup_profile("a100d-3-40c") is not None
 
 
 def test_profile_of_another_board_is_not_found() -> None:

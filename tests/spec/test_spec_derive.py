@@ -8,6 +8,7 @@ import pytest
 from spec_factory import base, fleet_of
 
 from gpufleet.spec import derive
+from gpufleet.spec.models import VgpuRequest
 from gpufleet.spec.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +82,27 @@ def test_mig_modes_and_reboots(lab) -> None:  # type: ignore[no-untyped-def]
 )
 def test_vsphere_profile_name(given: str, canonical: str) -> None:
     assert derive.vsphere_profile_name(given) == canonical
+
+
+def test_vsphere_profile_name_takes_the_hosts_spelling_when_offered() -> None:
+    offered = ("nvidia_a100d-3-40c", "grid_l40s-24c")
+    assert derive.vsphere_profile_name("a100d-3-40c", offered) == "nvidia_a100d-3-40c"
+    assert derive.vsphere_profile_name("GRID_L40S-24C", offered) == "grid_l40s-24c"
+    assert derive.vsphere_profile_name("h100-3-40c", offered) == "grid_h100-3-40c"  # not offered: the catalog's
+    assert derive.vsphere_profile_name("h100-3-40c", offered, unoffered="nvidia_h100-3-40c") == "nvidia_h100-3-40c"
+    assert derive.vsphere_profile_name("Grid_A100D-9-99C") == "grid_a100d-9-99c"  # unknown: lower-cased
+
+
+@pytest.mark.parametrize("written", ["nvidia_h100-3-40c", "GRID_H100-3-40C", " H100-3-40C "])
+def test_the_spec_holds_one_key_per_profile_and_keeps_the_stacks_words(written: str) -> None:
+    request = VgpuRequest.model_validate({"profile": written})
+    assert request.profile == "h100-3-40c"  # the key every layer below compares
+    assert request.profile.spelled == written.strip().lower()  # what people are shown
+    dumped = request.model_dump(mode="json", by_alias=True)
+    assert dumped["profile"] == written.strip().lower()  # a dumped spec reads as its stack wrote it
+    again = VgpuRequest.model_validate(dumped)
+    assert (again.profile, again.profile.spelled) == ("h100-3-40c", written.strip().lower())
+    assert VgpuRequest(profile=request.profile).profile.spelled == request.profile.spelled
 
 
 @pytest.mark.parametrize(("value", "power"), [(1, 1), (2, 2), (3, 4), (128, 128), (129, 256), (384, 512)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.errors import SpecIssue
 from gpufleet.spec.models import Fleet, GpuMode, GpuSpec, HostSpec, TemplateSpec, VmSpec
 
@@ -38,6 +39,13 @@ class HostGpu:
     @property
     def label(self) -> str:
         return f"GPU {self.spec.pci} of {self.host.name}"
+
+    @property
+    def capacity(self) -> GpuCapacity | None:
+        """What this GPU can hold (the catalog's per-GPU model); None: a board the catalog does not know."""
+        if self.model is None:
+            return None
+        return GpuCapacity(self.model, self.spec.mode.value, self.spec.mixed_size, self.label, "pinned to")
 
 
 @dataclass

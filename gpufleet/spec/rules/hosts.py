@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gpufleet.catalog import model_names
 from gpufleet.spec.derive import host_needs_vgpu_driver
+from gpufleet.spec.graphics import SHARED_DIRECT
 from gpufleet.spec.models import GpuMode
 from gpufleet.spec.rules.context import Context, few
 
@@ -51,11 +52,11 @@ def check_hosts(ctx: Context) -> None:
                 ctx.add(f"{base}.nics[{ni}].pci", f"NIC {nic.pci} is listed twice on {host.name}")
             nic_pcis.add(nic.pci)
         if host_needs_vgpu_driver(host):
-            if host.graphics_type != "sharedDirect":
+            if host.graphics_type != SHARED_DIRECT:
                 ctx.add(
                     f"{base}.graphicsType",
                     "hosts with vGPU or MIG GPUs need the Shared Direct default graphics type",
-                    ["sharedDirect"],
+                    [SHARED_DIRECT],
                 )
             if ctx.fleet.driver_for(host) is None:
                 ctx.add(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu, lookup_profile, model_names
+from gpufleet.catalog.capacity import BOARD, MODE, PASSTHROUGH
 from gpufleet.spec.derive import (
     MAX_VGPUS_PER_VM,
     MIN_HW_VERSION_DYNAMIC_DIRECTPATH,
@@ -19,8 +20,6 @@ from gpufleet.spec.derive import (
 from gpufleet.spec.models import GpuMode, HostSpec, TemplateSpec, VmSpec
 from gpufleet.spec.rules.context import PASSTHROUGH_EXCLUSIVE_RULE, Context, HostGpu, few, mode_for_profile
 from gpufleet.spec.rules.guest import is_64bit_guest, is_linux_guest
-
-PASSTHROUGH_MODES = (GpuMode.PASSTHROUGH, GpuMode.DYNAMIC_PASSTHROUGH)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class VmRules:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.pinned: list[PinnedVgpu] = []
-        self._passthrough_owner: dict[tuple[str, str], str] = {}
+        self._passthrough_owners: dict[tuple[str, str], list[str]] = {}
         self._nic_owner: dict[tuple[str, str], str] = {}
         self._dynamic_use: dict[tuple[str, str], int] = {}
         self._reported: set[tuple[str, str]] = set()
@@ -123,11 +122,10 @@ class VmRules:
             found = lookup_profile(req.profile)
             if found is None:
                 where = f" for the GPUs of {host.name}" if host else ""
-                ctx.add(f"{path}.profile", f"unknown vGPU profile {req.profile!r}{where}", few(offered(scope)))
+                ctx.add(f"{path}.profile", f"unknown vGPU profile {req.profile.spelled!r}{where}", few(offered(scope)))
                 continue
             board, prof = found
             mode = mode_for_profile(prof.mig_backed)
-            kind = "MIG-backed" if prof.mig_backed else "time-sliced"
             target: HostGpu | None = None
             if req.gpu is not None:
                 if host is None:
@@ -137,35 +135,19 @@ class VmRules:
                 if target is None:
                     ctx.add(f"{path}.gpu", f"{host.name} has no GPU {req.gpu}", few([g.spec.pci for g in scope]))
                     continue
-                if target.model is None:
+                capacity = target.capacity
+                if capacity is None:
                     continue  # unknown board: reported on the host
-                if target.spec.mode in PASSTHROUGH_MODES:
-                    ctx.add(
-                        f"{path}.gpu",
-                        f"{target.label} is reserved for {target.spec.mode.value} (a passed-through GPU is not shared)",
-                        few(
-                            [
-                                g.spec.pci
-                                for g in scope
-                                if g.model and g.model.name == board.name and g.spec.mode == mode
-                            ]
-                        ),
+                # The capacity model decides whether the GPU takes this kind of vGPU at all (and says why not); the
+                # spec adds which GPUs would.
+                wrong = [p for p in capacity.problems([prof]) if p.kind in (PASSTHROUGH, BOARD, MODE)]
+                if wrong:
+                    valid = (
+                        [g.spec.pci for g in scope if g.model and g.model.name == board.name and g.spec.mode == mode]
+                        if wrong[0].kind == PASSTHROUGH
+                        else offered([target])
                     )
-                    continue
-                if target.model.name != board.name:
-                    ctx.add(
-                        f"{path}.profile",
-                        f"{prof.vsphere_name} is a {board.name} profile; {target.label} is {target.model.name}",
-                        few(offered([target])),
-                    )
-                    continue
-                if target.spec.mode != mode:
-                    ctx.add(
-                        f"{path}.profile",
-                        f"{prof.vsphere_name} is {kind}, but {target.label} runs mode {target.spec.mode.value} "
-                        "(MIG-backed and time-sliced vGPUs never share a GPU)",
-                        few(offered([target])),
-                    )
+                    ctx.add(f"{path}.{wrong[0].field}", wrong[0].message, few(valid))
                     continue
                 self.pinned.append(PinnedVgpu(path, vm.name, target, prof))
             else:
@@ -288,14 +270,13 @@ class VmRules:
                         few(free),
                         rule=PASSTHROUGH_EXCLUSIVE_RULE,
                     )
-                else:
-                    owner = self._passthrough_owner.setdefault((host.name, pt.gpu), f"{vm.name} ({path})")
-                    if owner != f"{vm.name} ({path})":
-                        ctx.add(
-                            f"{path}.gpu",
-                            f"{target.label} is already passed through to {owner}",
-                            rule=PASSTHROUGH_EXCLUSIVE_RULE,
-                        )
+                elif target.capacity is not None:
+                    owners = self._passthrough_owners.setdefault((host.name, pt.gpu), [])
+                    problems = target.capacity.problems([None] * (len(owners) + 1), [*owners, f"{vm.name} ({path})"])
+                    if problems:
+                        ctx.add(f"{path}.gpu", problems[-1].message, rule=PASSTHROUGH_EXCLUSIVE_RULE)
+                    else:
+                        owners.append(f"{vm.name} ({path})")
                 continue
             model = lookup_gpu(pt.model or "")
             if model is None:
