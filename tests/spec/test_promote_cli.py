@@ -157,6 +157,32 @@ def test_proof_record_refuses_documents_of_another_stack(tmp_path: Path, stages)
     assert half.exit_code == 1 and "give both" in half.output
 
 
+def test_a_proof_of_the_snake_case_format_is_refused_naming_how_to_record_it_again(tmp_path: Path, stages) -> None:
+    dev, staging = stages
+    recorded, proof = record(tmp_path, dev)
+    assert recorded.exit_code == 0, recorded.output
+    stamp = json.loads((proof / "proof.json").read_text())
+    assert stamp["version"] == 2  # the camelCase audit.json
+    (proof / "proof.json").write_text(json.dumps({**stamp, "version": 1}))
+    refused = cli("promote", dev, staging, "--proof", proof, "--json")
+    assert refused.exit_code == 2, refused.output
+    reasons = "\n".join(json.loads(refused.output)["proof"]["reasons"])
+    assert "proof of format version 1, this gpufleet reads version 2" in reasons
+    assert "gpufleet proof record FROM --out DIR" in reasons
+
+
+def test_proof_record_refuses_an_audit_saved_by_an_older_gpufleet(tmp_path: Path, stages) -> None:
+    dev, _ = stages
+    a, v = saved(tmp_path, dev)
+    old = json.loads(a.read_text())
+    old["exit_code"] = old.pop("exitCode")  # what `audit --json` printed before the one key convention
+    a.write_text(json.dumps(old))
+    done = cli("proof", "record", dev, "--out", tmp_path / "p", "--audit-json", a, "--verify-json", v)
+    assert done.exit_code == 1, done.output
+    assert "keys of an older gpufleet (exit_code" in done.output and "gpufleet audit --json" in done.output
+    assert not (tmp_path / "p" / "proof.json").exists()
+
+
 def test_to_that_would_not_validate_is_exit_1_naming_the_field(tmp_path: Path, stages) -> None:
     dev, _ = stages
     # TO's ts VM lives on the T4 host: FROM's L40S profile cannot go there.
