@@ -169,5 +169,3 @@ class Unreachable:
     target: str  # "vcenter", a host name or a VM name (its guest)
     reason: str
     kind: Literal["vcenter", "host", "guest"] = "host"
-
-
