@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gpufleet.audit.vcenter_state import key_digest
 from gpufleet.catalog import GpuModel, lookup_gpu
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.placement import mig
 from gpufleet.spec.derive import (
     host_mig_modes,
@@ -21,7 +22,7 @@ from gpufleet.spec.derive import (
     template_extra_config,
     vsphere_profile_name,
 )
-from gpufleet.spec.models import Fleet, GpuMode, GpuSpec, HostSpec
+from gpufleet.spec.models import Fleet, GpuSpec, HostSpec
 from gpufleet.vms.changes import DesiredDevices
 from gpufleet.vms.desired import desired_devices
 from gpufleet.vsphere.licenses import key_fingerprint
@@ -122,25 +123,17 @@ class _GpuSlots:
     timesliced: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _takes(slot: _GpuSlots, profile: str, mixed: bool) -> bool:
-    """Can this GPU take one more vGPU of ``profile``, as the driver would place it?"""
-    model = slot.model
-    if model is None:
+def _capacity(slot: _GpuSlots) -> GpuCapacity | None:
+    return GpuCapacity(slot.model, str(slot.spec.mode), slot.spec.mixed_size) if slot.model else None
+
+
+def _takes(slot: _GpuSlots, profile: str) -> bool:
+    """Can this GPU take one more vGPU of ``profile``, as the driver would place it? (the capacity model's rules)"""
+    capacity, vgpu = _capacity(slot), slot.model.profile(profile) if slot.model else None
+    if capacity is None or vgpu is None:
         return False
-    vgpu = model.profile(profile)
-    if vgpu is None:
-        return False
-    if vgpu.mig_backed:
-        if slot.spec.mode != GpuMode.MIG:
-            return False
-        return mig.fit(model, [p for _, p in slot.mig] + [profile]).fits
-    if slot.spec.mode != GpuMode.VGPU:
-        return False
-    used = [model.profile(p) for _, p in slot.timesliced]
-    if not mixed and any(u is not None and u.bare_name != vgpu.bare_name for u in used):
-        return False  # equal-size profiles per GPU unless mixed-size mode
-    limit = vgpu.max_per_gpu_mixed if mixed and vgpu.max_per_gpu_mixed else vgpu.max_per_gpu
-    return len(used) < limit
+    held = [slot.model.profile(p) for _, p in (slot.mig if vgpu.mig_backed else slot.timesliced)]
+    return capacity.refusal([h for h in held if h is not None], vgpu) is None
 
 
 def assign_vgpus(
@@ -154,7 +147,7 @@ def assign_vgpus(
     ordered = sorted(requests, key=lambda r: r[2] is None)  # pinned first
     for vm, profile, pinned in ordered:
         candidates = [slots[pinned]] if pinned in slots else list(slots.values())
-        target = next((s for s in candidates if _takes(s, profile, s.spec.mixed_size)), None)
+        target = next((s for s in candidates if _takes(s, profile)), None)
         if target is None:
             unplaced.append((vm, profile))
             continue
@@ -176,24 +169,24 @@ def mig_layout(model: GpuModel | None, uses: list[tuple[str, str]]) -> tuple[Mig
     )
 
 
-def _occupancy(
-    model: GpuModel | None, uses: list[tuple[str, str]], mixed: bool
-) -> tuple[tuple[VgpuUse, ...], int | None]:
-    if model is None:
+def _occupancy(slot: _GpuSlots | None) -> tuple[tuple[VgpuUse, ...], int | None]:
+    """The time-sliced vGPUs a GPU holds and the most it holds of them (the capacity model's per-GPU maximum)."""
+    capacity = _capacity(slot) if slot else None
+    if slot is None or capacity is None:
         return (), None
     out, limit = [], None
-    for vm, profile in uses:
-        vgpu = model.profile(profile)
+    for vm, profile in slot.timesliced:
+        vgpu = capacity.model.profile(profile)
         out.append(VgpuUse(vm=vm, profile=profile, framebuffer_mb=vgpu.framebuffer_mb if vgpu else 0))
         if vgpu is not None:
-            cap = vgpu.max_per_gpu_mixed if mixed and vgpu.max_per_gpu_mixed else vgpu.max_per_gpu
+            cap = capacity.max_count(vgpu)
             limit = cap if limit is None else min(limit, cap)
     return tuple(out), limit
 
 
 def _desired_gpu(spec: GpuSpec, slot: _GpuSlots | None, mig_wanted: bool) -> DesiredGpu:
     model = lookup_gpu(spec.model)
-    vgpus, limit = _occupancy(model, slot.timesliced if slot else [], spec.mixed_size)
+    vgpus, limit = _occupancy(slot)
     return DesiredGpu(
         pci=spec.pci,
         model=model.name if model else spec.model,

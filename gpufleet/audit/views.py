@@ -18,6 +18,7 @@ from gpufleet.audit.findings import Finding
 from gpufleet.audit.result import AuditResult
 from gpufleet.audit.state import GpuSshState, HostSshState, HostVcState, VmVcState, normalize_pci
 from gpufleet.catalog import lookup_gpu
+from gpufleet.catalog.capacity import GpuCapacity
 from gpufleet.spec.models import GpuSpec
 
 
@@ -310,7 +311,11 @@ def _actual_side(
             for vm, p in timesliced
         )
         first = model.profile(uses[0].profile) if uses and model is not None else None
-        return {"actual_bar": Bar(uses, first.max_per_gpu if first else None, "vCenter (VMs' vGPUs)")}
+        return {
+            "actual_bar": Bar(
+                uses, GpuCapacity(model, "vgpu").max_count(first) if model and first else None, "vCenter (VMs' vGPUs)"
+            )
+        }
     if mode == "passthrough":
         owner = next(
             (v.name for v in actual_vms if gpu.pci in [normalize_pci(d.id) for d in v.devices.directpath]), None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -59,15 +60,17 @@ def run_prepare(
 ) -> int:
     """Prepare the stack's hosts; print JSON (``as_json``) or progress and a table; return the exit code."""
     console = console or Console(stderr=as_json)
+    prepare = partial(
+        prepare_stack,
+        stack,
+        max_unavailable=max_unavailable,
+        failure_threshold=failure_threshold,
+        dry_run=dry_run,
+        only=hosts,
+        take_over=take_over,
+    )
     if as_json:
-        report = prepare_stack(
-            stack,
-            max_unavailable=max_unavailable,
-            failure_threshold=failure_threshold,
-            dry_run=dry_run,
-            only=hosts,
-            take_over=take_over,
-        )
+        report = prepare()
         print_json({"stack": str(stack), **report.to_json()})
         return report.exit_code
 
@@ -94,15 +97,7 @@ def run_prepare(
                     tasks[host] = progress.add_task(esc(message), host=esc(host), total=1)
                 progress.update(tasks[host], description=esc(message), completed=1 if final else 0)
 
-        report = prepare_stack(
-            stack,
-            max_unavailable=max_unavailable,
-            failure_threshold=failure_threshold,
-            dry_run=dry_run,
-            only=hosts,
-            on_event=on_event,
-            take_over=take_over,
-        )
+        report = prepare(on_event=on_event)
     console.print(summary_table(report))
     if report.stopped:
         console.print(f"[bold red]{esc(report.stopped)}[/]")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.catalog import GpuModel, VgpuProfile, lookup_gpu, lookup_profile, model_names
-from gpufleet.catalog.capacity import BOARD, MODE, PASSTHROUGH
+from gpufleet.catalog.capacity import BOARD, MODE, PASSTHROUGH, GpuCapacity
 from gpufleet.spec.derive import (
     MAX_VGPUS_PER_VM,
     MIN_HW_VERSION_DYNAMIC_DIRECTPATH,
@@ -38,13 +38,7 @@ def offered(gpus: list[HostGpu], mode: GpuMode | None = None) -> list[str]:
     for g in gpus:
         if g.model is None:
             continue
-        want = mode or g.spec.mode
-        if want == GpuMode.VGPU:
-            names += [
-                p.vsphere_name for p in g.model.time_sliced_profiles if not g.spec.mixed_size or p.max_per_gpu_mixed
-            ]
-        elif want == GpuMode.MIG:
-            names += [p.vsphere_name for p in g.model.mig_backed_profiles]
+        names += GpuCapacity(g.model, str(mode or g.spec.mode), g.spec.mixed_size).offered()
     return names
 
 
