@@ -167,7 +167,7 @@ def _proof_doc() -> dict[str, Any]:
 
 DOCUMENTS = {
     "validate": lambda tmp: cli_json("validate", LAB_STACK, "--json"),
-    "validate (invalid)": lambda tmp: cli_json("validate", _invalid(tmp), "--json"),
+    "validate (invalid)": lambda tmp: _invalid_doc(tmp),
     "plan": lambda tmp: cli_json("plan", LAB_STACK, "--json"),
     "plan (pools)": lambda tmp: cli_json("plan", POOL_STACK, "--json"),
     "plan --migrate-pool mig": lambda tmp: cli_json("plan", POOL_STACK, "--migrate-pool", "bf-pool", "--json"),
@@ -204,10 +204,12 @@ def _lab_status_doc(tmp: Path) -> dict[str, Any]:
     return doc
 
 
-def _invalid(tmp: Path) -> Path:
+def _invalid_doc(tmp: Path) -> dict[str, Any]:
     path = tmp / "Pulumi.bad.yaml"
     path.write_text(LAB_STACK.read_text().replace("featureType: 1", "featureType: 99"))
-    return path
+    doc = cli_json("validate", path, "--json")
+    assert doc["issues"], doc  # the issue entries are there to walk
+    return doc
 
 
 @pytest.mark.parametrize("verb", DOCUMENTS)
