@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from gpufleet.cli.output import console, esc
-from gpufleet.policy import Finding, evaluate, load_settings, subject_of_stack
+from gpufleet.policy import PolicyFinding, evaluate, load_settings, subject_of_stack
 from gpufleet.spec.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,13 +26,13 @@ def stage_config(stack: str) -> Path | None:
     return found if found.is_file() else None
 
 
-def policy_findings(loaded: Stack, config: Path | None) -> tuple[Path | None, list[Finding]]:
+def policy_findings(loaded: Stack, config: Path | None) -> tuple[Path | None, list[PolicyFinding]]:
     """The config used (given, else the stage's, else None: defaults) and every finding on the stack."""
     used = config or stage_config(loaded.name)
     return used, evaluate(subject_of_stack(loaded), load_settings(used))
 
 
-def findings_json(used: Path | None, findings: list[Finding]) -> dict[str, Any]:
+def findings_json(used: Path | None, findings: list[PolicyFinding]) -> dict[str, Any]:
     return {
         "config": str(used) if used else None,
         "passed": not any(f.enforcement == "mandatory" for f in findings),
@@ -49,7 +49,7 @@ def findings_json(used: Path | None, findings: list[Finding]) -> dict[str, Any]:
     }
 
 
-def print_findings(stack: Path, used: Path | None, findings: list[Finding]) -> None:
+def print_findings(stack: Path, used: Path | None, findings: list[PolicyFinding]) -> None:
     source = f"config {used}" if used else "default settings"
     if not findings:
         console.print(f"[green]policy passed[/]: {esc(stack)} ({esc(source)})")

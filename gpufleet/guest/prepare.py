@@ -174,7 +174,7 @@ class KernelParamsStep:
         return f"GRUB_CMDLINE_LINUX_DEFAULT has {' '.join(ctx.desired.spec.kernel_params)} (at the reboot)"
 
 
-class DriverStep:
+class GuestDriverStep:
     name = "driver"
 
     def check(self, d: GuestDesired, f: GuestFacts) -> Check:
@@ -312,7 +312,7 @@ class DockerStep:
         return "; ".join(done)
 
 
-STEPS = (NouveauStep(), KernelParamsStep(), DriverStep(), ToolkitStep(), DockerStep())
+STEPS = (NouveauStep(), KernelParamsStep(), GuestDriverStep(), ToolkitStep(), DockerStep())
 
 
 def reboot_reasons(d: GuestDesired, f: GuestFacts) -> list[str]:

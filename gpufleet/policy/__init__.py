@@ -2,14 +2,14 @@
 --policy``: ``rules`` (what each rule checks), ``config`` (Pulumi's policy-config file format, ``evaluate``),
 ``subject`` (a stack as the rules see it, from a stack file or from the program's ``StackFacts`` inputs)."""
 
-from gpufleet.policy.config import Finding, RuleSettings, evaluate, load_settings, settings
+from gpufleet.policy.config import PolicyFinding, RuleSettings, evaluate, load_settings, settings
 from gpufleet.policy.rules import RULES, PolicySubject, Rule, Violation, provider_violations
 from gpufleet.policy.subject import FACTS_TYPE, facts_props, subject_from_props, subject_of_stack
 
 __all__ = [
     "FACTS_TYPE",
     "RULES",
-    "Finding",
+    "PolicyFinding",
     "PolicySubject",
     "Rule",
     "RuleSettings",

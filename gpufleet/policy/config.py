@@ -30,7 +30,7 @@ class RuleSettings:
 
 
 @dataclass(frozen=True)
-class Finding:
+class PolicyFinding:
     """A violation with the enforcement it carries under the config."""
 
     enforcement: Enforcement
@@ -116,13 +116,13 @@ def load_settings(path: Path | None) -> dict[str, RuleSettings]:
     return settings(document, where)
 
 
-def evaluate(subject: PolicySubject, config: dict[str, RuleSettings] | None = None) -> list[Finding]:
+def evaluate(subject: PolicySubject, config: dict[str, RuleSettings] | None = None) -> list[PolicyFinding]:
     """Every rule (not disabled) on one stack, in rule order."""
     config = config or settings()
-    found: list[Finding] = []
+    found: list[PolicyFinding] = []
     for rule in RULES:
         setting = config[rule.name]
         if setting.enforcement == "disabled":
             continue
-        found.extend(Finding(setting.enforcement, v) for v in rule.check(subject, setting.params))
+        found.extend(PolicyFinding(setting.enforcement, v) for v in rule.check(subject, setting.params))
     return found

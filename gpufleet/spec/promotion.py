@@ -43,7 +43,7 @@ from gpufleet.spec.stack import FLEET_KEY, Stack
 
 __all__ = [
     "KINDS",
-    "Change",
+    "PromotionChange",
     "Edit",
     "Promotion",
     "apply_edits",
@@ -68,7 +68,7 @@ class Edit:
 
 
 @dataclass(frozen=True)
-class Change:
+class PromotionChange:
     """One promotable setting that differs: where in TO (a named path), TO's value now, FROM's (what TO gets)."""
 
     kind: str
@@ -103,7 +103,7 @@ class Unmatched:
 
 @dataclass(frozen=True)
 class Promotion:
-    changes: list[Change]
+    changes: list[PromotionChange]
     unmatched: list[Unmatched]
 
     @property
@@ -262,7 +262,7 @@ def _show_guest(d: GuestDriverSpec | None) -> str | None:
 def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Promotion:
     """The promotable settings of ``source`` (FROM) that differ in ``target`` (TO), as changes with their edits."""
     src, dst = source.fleet, target.fleet
-    changes: list[Change] = []
+    changes: list[PromotionChange] = []
     unmatched: list[Unmatched] = []
     host_roles, src_host_roles = roles_of(dst.hosts), roles_of(src.hosts)
     vm_roles, src_vm_roles = roles_of(dst.vms), roles_of(src.vms)
@@ -280,7 +280,9 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
         if src.driver is not None and _driver_id(src.driver) != _driver_id(dst.driver):
             edits, values = _driver_edits(("driver",), src.driver, dst.driver, dst.driver)
             changes.append(
-                Change("driver", "driver", None, _show_driver(dst.driver), _show_driver(src.driver), tuple(edits))
+                PromotionChange(
+                    "driver", "driver", None, _show_driver(dst.driver), _show_driver(src.driver), tuple(edits)
+                )
             )
         for index, host in enumerate(dst.hosts):
             group = src_hosts.get(host_roles[host.name])
@@ -296,7 +298,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
                 continue
             edits, _ = _driver_edits(("hosts", index, "driver"), wanted, host.driver, host.driver or dst.driver)
             changes.append(
-                Change(
+                PromotionChange(
                     "driver",
                     f"hosts[{host.name}].driver",
                     role,
@@ -306,7 +308,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
                 )
             )
 
-    template_edits: dict[int, tuple[Any, Change]] = {}
+    template_edits: dict[int, tuple[Any, PromotionChange]] = {}
     for index, vm in enumerate(dst.vms):
         role = vm_roles[vm.name]
         group = src_vms.get(role)
@@ -324,7 +326,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
                     for i, p in enumerate(profiles)
                 ]
                 edits = (Edit(("vms", index, "vgpu"), items),)
-            changes.append(Change(kind, f"vms[{vm.name}].vgpu", role, _profiles(vm), profiles, edits))
+            changes.append(PromotionChange(kind, f"vms[{vm.name}].vgpu", role, _profiles(vm), profiles, edits))
         if "guest" in kinds:
             wanted_id = _one((_guest_id(_guest_driver(src, v)) for v in group), "guest driver", role, names)
             wanted = next(_guest_driver(src, v) for v in group)
@@ -357,7 +359,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
             else Edit(("licensing",), {"featureType": src.licensing.feature_type})
         )
         changes.append(
-            Change(
+            PromotionChange(
                 "licensing",
                 "licensing.featureType",
                 None,
@@ -371,7 +373,7 @@ def promotion(source: Stack, target: Stack, kinds: Sequence[str] = KINDS) -> Pro
 
 def _guest_change(
     dst: Fleet, index: int, vm: VmSpec, role: str, wanted: GuestDriverSpec | None, wanted_id: Any
-) -> Change | None:
+) -> PromotionChange | None:
     """FROM's guest driver for TO's VM, written where TO's VM takes its guest block from."""
     if wanted is None:
         return None
@@ -404,7 +406,7 @@ def _guest_change(
             for k, v in values.items()
             if have.get(k) != v and not (v is DELETE and k not in have)
         )
-    return Change("guest", path, role, _show_guest(current), _show_guest(wanted), edits)
+    return PromotionChange("guest", path, role, _show_guest(current), _show_guest(wanted), edits)
 
 
 # -- writing TO's stack file ------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class PciInfo:
 
 
 @dataclass(frozen=True)
-class HostFacts:
+class VmHostFacts:
     """What one host offers and what its other VMs already use."""
 
     name: str
@@ -72,7 +72,7 @@ def _u16(value: int | None) -> int:
     return (value or 0) & 0xFFFF
 
 
-def read_host_facts(si: vim.ServiceInstance, host: vim.HostSystem, vm: vim.VirtualMachine | None) -> HostFacts:
+def read_host_facts(si: vim.ServiceInstance, host: vim.HostSystem, vm: vim.VirtualMachine | None) -> VmHostFacts:
     """Everything ``check_preconditions`` needs about ``host``; ``vm`` (the one being changed) is left out of the
     in-use lists."""
     offered = list(host.config.sharedPassthruGpuTypes or []) if host.config else []
@@ -110,7 +110,7 @@ def read_host_facts(si: vim.ServiceInstance, host: vim.HostSystem, vm: vim.Virtu
                 vgpus.append((row["name"], backing.vgpu))
             elif isinstance(backing, vim.vm.device.VirtualPCIPassthrough.DeviceBackingInfo) and backing.id:
                 directpath[backing.id.lower()] = row["name"]
-    return HostFacts(
+    return VmHostFacts(
         name=host.name,
         offered_profiles=tuple(dict.fromkeys(offered)),
         pci=pci,
@@ -127,7 +127,7 @@ def _vms_of(si: vim.ServiceInstance, host: vim.HostSystem) -> list[dict[str, Any
     return [r for r in rows if r["runtime.host"] == host]
 
 
-def resolve_desired(desired: DesiredDevices, facts: HostFacts) -> DesiredDevices:
+def resolve_desired(desired: DesiredDevices, facts: VmHostFacts) -> DesiredDevices:
     """``desired`` in the host's terms: vGPU profiles spelled as the host offers them (``grid_`` or
     ``nvidia_``), Dynamic DirectPath device ids as the host's GPUs of that board report them."""
     vgpus = tuple(vsphere_profile_name(p, facts.offered_profiles, unoffered=p) for p in desired.vgpus)
@@ -146,7 +146,7 @@ def resolve_desired(desired: DesiredDevices, facts: HostFacts) -> DesiredDevices
     return replace(desired, vgpus=vgpus, dynamic=tuple(dynamic))
 
 
-def mig_room(facts: HostFacts, profiles: list[str], host_spec: HostSpec | None = None) -> tuple[bool, str]:
+def mig_room(facts: VmHostFacts, profiles: list[str], host_spec: HostSpec | None = None) -> tuple[bool, str]:
     """Can the host's MIG-mode GPUs hold these MIG-backed vGPU profiles (those of every VM on the host,
     counted whatever their power state: vSphere creates the GPU instances at power-on)? Exact search: each
     profile goes to one GPU, and each GPU's set must fit it (``gpufleet.catalog.capacity``, the planner's model)."""
@@ -195,7 +195,7 @@ def check_preconditions(
     state: VmDeviceState,
     desired: DesiredDevices,
     change_set: ChangeSet,
-    facts: HostFacts,
+    facts: VmHostFacts,
     *,
     allow_power_cycle: bool,
     host_spec: HostSpec | None = None,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from gpufleet.catalog import get_gpu
 from gpufleet.spec.models import HostSpec
-from gpufleet.vms.preconditions import HostFacts, PciInfo, mig_room
+from gpufleet.vms.preconditions import PciInfo, VmHostFacts, mig_room
 
 A100 = get_gpu("A100-80GB-PCIe")
 PCIS = ("0000:3b:00.0", "0000:5e:00.0")
 
 
-def facts() -> HostFacts:
+def facts() -> VmHostFacts:
     pci = {p: PciInfo(p, 0x10DE, A100.pci_device_ids[0], A100.pci_device_name, True) for p in PCIS}
-    return HostFacts("esxi-01", (), pci)
+    return VmHostFacts("esxi-01", (), pci)
 
 
 def test_whole_gpu_instances_fill_one_gpu_each() -> None:
