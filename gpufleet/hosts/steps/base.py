@@ -18,6 +18,9 @@ from typing import Protocol
 from gpufleet.errors import GpufleetError
 from gpufleet.hosts.model import Desired, HostFacts
 from gpufleet.hosts.vcenter import HostApi
+from gpufleet.readers.esxcli import GraphicsHost, KernelSetting
+from gpufleet.readers.mlxconfig import NicAts
+from gpufleet.readers.nvidia_smi import SmiReport
 from gpufleet.remote.ssh import Runner
 from gpufleet.spec.graphics import ESXCLI_ASSIGNMENT_POLICIES, ESXCLI_GRAPHICS_TYPES
 from gpufleet.spec.models import RolloutPolicy
@@ -87,19 +90,38 @@ class HostView:
 
     @classmethod
     def of_facts(cls, desired: Desired, facts: HostFacts) -> HostView:
-        g, kernel, nics = facts.graphics, facts.ats_kernel, [facts.nic_ats[p] for p in desired.ats_nics]
+        return cls.read(desired, facts.driver_installed, facts.smi, facts.graphics, facts.ats_kernel, facts.nic_ats)
+
+    @classmethod
+    def read(
+        cls,
+        desired: Desired,
+        installed: str | None,
+        smi: SmiReport | None,
+        graphics: GraphicsHost | None,
+        ats_kernel: KernelSetting | None,
+        nic_ats: Mapping[str, NicAts],
+    ) -> HostView:
+        """From the host's own readers (esxcli, nvidia-smi, mlxconfig): host preparation's facts and verify's
+        checks. ``graphics`` None: not read; ATS is compared only where the spec wants it and every such NIC was read."""
         ats = ats_next = None
-        if desired.ats_nics:
-            ats = bool(kernel and kernel.runtime_on) and all(n.current for n in nics)
-            ats_next = bool(kernel and kernel.configured_on) and all(n.next_boot for n in nics)
-        gpus = {}
-        for gpu in facts.smi.gpus if facts.smi else ():
-            gpus[gpu.pci] = GpuView(mig=_enabled(gpu.mig_current), mig_next=_enabled(gpu.mig_pending))
+        if desired.ats_nics and all(pci in nic_ats for pci in desired.ats_nics):
+            nics = [nic_ats[pci] for pci in desired.ats_nics]
+            ats = bool(ats_kernel and ats_kernel.runtime_on) and all(n.current for n in nics)
+            ats_next = bool(ats_kernel and ats_kernel.configured_on) and all(n.next_boot for n in nics)
+        gpus = (
+            {g.pci: GpuView(mig=_enabled(g.mig_current), mig_next=_enabled(g.mig_pending)) for g in smi.gpus}
+            if smi
+            else {}
+        )
+        graphics_type = policy = None
+        if graphics is not None:  # esxcli spells them its own way (and in any case): back to the spec's words
+            graphics_type = _SPEC_GRAPHICS_TYPES.get(graphics.default_type.lower(), graphics.default_type)
+            policy = _SPEC_ASSIGNMENT_POLICIES.get(graphics.assignment_policy.lower(), graphics.assignment_policy)
         return cls(
-            # esxcli spells them its own way (and in any case): back to the spec's words
-            graphics_type=_SPEC_GRAPHICS_TYPES.get(g.default_type.lower(), g.default_type),
-            assignment_policy=_SPEC_ASSIGNMENT_POLICIES.get(g.assignment_policy.lower(), g.assignment_policy),
-            driver=facts.driver_installed or "",
+            graphics_type=graphics_type,
+            assignment_policy=policy,
+            driver=installed or "",
             ats=ats,
             ats_next=ats_next,
             gpus=gpus,
