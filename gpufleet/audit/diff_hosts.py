@@ -1,5 +1,10 @@
 """Host and GPU findings: what vCenter shows of a host (connection, maintenance, licence, graphics, PCI devices,
-profiles offered) and what the host shows over SSH (driver, MIG mode, ATS, nvidia-smi, pending reboot)."""
+profiles offered) and what the host shows over SSH (driver, MIG mode, ATS, nvidia-smi, pending reboot).
+
+The settings host preparation converges (graphics, driver, MIG mode, ATS) are not compared here: every step of
+``gpufleet.hosts.steps.STEPS`` compares its own (``compare_all``), and each difference becomes a finding as it is.
+What no step owns (connection, licence, PCI devices, profiles offered, GPU health, nvidia-smi listing a GPU) is
+compared here, once."""
 
 from __future__ import annotations
 
@@ -230,7 +235,7 @@ def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
     for gpu in want.gpus:
         path = f"{obj}/gpus/{gpu.pci}"
         seen = have.gpu(gpu.pci)
-        if gpu.mode in ("passthrough", "dynamic-passthrough"):
+        if gpu.mode in _PASSTHROUGH:
             continue  # a passthrough GPU is not bound to the host driver: nvidia-smi does not list it
         if seen is None:
             c.add(
