@@ -37,6 +37,7 @@ from gpufleet.checks.bitfusion import server_addresses
 from gpufleet.connections import resolve_vcenter
 from gpufleet.engine.provider_trust import provider_trust
 from gpufleet.errors import GpufleetError, SpecError
+from gpufleet.hosts.steps import STEPS
 from gpufleet.spec.dump import stack_form
 from gpufleet.spec.models import Fleet
 from gpufleet.spec.stack import Stack
@@ -58,7 +59,7 @@ class FleetResources:
         return {
             "hosts": {
                 name: {
-                    **{step: h.step_detail(step) for step in ("driver", "graphics", "mig", "ats")},
+                    **{step.name: h.step_detail(step.name) for step in STEPS},  # a new step is exported too
                     "reboots": h.prepare.reboots,
                     "license": h.license.assignedFingerprint if h.license else None,
                 }

@@ -1,5 +1,10 @@
 """Host and GPU findings: what vCenter shows of a host (connection, maintenance, licence, graphics, PCI devices,
-profiles offered) and what the host shows over SSH (driver, MIG mode, ATS, nvidia-smi, pending reboot)."""
+profiles offered) and what the host shows over SSH (driver, MIG mode, ATS, nvidia-smi, pending reboot).
+
+The settings host preparation converges (graphics, driver, MIG mode, ATS) are not compared here: every step of
+``gpufleet.hosts.steps.STEPS`` compares its own (``compare_all``), and each difference becomes a finding as it is.
+What no step owns (connection, licence, PCI devices, profiles offered, GPU health, nvidia-smi listing a GPU) is
+compared here, once."""
 
 from __future__ import annotations
 
@@ -7,11 +12,42 @@ from gpufleet.audit.desired import DesiredGpu, DesiredHost
 from gpufleet.audit.findings import HINT_HOSTS, HINT_LICENSE, AuditedObject, Collector, Severity
 from gpufleet.audit.state import HostSshState, HostVcState
 from gpufleet.catalog import profile_key
+from gpufleet.hosts.steps import GpuView, HostView, compare_all
 from gpufleet.spec.graphics import SHARED_DIRECT
 
 
-def _yes_no(value: bool | None) -> str | None:
-    return None if value is None else ("enabled" if value else "disabled")
+def _wanted(want: DesiredHost) -> HostView:
+    """The audit's desired host in the host steps' shape (MIG compared on MIG boards not passed through)."""
+    mig = {g.pci: GpuView(g.mig_enabled) for g in want.gpus if g.mig_capable and g.mode not in _PASSTHROUGH}
+    return HostView(
+        graphics_type=want.graphics_type,
+        assignment_policy=want.assignment_policy,
+        driver=want.driver_version,
+        ats=True if want.ats else None,
+        gpus=mig,
+    )
+
+
+def _settings(c: Collector, want: DesiredHost, read: HostView) -> None:
+    """One finding per difference of the host steps' own comparison (``compare_all``: every step of ``STEPS``)."""
+    host = f"hosts/{want.name}"
+    for d in compare_all(_wanted(want), read):
+        parts = d.path.split("/")
+        obj = f"{host}/{parts[0]}/{parts[1]}" if parts[0] == "gpus" else host  # a GPU's finding is the GPU's
+        severity = Severity.WARNING if d.warning else Severity.ERROR
+        c.add(
+            obj,
+            d.kind,
+            f"{host}/{d.path}",
+            d.desired,
+            d.actual,
+            severity,
+            HINT_HOSTS + d.hint,
+            f"{want.name} {d.detail}",
+        )
+
+
+_PASSTHROUGH = ("passthrough", "dynamic-passthrough")
 
 
 def host_vc(c: Collector, want: DesiredHost, have: HostVcState) -> None:
@@ -74,28 +110,11 @@ def host_vc(c: Collector, want: DesiredHost, have: HostVcState) -> None:
             HINT_LICENSE,
             f"{want.name} runs in evaluation mode",
         )
-    if have.default_graphics_type != want.graphics_type:
-        c.add(
-            obj,
-            "host.graphics_type",
-            f"{obj}/graphics/defaultType",
-            want.graphics_type,
-            have.default_graphics_type,
-            Severity.ERROR,
-            HINT_HOSTS,
-            f"{want.name} default graphics type is not {want.graphics_type}",
-        )
-    if have.assignment_policy is not None and have.assignment_policy != want.assignment_policy:
-        c.add(
-            obj,
-            "host.assignment_policy",
-            f"{obj}/graphics/assignmentPolicy",
-            want.assignment_policy,
-            have.assignment_policy,
-            Severity.WARNING,
-            HINT_HOSTS,
-            f"{want.name} places vGPUs by {have.assignment_policy}, not {want.assignment_policy}",
-        )
+    read = HostView(
+        graphics_type=have.default_graphics_type or "",  # vCenter not saying is a difference too
+        assignment_policy=have.assignment_policy,
+    )
+    _settings(c, want, read)
     offered = {profile_key(p) for p in have.profiles_offered}
     for profile in want.profiles_needed:
         if profile_key(profile) not in offered:
@@ -184,17 +203,6 @@ def _gpu_vc(c: Collector, host: DesiredHost, want: DesiredGpu, have: HostVcState
 
 def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
     obj = f"hosts/{want.name}"
-    if want.driver_version is not None and have.driver_version != want.driver_version:
-        c.add(
-            obj,
-            "host.driver",
-            f"{obj}/driver",
-            want.driver_version,
-            have.driver_version or "not installed",
-            Severity.ERROR,
-            HINT_HOSTS,
-            f"{want.name} NVIDIA host driver is not {want.driver_version}",
-        )
     if have.reboot_pending:
         c.add(
             obj,
@@ -206,17 +214,10 @@ def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
             HINT_HOSTS + " (reboots the host in a rolling window)",
             f"{want.name} waits for a reboot",
         )
-    if want.ats and have.ats_enabled is False:
-        c.add(
-            obj,
-            "host.ats",
-            f"{obj}/ats",
-            "enabled",
-            "disabled",
-            Severity.ERROR,
-            HINT_HOSTS,
-            f"{want.name} has ATS off: GPUDirect RDMA needs it",
-        )
+    # The host steps' settings (driver, ATS, MIG mode): nvidia-smi's view only where it answers for a GPU host.
+    smi_read = have.nvidia_smi_ok and any(g.mode in ("vgpu", "mig") for g in want.gpus)
+    gpus = {g.pci: GpuView(g.mig_current, g.mig_pending) for g in have.gpus} if smi_read else {}
+    _settings(c, want, HostView(driver=have.driver_version or "", ats=have.ats_enabled, gpus=gpus))
     if not any(g.mode in ("vgpu", "mig") for g in want.gpus):
         return  # every GPU passed through (a Bitfusion server's host): no host driver, nothing for nvidia-smi (as verify)
     if not have.nvidia_smi_ok:
@@ -234,7 +235,7 @@ def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
     for gpu in want.gpus:
         path = f"{obj}/gpus/{gpu.pci}"
         seen = have.gpu(gpu.pci)
-        if gpu.mode in ("passthrough", "dynamic-passthrough"):
+        if gpu.mode in _PASSTHROUGH:
             continue  # a passthrough GPU is not bound to the host driver: nvidia-smi does not list it
         if seen is None:
             c.add(
@@ -258,30 +259,4 @@ def host_ssh(c: Collector, want: DesiredHost, have: HostSshState) -> None:
                 Severity.ERROR,
                 "check the GPU (nvidia-smi -q) and reset or replace it",
                 f"{want.name} {gpu.pci} is unhealthy",
-            )
-        if not gpu.mig_capable or seen.mig_current is None:
-            continue
-        if seen.mig_current != gpu.mig_enabled:
-            pending = seen.mig_pending == gpu.mig_enabled and seen.mig_pending != seen.mig_current
-            c.add(
-                path,
-                "gpu.mig_mode",
-                f"{path}/migMode",
-                _yes_no(gpu.mig_enabled),
-                _yes_no(seen.mig_current) + (f" (pending {_yes_no(seen.mig_pending)})" if pending else ""),
-                Severity.ERROR,
-                HINT_HOSTS + (" (reboots the host to apply the pending mode)" if pending else ""),
-                f"{want.name} {gpu.pci} MIG mode is {_yes_no(seen.mig_current)}, the spec wants "
-                f"{_yes_no(gpu.mig_enabled)}",
-            )
-        elif seen.mig_pending is not None and seen.mig_pending != seen.mig_current:
-            c.add(
-                path,
-                "gpu.mig_pending",
-                f"{path}/migModePending",
-                _yes_no(gpu.mig_enabled),
-                _yes_no(seen.mig_pending),
-                Severity.WARNING,
-                HINT_HOSTS,
-                f"{want.name} {gpu.pci} MIG mode will change to {_yes_no(seen.mig_pending)} at the next reboot",
             )

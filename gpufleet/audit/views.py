@@ -146,8 +146,16 @@ def _vm_devices_text(vgpus: list[str], directpath: list[str], dynamic: list[str]
     return ", ".join(parts) or "no GPU"
 
 
-def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | None) -> list[Fact]:
+def _host_facts(
+    want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | None, findings: list[Finding]
+) -> list[Fact]:
     facts: list[Fact] = []
+    drifted = {f.path for f in findings}
+
+    def ok(path: str) -> bool:
+        """A host step's setting is as wanted when the diff (the steps' own comparison) found nothing there."""
+        return f"hosts/{want.name}/{path}" not in drifted
+
     if vc is not None:
         facts.append(Fact("connection", "connected", vc.connection_state, vc.connection_state == "connected"))
         facts.append(Fact("maintenance mode", "off", "on" if vc.in_maintenance else "off", not vc.in_maintenance))
@@ -167,7 +175,7 @@ def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | N
                 "default graphics type",
                 want.graphics_type,
                 vc.default_graphics_type or "?",
-                vc.default_graphics_type == want.graphics_type,
+                ok("graphics/defaultType"),
             )
         )
         facts.append(
@@ -175,7 +183,7 @@ def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | N
                 "assignment policy",
                 want.assignment_policy,
                 vc.assignment_policy or "?",
-                vc.assignment_policy in (None, want.assignment_policy),
+                ok("graphics/assignmentPolicy"),
             )
         )
     else:
@@ -187,7 +195,7 @@ def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | N
                     "NVIDIA host driver",
                     want.driver_version,
                     ssh.driver_version or "not installed",
-                    ssh.driver_version == want.driver_version,
+                    ok("driver"),
                 )
             )
         pending = "; ".join(ssh.reboot_reasons) or "yes"
@@ -195,7 +203,7 @@ def _host_facts(want: DesiredHost, vc: HostVcState | None, ssh: HostSshState | N
         if want.ats or ssh.ats_enabled:
             ats = _onoff(ssh.ats_enabled) or "?"
             facts.append(
-                Fact("ATS (GPUDirect RDMA)", _onoff(want.ats) or "", ats, not want.ats or bool(ssh.ats_enabled))
+                Fact("ATS (GPUDirect RDMA)", _onoff(want.ats) or "", ats, ok("ats") and ssh.ats_enabled is not None)
             )
         facts.append(Fact("nvidia-smi", "answers", "answers" if ssh.nvidia_smi_ok else "fails", ssh.nvidia_smi_ok))
     else:
@@ -214,7 +222,7 @@ def host_views(result: AuditResult) -> list[HostView]:
         findings = result.findings_of(f"hosts/{want.name}")
         status = "unreachable" if unreachable else ("drift" if any(f.drift for f in findings) else "ok")
         view = HostView(want.name, status, unreachable.reason if unreachable else None)
-        view.facts = _host_facts(want, vc, ssh)
+        view.facts = _host_facts(want, vc, ssh, findings)
         view.findings = findings
 
         actual_vms = [v for v in vc_vms.values() if v.host == want.name and not v.template]

@@ -1,7 +1,10 @@
 """Post-deploy checks of ESXi hosts, read over SSH with ``host.run`` only (on ESXi ``uname -s`` is VMkernel:
 testinfra's file/service/package modules do not apply). Expectations come from the spec (gpufleet.hosts'
 ``Desired``, the state host preparation converges to); the readers are gpufleet.readers' esxcli / nvidia-smi /
-mlxconfig readers, fed through testinfra."""
+mlxconfig readers, fed through testinfra. Whether a host setting is as wanted is the host steps' own comparison
+(``gpufleet.hosts.steps.compare_all``, every step of ``STEPS``), the one host preparation and the audit use:
+``test_host_settings_are_as_the_host_steps_want`` runs all of it (a new step is verified without a line here), the
+tests named after one setting keep their own message and evidence."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import pytest
 from gpufleet.checks.backend import Sh
 from gpufleet.checks.nodes import Node
 from gpufleet.hosts.model import ATS_KERNEL_SETTING, Desired
+from gpufleet.hosts.steps import Difference, HostView, compare_all
 from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
 from gpufleet.readers.nvidia_smi import SmiReport
 
@@ -29,6 +33,12 @@ def _smi(node: Node) -> SmiReport | None:
     return node.cached("smi", lambda: nvidia_smi.query(node.runner()))
 
 
+def _differences(node: Node, read: HostView, kind: str | None = None, path: str | None = None) -> list[Difference]:
+    """The host steps' differences on what was read (``kind`` / ``path``: only those)."""
+    found = compare_all(HostView.wanted(_desired(node)), read)
+    return [d for d in found if (kind is None or d.kind == kind) and (path is None or d.path == path)]
+
+
 def _driver_expected(node: Node) -> Desired:
     desired = _desired(node)
     if desired.driver is None:
@@ -44,7 +54,7 @@ def test_nvidia_host_driver_is_installed_at_the_desired_version(esxi_node: Node)
     assert installed is not None, (
         f"{esxi_node.name}: no NVIDIA host driver {want.kind} is installed; the spec wants {want.version}\n{evidence}"
     )
-    assert esxcli.compare_versions(installed, want.version) == 0, (
+    assert not _differences(esxi_node, HostView(driver=installed), "host.driver"), (
         f"{esxi_node.name}: NVIDIA host driver {installed} is installed; the spec wants {want.version}\n{evidence}"
     )
 
@@ -64,7 +74,8 @@ def test_nvidia_smi_answers_with_the_desired_driver(esxi_node: Node) -> None:
 def test_default_graphics_type_is_as_desired(esxi_node: Node) -> None:
     desired = _desired(esxi_node)
     graphics = esxcli.graphics_host(esxi_node.runner())
-    assert graphics.default_type == desired.graphics_type, (
+    read = HostView.read(desired, None, None, graphics, None, {})
+    assert not _differences(esxi_node, read, "host.graphics_type"), (
         f"{esxi_node.name}: default graphics type is {graphics.default_type}; the spec wants {desired.graphics_type}\n"
         f"{_evidence(esxi_node, 'esxcli')}"
     )
@@ -103,7 +114,10 @@ def test_gpu_mig_mode_is_as_desired(esxi_gpu: tuple[Node, str]) -> None:
     node, pci = esxi_gpu
     gpu = _gpu_view(node, pci)
     want = "Enabled" if node.desired and node.desired.mig[pci] else "Disabled"
-    assert gpu.mig_current == want, (
+    report = _smi(node)
+    read = HostView.read(_desired(node), None, report, None, None, {})
+    # a MIG board that reports no MIG mode at all is not as wanted either (the comparison skips unknown modes)
+    assert gpu.mig_current not in ("", "N/A") and not _differences(node, read, "gpu.mig_mode", f"gpus/{pci}/migMode"), (
         f"{node.name}: MIG mode of GPU {pci} is {gpu.mig_current} (pending {gpu.mig_pending}); the spec wants {want}\n"
         f"{_evidence(node, 'nvidia-smi')}"
     )
@@ -166,3 +180,25 @@ def test_host_has_no_reboot_pending(esxi_node: Node) -> None:
             if ats.current != ats.next_boot:
                 pending.append(f"NIC {pci} ATS_ENABLED {ats.current} -> {ats.next_boot} at next boot")
     assert not pending, f"{esxi_node.name} needs a reboot: " + "; ".join(pending) + "\n" + "\n".join(evidence)
+
+
+def test_host_settings_are_as_the_host_steps_want(esxi_node: Node) -> None:
+    """Every host step's comparison on what the host shows (driver, graphics, MIG mode, ATS, and any step added
+    later): the same differences ``hosts prepare`` would act on and the audit reports."""
+    desired = _desired(esxi_node)
+    runner = esxi_node.runner()
+    installed = None
+    if desired.driver is not None:
+        installed = esxi_node.cached("driver-installed", lambda: esxcli.nvidia_driver(runner, desired.driver.kind))
+    kernel = None
+    if desired.ats_nics:
+        kernel = esxi_node.cached("ats-kernel", lambda: esxcli.kernel_setting(runner, ATS_KERNEL_SETTING))
+    nics = {pci: mlxconfig.nic_ats(runner, pci) for pci in desired.ats_nics}
+    read = HostView.read(desired, installed, _smi(esxi_node), esxcli.graphics_host(runner), kernel, nics)
+    found = _differences(esxi_node, read)
+    assert not found, (
+        f"{esxi_node.name}: "
+        + "; ".join(f"{d.path}: {d.detail} (wanted {d.desired}, is {d.actual})" for d in found)
+        + "\n"
+        + "\n".join(_evidence(esxi_node, p) for p in ("esxcli", "nvidia-smi", "mlxconfig"))
+    )

@@ -56,6 +56,7 @@ def test_a_fresh_host_fails_then_passes_after_prepare_then_drift_fails(
     for pci in node.desired.gpu_models:
         checks.test_gpu_mig_mode_is_as_desired((node, pci))
         checks.test_gpu_has_no_mig_change_pending((node, pci))
+    checks.test_host_settings_are_as_the_host_steps_want(node)
     verify = gpufleet_cli("verify", "stacks/Pulumi.lab.yaml", "--node", "esxi-01.lab", "--json")
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
     summary = json.loads(verify.stdout)["summary"]
@@ -86,6 +87,9 @@ def test_a_fresh_host_fails_then_passes_after_prepare_then_drift_fails(
     checks.test_gpu_mig_mode_is_as_desired((node, A100))  # still Enabled until the reboot
     message = _fails(checks.test_host_has_no_reboot_pending, node)
     assert f"GPU {A100} MIG mode Enabled -> Disabled" in message
+    message = _fails(checks.test_host_settings_are_as_the_host_steps_want, node)  # every step's comparison
+    assert "graphics/defaultType: default graphics type is not sharedDirect (wanted sharedDirect, is shared)" in message
+    assert f"gpus/{A100}/migModePending: {A100} MIG mode will change to disabled at the next reboot" in message
 
 
 def test_ats_for_gpudirect_rdma(
@@ -105,6 +109,7 @@ def test_ats_for_gpudirect_rdma(
     checks.test_ats_is_enabled_on_the_host_for_gpudirect_rdma((node, CX6))
     checks.test_ats_is_enabled_on_the_connectx_nic((node, CX6))
     checks.test_host_has_no_reboot_pending(node)
+    checks.test_host_settings_are_as_the_host_steps_want(node)
 
     assert node.sh("esxcli", "system", "settings", "kernel", "set", "-s", "atsSupport", "-v", "FALSE").ok
     node = lab_nodes()["esxi-02.lab"]

@@ -14,33 +14,41 @@ reboot is due is decided from the facts (installed in the boot bank but not the 
 from __future__ import annotations
 
 from gpufleet.hosts.model import Desired, HostFacts
-from gpufleet.hosts.steps.base import Check, StepContext, StepFailed
+from gpufleet.hosts.steps.base import Check, Difference, HostView, StepContext, StepFailed
 from gpufleet.readers import esxcli
 
 
 class DriverStep:
     name = "driver"
 
+    def compare(self, want: HostView, have: HostView) -> list[Difference]:
+        if want.driver is None or have.driver is None:
+            return []
+        if have.driver and esxcli.compare_versions(have.driver, want.driver) == 0:
+            return []
+        actual = have.driver or "not installed"
+        return [Difference("driver", want.driver, actual, f"NVIDIA host driver is not {want.driver}", "host.driver")]
+
     def check(self, desired: Desired, facts: HostFacts) -> Check:
         driver = desired.driver
         if driver is None:
             return Check.ok("no vGPU GPU on this host: driver left as is")
         installed = facts.driver_installed
+        if not self.compare(HostView.wanted(desired), HostView.of_facts(desired, facts)):
+            return Check.ok(f"{installed} installed")
         if installed is None:
             return Check(True, f"install {driver.version}", reboot=True)
         order = esxcli.compare_versions(installed, driver.version)
         if order < 0:
             return Check(True, f"upgrade {installed} -> {driver.version}", reboot=True)
-        if order > 0:
-            return Check(
-                False,
-                f"{installed} installed",
-                refused=(
-                    f"the installed driver {installed} is newer than the wanted {driver.version}: not downgrading. "
-                    f"Set driver.version to {installed}, or remove the newer driver by hand first"
-                ),
-            )
-        return Check.ok(f"{installed} installed")
+        return Check(  # newer: compare_versions is a total order, equal was ruled out above
+            False,
+            f"{installed} installed",
+            refused=(
+                f"the installed driver {installed} is newer than the wanted {driver.version}: not downgrading. "
+                f"Set driver.version to {installed}, or remove the newer driver by hand first"
+            ),
+        )
 
     def apply(self, ctx: StepContext, facts: HostFacts) -> str:
         driver = ctx.desired.driver
