@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from gpufleet.audit.state import GpuSshState, HostSshState, Unreachable
 from gpufleet.connections import SshSettings
 from gpufleet.errors import GpufleetError
-from gpufleet.hosts.model import ATS_KERNEL_SETTING, Desired, HostFacts
+from gpufleet.hosts.facts import gather_ssh
+from gpufleet.hosts.model import Desired
 from gpufleet.hosts.steps.reboot import reboot_reasons
-from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
+from gpufleet.readers import esxcli, nvidia_smi
 from gpufleet.readers.nvidia_smi import GpuInstance
 from gpufleet.remote.ssh import Runner, SshRunner
 
@@ -43,22 +44,9 @@ def read_host(runner: Runner, target: HostTarget) -> HostSshState:
     ATS configured but not in effect), so the audit and ``hosts prepare`` agree."""
     desired = target.desired
     kind = desired.driver.kind if desired.driver else "component"
-    installed = esxcli.nvidia_driver(runner, kind)
-    smi = nvidia_smi.query(runner)
-    ats_kernel = esxcli.kernel_setting(runner, ATS_KERNEL_SETTING) if desired.ats_nics else None
-    nic_ats = {pci: mlxconfig.nic_ats(runner, pci) for pci in desired.ats_nics}
-    facts = HostFacts(
-        # reboot_reasons reads the host's own facts only; the vCenter-side fields come from the vCenter reader.
-        in_maintenance=False,
-        marked=False,
-        connection_state="",
-        cluster=None,
-        driver_installed=installed,
-        smi=smi,
-        graphics=esxcli.graphics_host(runner),
-        ats_kernel=ats_kernel,
-        nic_ats=nic_ats,
-    )
+    facts = gather_ssh(desired, runner, bundle=False, driver_kind=kind)  # the host's own facts, as prepare reads them
+    installed, smi, nic_ats = facts.driver_installed, facts.smi, facts.nic_ats
+    ats_kernel = facts.ats_kernel
     reasons = reboot_reasons(desired, facts)
     running = smi.driver_version if smi else None
     if (

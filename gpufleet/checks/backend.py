@@ -98,6 +98,10 @@ class TestinfraRunner:
         self.transcript.append(sh)
         return CommandResult(command=sh.command, rc=sh.rc, output=sh.stdout + sh.stderr)
 
+    def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None) -> list[CommandResult]:
+        """One command after another (testinfra has no batch): each stays in the transcript for the evidence."""
+        return [self.run(argv, timeout=timeout) for argv in argvs]
+
     def last(self, prefix: str = "") -> Sh | None:
         """The latest command starting with ``prefix``."""
         return next((s for s in reversed(self.transcript) if s.command.startswith(prefix)), None)

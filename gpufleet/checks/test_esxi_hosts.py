@@ -12,6 +12,7 @@ import pytest
 
 from gpufleet.checks.backend import Sh
 from gpufleet.checks.nodes import Node
+from gpufleet.hosts.facts import gather_ssh
 from gpufleet.hosts.model import ATS_KERNEL_SETTING, Desired
 from gpufleet.hosts.steps import Difference, HostView, compare_all
 from gpufleet.readers import esxcli, mlxconfig, nvidia_smi
@@ -186,15 +187,8 @@ def test_host_settings_are_as_the_host_steps_want(esxi_node: Node) -> None:
     """Every host step's comparison on what the host shows (driver, graphics, MIG mode, ATS, and any step added
     later): the same differences ``hosts prepare`` would act on and the audit reports."""
     desired = _desired(esxi_node)
-    runner = esxi_node.runner()
-    installed = None
-    if desired.driver is not None:
-        installed = esxi_node.cached("driver-installed", lambda: esxcli.nvidia_driver(runner, desired.driver.kind))
-    kernel = None
-    if desired.ats_nics:
-        kernel = esxi_node.cached("ats-kernel", lambda: esxcli.kernel_setting(runner, ATS_KERNEL_SETTING))
-    nics = {pci: mlxconfig.nic_ats(runner, pci) for pci in desired.ats_nics}
-    read = HostView.read(desired, installed, _smi(esxi_node), esxcli.graphics_host(runner), kernel, nics)
+    facts = esxi_node.cached("ssh-facts", lambda: gather_ssh(desired, esxi_node.runner(), bundle=False))
+    read = HostView.of_facts(desired, facts)  # the one SSH gather host preparation and the audit read too
     found = _differences(esxi_node, read)
     assert not found, (
         f"{esxi_node.name}: "

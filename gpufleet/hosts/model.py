@@ -49,14 +49,11 @@ class Desired:
         )
 
 
-@dataclass(frozen=True)
-class HostFacts:
-    """One read-only pass over a host (SSH) and its vCenter record."""
+@dataclass(frozen=True, kw_only=True)
+class SshHostFacts:
+    """What a host itself shows over SSH, read in one read-only round trip (``gpufleet.hosts.facts.gather_ssh``):
+    host preparation, the audit and verify read the same."""
 
-    in_maintenance: bool
-    marked: bool  # gpufleet put it in maintenance (custom attribute gpufleet.maintenance)
-    connection_state: str
-    cluster: str | None  # as vCenter shows it (None: a standalone host)
     driver_installed: str | None  # boot-bank NVIDIA driver version (component / VIB list)
     smi: SmiReport | None  # the running driver's view; None: nvidia-smi does not answer (driver not loaded)
     graphics: GraphicsHost
@@ -64,6 +61,39 @@ class HostFacts:
     nic_ats: dict[str, NicAts] = field(default_factory=dict)
     bundle_on_host: bool | None = None  # is driver.bundle on the datastore (None: not asked)
     uptime: float | None = None  # seconds since boot (None: the host does not say)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VcenterHostFacts:
+    """What vCenter says of a host (``gpufleet.hosts.vcenter``)."""
+
+    in_maintenance: bool
+    marked: bool  # gpufleet put it in maintenance (custom attribute gpufleet.maintenance)
+    connection_state: str
+    cluster: str | None  # as vCenter shows it (None: a standalone host)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFacts(SshHostFacts):
+    """What host preparation reads of a host: its SSH facts and its vCenter record (no field is a placeholder)."""
+
+    vcenter: VcenterHostFacts
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self.vcenter.in_maintenance
+
+    @property
+    def marked(self) -> bool:
+        return self.vcenter.marked
+
+    @property
+    def connection_state(self) -> str:
+        return self.vcenter.connection_state
+
+    @property
+    def cluster(self) -> str | None:
+        return self.vcenter.cluster
 
 
 class StepState(StrEnum):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gpufleet.errors import GpufleetError
-from gpufleet.hosts.model import Desired, HostFacts
+from gpufleet.hosts.model import Desired, HostFacts, SshHostFacts
 from gpufleet.hosts.vcenter import HostApi
 from gpufleet.readers.esxcli import GraphicsHost, KernelSetting
 from gpufleet.readers.mlxconfig import NicAts
@@ -89,7 +89,7 @@ class HostView:
         )
 
     @classmethod
-    def of_facts(cls, desired: Desired, facts: HostFacts) -> HostView:
+    def of_facts(cls, desired: Desired, facts: SshHostFacts) -> HostView:
         return cls.read(desired, facts.driver_installed, facts.smi, facts.graphics, facts.ats_kernel, facts.nic_ats)
 
     @classmethod

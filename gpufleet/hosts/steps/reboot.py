@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from gpufleet.errors import ConnectError
-from gpufleet.hosts.model import Desired, HostFacts
+from gpufleet.hosts.model import Desired, HostFacts, SshHostFacts
 from gpufleet.hosts.steps.base import StepContext, StepFailed
 from gpufleet.readers import esxcli
 from gpufleet.remote.ssh import ConnectionLost
@@ -23,8 +23,8 @@ from gpufleet.remote.ssh import ConnectionLost
 _UPTIME_SLACK = 5.0
 
 
-def reboot_reasons(desired: Desired, facts: HostFacts) -> list[str]:
-    """Changes made but not in effect until the host boots again."""
+def reboot_reasons(desired: Desired, facts: SshHostFacts) -> list[str]:
+    """Changes made but not in effect until the host boots again (what the host shows over SSH says it)."""
     reasons: list[str] = []
     driver = desired.driver
     if driver and facts.driver_installed and esxcli.compare_versions(facts.driver_installed, driver.version) == 0:
