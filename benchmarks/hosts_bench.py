@@ -95,11 +95,18 @@ def _stack(hosts: int, path: Path, max_unavailable: int) -> Path:
     return path
 
 
-def _run(stack: Path, k: int, only: tuple[str, ...] = ()) -> tuple[float, dict[str, Any]]:
+def _run(
+    stack: Path, k: int, only: tuple[str, ...] = (), notes: list[tuple[float, str, str]] | None = None
+) -> tuple[float, dict[str, Any]]:
+    """``hosts prepare`` of ``stack``; ``notes`` collects the rollout's own events as (UNIX time, host, message)."""
     from gpufleet.hosts.command import prepare_stack
 
+    def note(host: str, message: str) -> None:
+        if notes is not None:
+            notes.append((time.time(), host, message))
+
     started = time.monotonic()
-    report = prepare_stack(stack, max_unavailable=k, only=only)
+    report = prepare_stack(stack, max_unavailable=k, only=only, on_event=note)
     wall = time.monotonic() - started
     document = report.to_json()
     if report.exit_code != 0:
@@ -143,6 +150,49 @@ def _maintenance_span(paths: Any, since: float) -> tuple[float, int]:
     return (max(windows) - min(windows) if windows else 0.0), max_concurrent(events)
 
 
+# One host's window, phase by phase: (label, from, to); a mark is a rollout note (prefix) or a lab event.
+_PHASES = [
+    ("slot -> in maintenance", "note:started", "lab:maintenance_enter"),
+    ("in maintenance -> install starts", "lab:maintenance_enter", "note:driver:"),
+    ("install (esxcli)", "note:driver:", "note:rebooting:"),
+    ("reboot asked -> lab reboot starts", "note:rebooting:", "lab:reboot_start"),
+    ("lab reboot (configured away time)", "lab:reboot_start", "lab:reboot_done"),
+    ("host back -> maintenance exit", "lab:reboot_done", "note:exiting maintenance"),
+    ("exit maintenance (vCenter)", "note:exiting maintenance", "lab:maintenance_exit"),
+    ("out of maintenance -> host done", "lab:maintenance_exit", "note:done"),
+]
+
+
+def _breakdown(notes: list[tuple[float, str, str]], events: list[dict[str, Any]], k: int) -> list[str]:
+    """Median / max seconds of each phase of a host's run, and the lane gap: from a host's slot coming free
+    ("done") to the next host starting ("started")."""
+    marks: dict[str, dict[str, float]] = {}
+    for ts, host, message in notes:
+        for _, start, end in _PHASES:
+            for mark in (start, end):
+                if mark.startswith("note:") and message.startswith(mark[5:]):
+                    marks.setdefault(host, {}).setdefault(mark, ts)
+    for event in events:
+        marks.setdefault(event["host"], {}).setdefault(f"lab:{event['event']}", event["ts"])
+    lines = []
+    for label, start, end in _PHASES:
+        spans = [m[end] - m[start] for m in marks.values() if start in m and end in m]
+        if spans:
+            lines.append(f"  {label:<40} median {statistics.median(spans):6.2f} s   max {max(spans):6.2f} s")
+    done = sorted(ts for ts, _, message in notes if message == "done")
+    started = sorted(ts for ts, _, message in notes if message == "started")[k:]  # the first k start at once
+    gaps = [s - d for d, s in zip(done, started, strict=False)]
+    if gaps:
+        lines.append(
+            f"  {'lane gap: slot free -> next host starts':<40} median {statistics.median(gaps):6.2f} s   "
+            f"max {max(gaps):6.2f} s"
+        )
+    first = min((ts for ts, _, message in notes if message == "started"), default=None)
+    if first is not None and notes:
+        lines.append(f"  {'run start -> first host starts':<40} {first - notes[0][0]:6.2f} s (plan + staging)")
+    return lines
+
+
 def _step_seconds(document: dict[str, Any], name: str) -> list[float]:
     return [s["seconds"] for h in document["hosts"] for s in h["steps"] if s["name"] == name and "seconds" in s]
 
@@ -153,6 +203,7 @@ def main() -> int:
     parser.add_argument("--max-unavailable", type=int, default=4)
     parser.add_argument("--reboot-seconds", type=float, default=10.0)
     parser.add_argument("--measure-sequential", action="store_true", help="also run all hosts with max-unavailable 1")
+    parser.add_argument("--breakdown", action="store_true", help="print where a host's window goes, phase by phase")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--path", choices=["cli", "pulumi", "both"], default="both", help="which face to time")
     args = parser.parse_args()
@@ -189,11 +240,18 @@ def main() -> int:
         installs = [install]
         if args.path in ("cli", "both"):
             started_at = time.time()
-            wall, fleet = _run(stack, k)
+            notes: list[tuple[float, str, str]] = []
+            wall, fleet = _run(stack, k, notes=notes)
             peak = fleet["peakInMaintenance"]
             installs = _step_seconds(fleet, "driver")
             say(f"hosts prepare: {n} hosts, max-unavailable {k}: {wall:.1f} s (peak in maintenance {peak})")
             cli_span, _ = _maintenance_span(paths, started_at)
+            if args.breakdown:
+                from lab.esxi.events import read_events
+
+                say("hosts prepare, per host (rollout notes and the lab's event log):")
+                for line in _breakdown(notes, read_events(paths, since=started_at), k):
+                    say(line)
         if args.path in ("pulumi", "both"):
             for i in range(n):
                 reset_host(f"esxi-{i + 1:02d}.lab", paths)

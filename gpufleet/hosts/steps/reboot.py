@@ -60,7 +60,8 @@ def reboot_and_wait(ctx: StepContext, reasons: list[str], read: Callable[[], Hos
     went_down = runner.wait_until_down(timeout=min(timeout, 60.0))
     left = timeout - (time.monotonic() - started)
     try:
-        runner.reconnect(timeout=max(1.0, left))
+        # A refused connect costs nothing: poll often, so the window does not outlast the reboot by a poll interval.
+        runner.reconnect(timeout=max(1.0, left), poll=0.05)
     except ConnectError as exc:
         raise StepFailed(
             f"not back after the reboot within {timeout:.0f} s (rollout.rebootTimeoutSeconds): {exc}"
