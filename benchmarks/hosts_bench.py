@@ -193,6 +193,31 @@ def _breakdown(notes: list[tuple[float, str, str]], events: list[dict[str, Any]]
     return lines
 
 
+def _lab_breakdown(events: list[dict[str, Any]], k: int) -> list[str]:
+    """From the lab's event log alone (so for either face): a window's phases, and the slot hand-over: from the
+    j-th maintenance exit to the (j+k)-th entry (a free slot to the next host in maintenance)."""
+    marks: dict[str, dict[str, float]] = {}
+    for event in events:
+        marks.setdefault(event["host"], {}).setdefault(event["event"], event["ts"])
+    lines = []
+    for label, start, end in [
+        ("in maintenance -> reboot starts", "maintenance_enter", "reboot_start"),
+        ("host back -> out of maintenance", "reboot_done", "maintenance_exit"),
+    ]:
+        spans = [m[end] - m[start] for m in marks.values() if start in m and end in m]
+        if spans:
+            lines.append(f"  {label:<40} median {statistics.median(spans):6.2f} s   max {max(spans):6.2f} s")
+    enters = sorted(e["ts"] for e in events if e["event"] == "maintenance_enter")
+    exits = sorted(e["ts"] for e in events if e["event"] == "maintenance_exit")
+    handovers = [s - e for e, s in zip(exits, enters[k:], strict=False)]
+    if handovers:
+        lines.append(
+            f"  {'slot hand-over: exit -> next enter':<40} median {statistics.median(handovers):6.2f} s   "
+            f"max {max(handovers):6.2f} s"
+        )
+    return lines
+
+
 def _step_seconds(document: dict[str, Any], name: str) -> list[float]:
     return [s["seconds"] for h in document["hosts"] for s in h["steps"] if s["name"] == name and "seconds" in s]
 
@@ -250,7 +275,8 @@ def main() -> int:
                 from lab.esxi.events import read_events
 
                 say("hosts prepare, per host (rollout notes and the lab's event log):")
-                for line in _breakdown(notes, read_events(paths, since=started_at), k):
+                cli_events = read_events(paths, since=started_at)
+                for line in _breakdown(notes, cli_events, k) + _lab_breakdown(cli_events, k):
                     say(line)
         if args.path in ("pulumi", "both"):
             for i in range(n):
@@ -262,6 +288,12 @@ def main() -> int:
                 f"pulumi up: {n} hosts, max-unavailable {k}: {pulumi_wall:.1f} s, first maintenance to last "
                 f"{pulumi_span:.1f} s (peak in maintenance {pulumi_peak})"
             )
+            if args.breakdown:
+                from lab.esxi.events import read_events
+
+                say("pulumi up, per host (the lab's event log):")
+                for line in _lab_breakdown(read_events(paths, since=started_at), k):
+                    say(line)
 
         sequential_measured = None
         if args.measure_sequential:

@@ -2,8 +2,9 @@
 
 Every lab endpoint is an :class:`SshdUnit`: a real OpenSSH ``sshd`` (Debian ``openssh-server``) listening on its
 own loopback address, with its own ed25519 host key, public-key authentication only (the lab client key), and a
-``ForceCommand`` that runs a simulator (``python -m lab.esxi.shell`` for hosts; the guest engineer's module for
-guests). The simulator reads ``SSH_ORIGINAL_COMMAND`` and learns who it is from ``SetEnv`` (``GPUFLEET_LAB_HOST``,
+``ForceCommand`` that runs a simulator (``lab.esxi.shell`` for hosts; the guest module for guests) through
+``labexec`` (lab/execclient): the command runs in a fork of the lab's warm simulator (lab.forkserver), or, when no
+fork server answers, as ``python -I -m MODULE``. The simulator reads ``SSH_ORIGINAL_COMMAND`` and learns who it is from ``SetEnv`` (``GPUFLEET_LAB_HOST``,
 ``GPUFLEET_LAB_DIR`` and the unit's extra ``env``). An SFTP subsystem request reaches the same ForceCommand with
 ``SSH_ORIGINAL_COMMAND=internal-sftp``; the simulator then serves SFTP itself, rooted in the unit's fake file system.
 
@@ -13,6 +14,7 @@ a guest module contributes its units through ``lab.guest.guest_units(ctx)`` (see
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -86,6 +88,14 @@ def write_known_hosts(path: Path, entries: list[str]) -> None:
     path.chmod(0o644)
 
 
+@functools.cache
+def exec_client() -> Path:
+    """The ForceCommand binary (lab/execclient, built once and cached like vcsim)."""
+    from lab.vcenter import build_exec_client
+
+    return build_exec_client()
+
+
 def render_config(unit: SshdUnit, lab_root: Path, authorized_keys: Path, python: str | None = None) -> str:
     """The sshd_config of one unit: key auth only, ForceCommand to the simulator, nothing else allowed."""
     python = python or sys.executable
@@ -94,8 +104,9 @@ def render_config(unit: SshdUnit, lab_root: Path, authorized_keys: Path, python:
     # every simulated command and could print into its output, which a real ESXi shell never does.
     env = {"GPUFLEET_LAB_HOST": unit.name, "GPUFLEET_LAB_DIR": str(lab_root), "SHLVL": "1", **unit.env}
     setenv = " ".join(f"{k}={v}" for k, v in env.items())
-    # -I: ignore PYTHON* variables and the user site; the venv's editable install still maps `lab`.
-    force = f"exec {shlex.quote(python)} -I -m {unit.module}"
+    # labexec hands the command to the lab's fork server (lab.forkserver), or becomes `python -I -m MODULE` itself
+    # when none answers (-I: ignore PYTHON* variables and the user site; the venv's editable install maps `lab`).
+    force = f"exec {shlex.quote(str(exec_client()))} {shlex.quote(python)} {unit.module}"
     return "\n".join(
         [
             f"# gpufleet lab: {unit.kind} {unit.name}",

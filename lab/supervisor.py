@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import control, sshd
+from lab import control, forkserver, sshd
 from lab.esxi import events
 from lab.esxi.state import HostStore, apply_reboot, initial_state, reset_fs
 from lab.esxi.vcface import VcenterClient, VcenterUnavailable
@@ -73,6 +73,7 @@ class Supervisor:
         self.reboot_seconds = float(doc.get("reboot_seconds", 2.0))
         self.initial_vcenter: dict[str, dict[str, Any]] = doc.get("initial_vcenter", {})
         self.procs: dict[str, subprocess.Popen] = {}
+        self.forkserver: subprocess.Popen | None = None
         self.power: dict[str, str] = {name: "on" for name in self.units}
         self.generation: dict[str, int] = {name: 0 for name in self.units}  # bumps cancel a running reboot
         self.lock = threading.RLock()
@@ -97,6 +98,36 @@ class Supervisor:
         else:
             raise RuntimeError(f"sshd of {name} did not listen on {unit.address}:{unit.port} within 10 s")
         self._write_state()
+
+    # -- the fork server (lab.forkserver: every SSH command runs in a fork of one warm simulator) ------------------
+    def start_forkserver(self) -> None:
+        """Start it and wait for its socket. If it does not come up, commands run as before (``python -m``, slower)."""
+        modules = sorted({u.module for u in self.units.values()})
+        argv = [sys.executable, "-I", "-m", "lab.forkserver", "--lab-dir", str(self.paths.root)]
+        argv += [arg for module in modules for arg in ("--module", module)]
+        log_file = open(self.paths.logs_dir / "forkserver.log", "ab")  # noqa: SIM115 - handed to the child
+        with log_file:
+            self.forkserver = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.forkserver.poll() is not None:
+                log.warning(
+                    "the fork server exited with %s: commands start their own simulator", self.forkserver.returncode
+                )
+                return
+            if forkserver.socket_path(self.paths).exists():
+                return
+            time.sleep(0.02)
+        log.warning("the fork server did not open its socket within 20 s: commands start their own simulator")
+
+    def stop_forkserver(self) -> None:
+        proc, self.forkserver = self.forkserver, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
 
     def stop_unit(self, name: str) -> None:
         """Kill the unit's sshd listener and every session it spawned (connections drop)."""
@@ -226,6 +257,9 @@ class Supervisor:
                 return {
                     "ok": True,
                     "pid": os.getpid(),
+                    "forkserver_pid": self.forkserver.pid
+                    if self.forkserver and self.forkserver.poll() is None
+                    else None,
                     "units": {
                         n: {
                             "kind": u.kind,
@@ -269,6 +303,9 @@ class Supervisor:
     def monitor(self) -> None:
         """Restart an sshd that died while its host is supposed to be up."""
         while not self.stopping.wait(0.5):
+            if self.forkserver is not None and self.forkserver.poll() is not None:
+                log.warning("the fork server exited with %s; restarting", self.forkserver.returncode)
+                self.start_forkserver()
             with self.lock:
                 for name, proc in list(self.procs.items()):
                     if proc.poll() is not None and self.power.get(name) == "on":
@@ -286,6 +323,7 @@ class Supervisor:
         with self.lock:
             for name in list(self.procs):
                 self.stop_unit(name)
+        self.stop_forkserver()
         with contextlib.suppress(FileNotFoundError):
             self.paths.supervisor_socket.unlink()
         os._exit(0)
@@ -300,6 +338,7 @@ class Supervisor:
         server.listen(64)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: threading.Thread(target=self.shutdown, daemon=True).start())
+        self.start_forkserver()
         for name in self.units:
             self.start_unit(name)
         threading.Thread(target=self.monitor, daemon=True, name="monitor").start()

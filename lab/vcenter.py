@@ -36,6 +36,7 @@ from typing import Any
 from gpufleet.errors import ConnectError, GpufleetError, TlsVerificationError
 
 VCSIM_SOURCES = Path(__file__).resolve().parent / "vcsim"
+EXEC_CLIENT_SOURCES = Path(__file__).resolve().parent / "execclient"
 GO_MIN_VERSION = (1, 26)  # lab/vcsim/go.mod: go 1.26.0
 CACHE_ENV = "GPUFLEET_LAB_CACHE"
 PASSWORD_ENV = "GPUFLEET_VCSIM_PASSWORD"  # how start_vcsim hands the password over (not on the command line)
@@ -125,15 +126,18 @@ def _check_toolchain() -> tuple[str, str]:
     return go, version
 
 
-def _source_key(version: str) -> str:
-    """go.mod, go.sum (the pinned govmomi), every *.go and the toolchain's ``go version``."""
+def _source_key(version: str, sources_dir: Path | None = None, what: str = "the lab vCenter (vcsim)") -> str:
+    """go.mod, go.sum (where the module has dependencies: vcsim's pinned govmomi), every *.go and the toolchain's
+    ``go version``."""
+    sources_dir = VCSIM_SOURCES if sources_dir is None else sources_dir
     digest = hashlib.sha256()
-    sources = [VCSIM_SOURCES / "go.mod", VCSIM_SOURCES / "go.sum", *sorted(VCSIM_SOURCES.glob("*.go"))]
+    module_files = ["go.mod", "go.sum"] if sources_dir != EXEC_CLIENT_SOURCES else ["go.mod"]  # labexec: stdlib only
+    sources = [*(sources_dir / f for f in module_files), *sorted(sources_dir.glob("*.go"))]
     for src in sources:
         try:
             data = src.read_bytes()
         except OSError as exc:
-            raise VcsimError(f"cannot build the lab vCenter (vcsim): {src}: {exc.strerror}") from exc
+            raise VcsimError(f"cannot build {what}: {src}: {exc.strerror}") from exc
         digest.update(src.name.encode() + b"\0" + data + b"\0")
     digest.update(version.encode())
     return digest.hexdigest()[:20]
@@ -153,19 +157,30 @@ def _locked(path: Path) -> Iterator[None]:
 
 def build_vcsim(cache_dir: Path | None = None) -> Path:
     """Path of the built vcsim binary, compiling it only when no cached build matches the sources and toolchain."""
+    return _build_go(VCSIM_SOURCES, "vcsim", "the lab vCenter (vcsim)", cache_dir)
+
+
+def build_exec_client(cache_dir: Path | None = None) -> Path:
+    """Path of the built ``labexec`` (lab/execclient: the lab sshd's ForceCommand, see lab.forkserver)."""
+    return _build_go(EXEC_CLIENT_SOURCES, "labexec", "the lab's SSH command client (labexec)", cache_dir)
+
+
+def _build_go(sources: Path, name: str, what: str, cache_dir: Path | None) -> Path:
+    """Build the Go main package in ``sources`` into ``<cache>/<name>-<key>`` unless a build of the same sources
+    and toolchain is there (parallel test workers build once: the others wait for the lock and reuse it)."""
     go, version = _check_toolchain()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    binary = cache / f"vcsim-{_source_key(version)}"
+    binary = cache / f"{name}-{_source_key(version, sources, what)}"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
-    with _locked(cache / "vcsim-build.lock"):
+    with _locked(cache / f"{name}-build.lock"):
         if binary.is_file() and os.access(binary, os.X_OK):
             return binary
         tmp = binary.with_name(binary.name + f".tmp{os.getpid()}")
         try:
             proc = subprocess.run(
                 [go, "build", "-trimpath", "-o", str(tmp), "."],
-                cwd=VCSIM_SOURCES,
+                cwd=sources,
                 env=_go_env(cache),
                 capture_output=True,
                 text=True,
@@ -173,19 +188,19 @@ def build_vcsim(cache_dir: Path | None = None) -> Path:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise VcsimError(f"building vcsim took longer than {BUILD_TIMEOUT_S} s") from exc
+            raise VcsimError(f"building {what} took longer than {BUILD_TIMEOUT_S} s") from exc
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise VcsimError(f"building vcsim failed (go build in {VCSIM_SOURCES}):\n{proc.stderr.strip()}")
+            raise VcsimError(f"building {what} failed (go build in {sources}):\n{proc.stderr.strip()}")
         tmp.replace(binary)
-        _prune_old_builds(cache, keep=binary)
+        _prune_old_builds(cache, name, keep=binary)
     return binary
 
 
-def _prune_old_builds(cache: Path, keep: Path, count: int = 4) -> None:
+def _prune_old_builds(cache: Path, name: str, keep: Path, count: int = 4) -> None:
     """Keep the newest ``count`` builds (a running lab keeps its binary's inode even if removed)."""
     builds = sorted(
-        (p for p in cache.glob("vcsim-*") if p.is_file() and ".tmp" not in p.name and p.suffix != ".lock"),
+        (p for p in cache.glob(f"{name}-*") if p.is_file() and ".tmp" not in p.name and p.suffix != ".lock"),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

@@ -5,6 +5,7 @@ Shared by ``gpufleet hosts prepare`` (gpufleet.cli.hosts_cmd) and ``python -m ho
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from gpufleet.remote.ssh import SshRunner
 from gpufleet.spec.stack import load_stack
 from gpufleet.spec.validate import validated
 from gpufleet.vsphere.connect import connect
-from gpufleet.vsphere.lease import cluster_leases
+from gpufleet.vsphere.lease import claimed_leases
 
 
 def prepare_stack(
@@ -33,7 +34,7 @@ def prepare_stack(
     """Prepare the stack's hosts (``only``: just these). Bad input raises ``SpecError`` before any host is
     touched; host failures are in the report (``exit_code`` 1), never raised. A real run holds its clusters'
     rollout lease (``gpufleet.vsphere.lease``): another run on them is refused (``LeaseHeld``) unless gone or
-    ``take_over``. SIGINT during a real run stops it cleanly (``rollout.stop_on_sigint``; exit code 130)."""
+    ``take_over``; the lease is written before planning and confirmed before the first change. SIGINT during a real run stops it cleanly (``rollout.stop_on_sigint``; exit code 130)."""
     stack = validated(load_stack(stack_path))
     fleet = stack.fleet
     hosts = list(fleet.hosts)
@@ -60,7 +61,14 @@ def prepare_stack(
         failure_threshold=failure_threshold or policy.failure_threshold,
         dry_run=dry_run,
     )
-    with connect(conns.vcenter) as si:
+    with connect(conns.vcenter) as si, contextlib.ExitStack() as held:
+        # A real run writes its clusters' leases first and plans (read-only) while they settle; the rollout
+        # confirms them before its first change (gpufleet.vsphere.lease.claimed_leases).
+        claim = (
+            None
+            if dry_run
+            else held.enter_context(claimed_leases(si, sorted({d.cluster for d in desired}), take_over=take_over))
+        )
         rollout = Rollout(
             desired,
             policy,
@@ -69,8 +77,9 @@ def prepare_stack(
             runner_for=lambda d: SshRunner(conns.host(d.name)),
             local_bundles=local_bundles,
             on_event=on_event,
+            before_changes=claim.confirm if claim is not None else None,
         )
         if dry_run:
             return rollout.run()
-        with cluster_leases(si, sorted({d.cluster for d in desired}), take_over=take_over), stop_on_sigint(rollout):
+        with stop_on_sigint(rollout):
             return rollout.run()

@@ -146,6 +146,7 @@ class Rollout:
         runner_for: Callable[[Desired], Runner],
         local_bundles: dict[str, Path | None] | None = None,
         on_event: EventSink | None = None,
+        before_changes: Callable[[], None] | None = None,
     ) -> None:
         self.desired = desired
         self.policy = policy
@@ -154,6 +155,9 @@ class Rollout:
         self.runner_for = runner_for
         self.local_bundles = local_bundles or {}
         self.on_event = on_event or (lambda host, message: None)
+        # Called once the plan is made, before the first change (a real run's lease confirmation: planning only
+        # reads, so it may overlap the lease's settle time).
+        self.before_changes = before_changes or (lambda: None)
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -205,6 +209,8 @@ class Rollout:
         started = time.monotonic()
         try:
             plans = self.plan()
+            if not self.options.dry_run:
+                self.before_changes()
             staged = self.prestage(plans)
             report = self._dry_run(plans, staged) if self.options.dry_run else self._execute(plans, staged)
         finally:

@@ -197,9 +197,16 @@ def open_client(settings: SshSettings, timeout: float) -> paramiko.SSHClient:
     a refused login ``ConnectError``; other failures (OSError, paramiko.SSHException) are raised as they are,
     for the caller to retry or report. The client is closed on any failure."""
     s = settings
-    client, known = _verified_client(s)
+    if not s.host_key and not s.known_hosts:
+        _verified_client(s)  # raises HostKeyError: nothing to verify against, so not even a TCP connection
+    # TCP first: while a host reboots, a refused port is the common answer and must cost no known_hosts parse.
+    sock = socket.create_connection((s.address, s.port), timeout=timeout)
     try:
-        sock = socket.create_connection((s.address, s.port), timeout=timeout)
+        client, known = _verified_client(s)
+    except BaseException:
+        sock.close()
+        raise
+    try:
         # Every command is a small request and a small answer: without TCP_NODELAY, Nagle's algorithm and the
         # peer's delayed ACK add ~40 ms to each round trip (a channel open, each exec).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -132,6 +132,8 @@ def evacuation_plan(
     """Where each powered-on VM of ``host`` would go (or that it is powered off, if it cannot move and is named in
     ``may_power_off``). Raises ``EvacuationRefused`` listing every VM that cannot move (and why) before anything
     is changed."""
+    if not _powered_on_vms(si, host):  # nothing to move (a fresh host): no need to read the whole cluster
+        return []
     hosts = collect(si, vim.HostSystem, _HOST_PROPS)
     me = next((h for h in hosts if h["obj"] == host), None)
     if me is None:
@@ -177,6 +179,20 @@ def evacuation_plan(
             + " (or allow gpufleet to power them off: allowPowerCycle)"
         )
     return moves
+
+
+def _powered_on_vms(si: vim.ServiceInstance, host: vim.HostSystem) -> list[Any]:
+    """The powered-on VMs (templates aside) registered on ``host``, from the host's own VM list."""
+    vms = collect_one(si, host, ["vm"]).get("vm") or []
+    if not vms:
+        return []
+    rows = collect(si, vim.VirtualMachine, ["runtime.host", "runtime.powerState", "config.template"])
+    on = vim.VirtualMachine.PowerState.poweredOn
+    return [
+        r["obj"]
+        for r in rows
+        if r["runtime.host"] == host and r["runtime.powerState"] == on and not r["config.template"]
+    ]
 
 
 def _refuge(
@@ -277,9 +293,11 @@ def exit_maintenance(si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: 
 
 
 def wait_until_connected(
-    si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float, poll: float = 0.25
+    si: vim.ServiceInstance, host: vim.HostSystem, *, timeout: float, poll: float = 0.05
 ) -> HostState:
-    """Block until vCenter shows the host connected (after a reboot); TaskError(fault='Timeout') otherwise."""
+    """Block until vCenter shows the host connected (after a reboot); TaskError(fault='Timeout') otherwise.
+    Polled often: SSH answering is usually noticed first, and vCenter follows within a moment; each poll is one
+    light property read, and a slow poll would hold the host's maintenance slot for nothing."""
     deadline = time.monotonic() + timeout
     while True:
         state = host_state(si, host)

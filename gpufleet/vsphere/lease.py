@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -86,10 +86,63 @@ def _describe(cluster: str, lease: Lease | None, raw: str) -> str:
     )
 
 
+class LeaseClaim:
+    """The leases this run wrote, not yet proven its own: ``confirm`` waits out ``SETTLE_SECONDS`` from the writes
+    and reads them back (``LeaseHeld`` when another run wrote over one meanwhile). Work that only reads may run
+    before ``confirm``; nothing may change before it returns."""
+
+    def __init__(self, si: vim.ServiceInstance, run: str, mine: Callable[[], Lease]) -> None:
+        self.si = si
+        self.run = run
+        self._mine = mine
+        self._written: list[vim.ClusterComputeResource] = []
+        self._written_at = 0.0
+        self._confirmed = False
+        self._stop = threading.Event()
+
+    def _claim(self, objects: list[vim.ClusterComputeResource], take_over: bool) -> None:
+        for cluster in objects:
+            raw = fields.get_field(self.si, cluster, LEASE_FIELD) or ""
+            current = Lease.parse(raw) if raw else None
+            if raw and not take_over and (current is None or not current.gone()):
+                raise LeaseHeld(_describe(cluster.name, current, raw))
+            fields.set_field(self.si, cluster, LEASE_FIELD, self._mine().to_value())
+            self._written.append(cluster)
+        self._written_at = time.monotonic()
+
+    def confirm(self) -> None:
+        """Prove every written lease is still this run's (once; later calls return at once), then keep them
+        renewed while the run lasts."""
+        if self._confirmed:
+            return
+        time.sleep(max(0.0, self._written_at + SETTLE_SECONDS - time.monotonic()))
+        for cluster in self._written:
+            after = Lease.parse(fields.get_field(self.si, cluster, LEASE_FIELD) or "")
+            if after is None or after.run != self.run:
+                raise LeaseHeld(_describe(cluster.name, after, "") + " (it took the lease at the same moment)")
+        self._confirmed = True
+        threading.Thread(target=self._renew, name="gpufleet-lease", daemon=True).start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 3):
+            for cluster in self._written:
+                fields.set_field(self.si, cluster, LEASE_FIELD, self._mine().to_value())
+
+    def _release(self) -> None:
+        self._stop.set()
+        for cluster in self._written:
+            now = Lease.parse(fields.get_field(self.si, cluster, LEASE_FIELD) or "")
+            if now is not None and now.run == self.run:  # never clear a lease someone took over from us
+                fields.set_field(self.si, cluster, LEASE_FIELD, "")
+
+
 @contextmanager
-def cluster_leases(si: vim.ServiceInstance, clusters: Sequence[str], *, take_over: bool = False) -> Iterator[str]:
-    """Hold the rollout lease of every cluster in ``clusters`` (sorted: two runs never deadlock) for the block;
-    yields this run's id."""
+def claimed_leases(
+    si: vim.ServiceInstance, clusters: Sequence[str], *, take_over: bool = False
+) -> Iterator[LeaseClaim]:
+    """Write this run's rollout lease on every cluster in ``clusters`` (sorted: two runs never deadlock) and yield
+    the claim; the caller calls ``confirm()`` before changing anything (``hosts prepare`` plans the hosts, which
+    only reads, during the settle time). Released at the end of the block."""
     run = uuid.uuid4().hex
     holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
     objects = [find_by_name(si, vim.ClusterComputeResource, name) for name in sorted(set(clusters))]
@@ -97,34 +150,21 @@ def cluster_leases(si: vim.ServiceInstance, clusters: Sequence[str], *, take_ove
     def mine() -> Lease:
         return Lease(holder, run, socket.gethostname(), os.getpid(), time.time() + LEASE_SECONDS)
 
-    held: list[vim.ClusterComputeResource] = []
-    stop = threading.Event()
+    claim = LeaseClaim(si, run, mine)
     try:
-        for cluster in objects:
-            raw = fields.get_field(si, cluster, LEASE_FIELD) or ""
-            current = Lease.parse(raw) if raw else None
-            if raw and not take_over and (current is None or not current.gone()):
-                raise LeaseHeld(_describe(cluster.name, current, raw))
-            fields.set_field(si, cluster, LEASE_FIELD, mine().to_value())
-            time.sleep(SETTLE_SECONDS)
-            after = Lease.parse(fields.get_field(si, cluster, LEASE_FIELD) or "")
-            if after is None or after.run != run:
-                raise LeaseHeld(_describe(cluster.name, after, "") + " (it took the lease at the same moment)")
-            held.append(cluster)
-
-        def renew() -> None:
-            while not stop.wait(LEASE_SECONDS / 3):
-                for cluster in held:
-                    fields.set_field(si, cluster, LEASE_FIELD, mine().to_value())
-
-        threading.Thread(target=renew, name="gpufleet-lease", daemon=True).start()
-        yield run
+        claim._claim(objects, take_over)
+        yield claim
     finally:
-        stop.set()
-        for cluster in held:
-            now = Lease.parse(fields.get_field(si, cluster, LEASE_FIELD) or "")
-            if now is not None and now.run == run:  # never clear a lease someone took over from us
-                fields.set_field(si, cluster, LEASE_FIELD, "")
+        claim._release()
+
+
+@contextmanager
+def cluster_leases(si: vim.ServiceInstance, clusters: Sequence[str], *, take_over: bool = False) -> Iterator[str]:
+    """Hold the rollout lease of every cluster in ``clusters`` for the block (confirmed on entry); yields this
+    run's id."""
+    with claimed_leases(si, clusters, take_over=take_over) as claim:
+        claim.confirm()
+        yield claim.run
 
 
 # -- the failure threshold across processes ----------------------------------------------------------------------

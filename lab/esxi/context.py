@@ -47,10 +47,16 @@ class Ctx:
         os._exit(255)
 
 
+# Under the lab's fork server (lab.forkserver) a command's parent is the server, not sshd: the server passes the
+# ForceCommand's parent (the sshd session) here.
+SSH_PARENT_ENV = "GPUFLEET_LAB_SSH_PARENT"
+
+
 def session_sshd_pids() -> list[int]:
-    """Ancestors of this process that are sshd per-connection processes (all sshd ancestors but the listener)."""
+    """Ancestors of this command that are sshd per-connection processes (all sshd ancestors but the listener)."""
     pids: list[int] = []
-    pid = os.getppid()
+    parent = os.environ.get(SSH_PARENT_ENV, "")
+    pid = int(parent) if parent.isdigit() else os.getppid()
     while pid > 1:
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()

@@ -223,6 +223,26 @@ def test_every_bundle_is_staged_and_proven_before_the_first_host_enters_maintena
         assert dry and real and dry[0] < real[0]
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_lease_is_confirmed_after_the_read_only_plan_and_before_any_change(bundle: Path, dry_run: bool) -> None:
+    """hosts prepare plans while its lease settles: ``before_changes`` comes after every host was read and before
+    the first upload or maintenance; a dry run changes nothing and confirms nothing."""
+    hosts, api, desired, fl = make_fleet(4)
+    events: list[tuple[str, str]] = []
+    rollout = make_rollout(hosts, api, desired, fl, bundle, events, dry_run=dry_run)
+    rollout.before_changes = lambda: events.append(("-", "confirm"))
+    rollout.run()
+    messages = [m for _, m in events]
+    if dry_run:
+        assert "confirm" not in messages
+        return
+    confirm = messages.index("confirm")
+    assert messages.count("confirm") == 1
+    assert max(i for i, m in enumerate(messages) if m.startswith("plan:")) < confirm
+    first_change = min(i for i, m in enumerate(messages) if m.startswith(("staging", "started")))
+    assert confirm < first_change
+
+
 def test_a_damaged_copy_fails_its_host_untouched_and_counts_toward_the_threshold(bundle: Path) -> None:
     hosts, api, desired, fl = make_fleet(4)
     hosts[1].faults.add("corrupt-upload")

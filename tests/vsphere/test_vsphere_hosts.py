@@ -9,6 +9,7 @@ import dataclasses
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -330,3 +331,34 @@ def test_failed_hosts_are_counted_for_the_run_holding_the_lease_only(si: vim.Ser
     assert failed_hosts(si, cluster) == []  # no lease: no run to count for
     with cluster_leases(si, [cluster]):
         assert failed_hosts(si, cluster) == []  # another run: the earlier one's failures do not count
+
+
+def test_a_claimed_lease_refuses_others_at_once_and_confirm_catches_a_run_that_wrote_over_it(
+    si: vim.ServiceInstance,
+) -> None:
+    """claimed_leases writes the lease before the caller's read-only planning; a second run is refused from that
+    moment, and confirm() (after the settle time) refuses when another run's value replaced this one's."""
+    from gpufleet.vsphere import fields
+    from gpufleet.vsphere.inventory import find_by_name
+    from gpufleet.vsphere.lease import LEASE_FIELD, Lease, LeaseHeld, claimed_leases
+
+    cluster = next(
+        c.name
+        for c in si.content.viewManager.CreateContainerView(
+            si.content.rootFolder, [vim.ClusterComputeResource], True
+        ).view
+    )
+    obj = find_by_name(si, vim.ClusterComputeResource, cluster)
+    with claimed_leases(si, [cluster]) as claim:
+        with pytest.raises(LeaseHeld, match="is being rolled out by"), claimed_leases(si, [cluster]):
+            pass
+        claim.confirm()
+        assert Lease.parse(fields.get_field(si, obj, LEASE_FIELD) or "").run == claim.run
+    assert not fields.get_field(si, obj, LEASE_FIELD)  # released
+    with claimed_leases(si, [cluster]) as claim:
+        other = Lease("someone@else pid 1", "f" * 32, "elsewhere", 1, time.time() + 60)
+        fields.set_field(si, obj, LEASE_FIELD, other.to_value())  # the same moment, another run wins the write
+        with pytest.raises(LeaseHeld, match="took the lease at the same moment"):
+            claim.confirm()
+    assert Lease.parse(fields.get_field(si, obj, LEASE_FIELD) or "").run == "f" * 32  # not cleared: not ours
+    fields.set_field(si, obj, LEASE_FIELD, "")

@@ -1,0 +1,3 @@
+module gpufleet.local/lab/execclient
+
+go 1.26.0
