@@ -11,8 +11,8 @@ Layout (all created by ``lab.manager.up`` and removed by ``lab.manager.down``)::
     hosts/<name>/         per ESXi host: sshd_config, host key, state.json (+ .lock), fs/ (its datastore, /tmp)
     guests/<name>/        per guest persona (lab.guest)
     depot/                NVIDIA driver bundles (older / same / newer) to upload to a host's datastore
-    run/                  supervisor control socket, units.json, supervisor.json
-    logs/                 vcsim, supervisor and sshd logs
+    run/                  supervisor control socket, the fork server's exec.sock, units.json, supervisor.json
+    logs/                 vcsim, supervisor, fork server and sshd logs
 
 This module imports nothing heavy: the ESXi command simulator imports it on every SSH command.
 """

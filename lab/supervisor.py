@@ -14,6 +14,8 @@ knows their pids), restarts one that dies unexpectedly, and answers JSON request
 * ``{"op": "reset", "host": NAME}``: back to the freshly installed state (used between tests).
 * ``{"op": "stop"}``: stop everything and exit.
 
+It also starts (and restarts) the fork server (lab.forkserver) that every SSH command of the lab runs in.
+
 It also watches vCenter for maintenance mode changes made through the vSphere API and records them in the
 events log (``via: "vcenter"``), so rollout tests see every maintenance window whichever face opened it.
 """

@@ -1,4 +1,4 @@
-"""ForceCommand of every simulated ESXi host's sshd: ``python -I -m lab.esxi.shell``.
+"""The simulated ESXi shell every lab host's sshd runs (``labexec`` -> a fork of lab.forkserver, else ``python -I -m lab.esxi.shell``).
 
 Reads the client's command from ``SSH_ORIGINAL_COMMAND`` (an interactive session gets a prompt), the host's
 identity from ``GPUFLEET_LAB_HOST`` and the lab from ``GPUFLEET_LAB_DIR`` (both set by sshd's SetEnv), and runs
