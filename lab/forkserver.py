@@ -1,9 +1,10 @@
 """The lab's fork server: every SSH command of a lab endpoint runs in a fork of one warm simulator process.
 
 Why: each command used to start a fresh ``python -m lab.esxi.shell`` (interpreter, site, the lab's imports): about
-80 ms of CPU for a command whose own work takes 3 ms. On a 2-core machine running 24 simulated hosts, that CPU is
+90 ms of CPU for a command whose own work takes a few ms. On a 2-core machine running 24 simulated hosts, that CPU is
 taken from the process under test, so the lab's own cost showed up as the rollout's (a real ESXi host runs its
-esxcli on its own CPUs). A forked copy of a process that has already imported everything costs about 2 ms.
+esxcli on its own CPUs). A forked copy of a process that has already imported everything costs about 3 ms
+(``benchmarks/lab_exec_bench.py``: 18 ms against 90 ms of the lab's CPU per command, sshd included).
 
 How: sshd's ForceCommand runs ``labexec`` (the Go program in lab/execclient, about 1 ms to start), which connects to ``run/exec.sock`` and sends
 its stdin/stdout/stderr (SCM_RIGHTS) with its environment, working directory and its parent's pid (the sshd
