@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from targets import Target, report
 
@@ -68,12 +69,12 @@ def _lab_cpu(root: Path) -> float:
     return sum(procs[pid][2] for pid in procs if counted(pid)) / tick
 
 
-def _measure(runner: object, root: Path, n: int) -> tuple[float, float]:
+def _measure(runner: Any, root: Path, n: int) -> tuple[float, float]:
     """(wall ms, lab CPU ms) per command over ``n`` commands."""
-    runner.run(["true"])  # type: ignore[attr-defined]
+    runner.run(["true"])
     cpu, started = _lab_cpu(root), time.monotonic()
     for i in range(n):
-        result = runner.run(COMMANDS[i % len(COMMANDS)])  # type: ignore[attr-defined]
+        result = runner.run(COMMANDS[i % len(COMMANDS)])
         if result.rc != 0:
             raise SystemExit(f"{result.command} exited {result.rc}: {result.output[-300:]}")
     wall = (time.monotonic() - started) / n * 1000

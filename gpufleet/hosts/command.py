@@ -34,7 +34,8 @@ def prepare_stack(
     """Prepare the stack's hosts (``only``: just these). Bad input raises ``SpecError`` before any host is
     touched; host failures are in the report (``exit_code`` 1), never raised. A real run holds its clusters'
     rollout lease (``gpufleet.vsphere.lease``): another run on them is refused (``LeaseHeld``) unless gone or
-    ``take_over``; the lease is written before planning and confirmed before the first change. SIGINT during a real run stops it cleanly (``rollout.stop_on_sigint``; exit code 130)."""
+    ``take_over``; the lease is written before planning and confirmed before the first change. SIGINT during a
+    real run stops it cleanly (``rollout.stop_on_sigint``; exit code 130)."""
     stack = validated(load_stack(stack_path))
     fleet = stack.fleet
     hosts = list(fleet.hosts)

@@ -132,7 +132,7 @@ def evacuation_plan(
     """Where each powered-on VM of ``host`` would go (or that it is powered off, if it cannot move and is named in
     ``may_power_off``). Raises ``EvacuationRefused`` listing every VM that cannot move (and why) before anything
     is changed."""
-    if not _powered_on_vms(si, host):  # nothing to move (a fresh host): no need to read the whole cluster
+    if not collect_one(si, host, ["vm"]).get("vm"):  # no VM on it (a fresh host): no need to read the cluster
         return []
     hosts = collect(si, vim.HostSystem, _HOST_PROPS)
     me = next((h for h in hosts if h["obj"] == host), None)
@@ -179,20 +179,6 @@ def evacuation_plan(
             + " (or allow gpufleet to power them off: allowPowerCycle)"
         )
     return moves
-
-
-def _powered_on_vms(si: vim.ServiceInstance, host: vim.HostSystem) -> list[Any]:
-    """The powered-on VMs (templates aside) registered on ``host``, from the host's own VM list."""
-    vms = collect_one(si, host, ["vm"]).get("vm") or []
-    if not vms:
-        return []
-    rows = collect(si, vim.VirtualMachine, ["runtime.host", "runtime.powerState", "config.template"])
-    on = vim.VirtualMachine.PowerState.poweredOn
-    return [
-        r["obj"]
-        for r in rows
-        if r["runtime.host"] == host and r["runtime.powerState"] == on and not r["config.template"]
-    ]
 
 
 def _refuge(
