@@ -163,6 +163,27 @@ _PHASES = [
 ]
 
 
+def _row(label: str, seconds: list[float]) -> list[str]:
+    """One breakdown line, median and max (none when nothing was measured)."""
+    if not seconds:
+        return []
+    return [f"  {label:<40} median {statistics.median(seconds):6.2f} s   max {max(seconds):6.2f} s"]
+
+
+def _phase_rows(marks: dict[str, dict[str, float]], phases: list[tuple[str, str, str]]) -> list[str]:
+    """Per phase (label, from mark, to mark): its span on every host that has both marks."""
+    return [
+        line
+        for label, start, end in phases
+        for line in _row(label, [m[end] - m[start] for m in marks.values() if start in m and end in m])
+    ]
+
+
+def _handover(label: str, frees: list[float], starts: list[float], k: int) -> list[str]:
+    """From the j-th slot coming free to the (j+k)-th start (the first k start at once)."""
+    return _row(label, [s - f for f, s in zip(sorted(frees), sorted(starts)[k:], strict=False)])
+
+
 def _breakdown(notes: list[tuple[float, str, str]], events: list[dict[str, Any]], k: int) -> list[str]:
     """Median / max seconds of each phase of a host's run, and the lane gap: from a host's slot coming free
     ("done") to the next host starting ("started")."""
@@ -174,22 +195,11 @@ def _breakdown(notes: list[tuple[float, str, str]], events: list[dict[str, Any]]
                     marks.setdefault(host, {}).setdefault(mark, ts)
     for event in events:
         marks.setdefault(event["host"], {}).setdefault(f"lab:{event['event']}", event["ts"])
-    lines = []
-    for label, start, end in _PHASES:
-        spans = [m[end] - m[start] for m in marks.values() if start in m and end in m]
-        if spans:
-            lines.append(f"  {label:<40} median {statistics.median(spans):6.2f} s   max {max(spans):6.2f} s")
-    done = sorted(ts for ts, _, message in notes if message == "done")
-    started = sorted(ts for ts, _, message in notes if message == "started")[k:]  # the first k start at once
-    gaps = [s - d for d, s in zip(done, started, strict=False)]
-    if gaps:
-        lines.append(
-            f"  {'lane gap: slot free -> next host starts':<40} median {statistics.median(gaps):6.2f} s   "
-            f"max {max(gaps):6.2f} s"
-        )
-    first = min((ts for ts, _, message in notes if message == "started"), default=None)
-    if first is not None and notes:
-        lines.append(f"  {'run start -> first host starts':<40} {first - notes[0][0]:6.2f} s (plan + staging)")
+    started = [ts for ts, _, message in notes if message == "started"]
+    lines = _phase_rows(marks, _PHASES)
+    lines += _handover("lane gap: slot free -> next host starts", [ts for ts, _, m in notes if m == "done"], started, k)
+    if started and notes:
+        lines.append(f"  {'run start -> first host starts':<40} {min(started) - notes[0][0]:6.2f} s (plan + staging)")
     return lines
 
 
@@ -199,23 +209,19 @@ def _lab_breakdown(events: list[dict[str, Any]], k: int) -> list[str]:
     marks: dict[str, dict[str, float]] = {}
     for event in events:
         marks.setdefault(event["host"], {}).setdefault(event["event"], event["ts"])
-    lines = []
-    for label, start, end in [
-        ("in maintenance -> reboot starts", "maintenance_enter", "reboot_start"),
-        ("host back -> out of maintenance", "reboot_done", "maintenance_exit"),
-    ]:
-        spans = [m[end] - m[start] for m in marks.values() if start in m and end in m]
-        if spans:
-            lines.append(f"  {label:<40} median {statistics.median(spans):6.2f} s   max {max(spans):6.2f} s")
-    enters = sorted(e["ts"] for e in events if e["event"] == "maintenance_enter")
-    exits = sorted(e["ts"] for e in events if e["event"] == "maintenance_exit")
-    handovers = [s - e for e, s in zip(exits, enters[k:], strict=False)]
-    if handovers:
-        lines.append(
-            f"  {'slot hand-over: exit -> next enter':<40} median {statistics.median(handovers):6.2f} s   "
-            f"max {max(handovers):6.2f} s"
-        )
-    return lines
+    lines = _phase_rows(
+        marks,
+        [
+            ("in maintenance -> reboot starts", "maintenance_enter", "reboot_start"),
+            ("host back -> out of maintenance", "reboot_done", "maintenance_exit"),
+        ],
+    )
+    return lines + _handover(
+        "slot hand-over: exit -> next enter",
+        [e["ts"] for e in events if e["event"] == "maintenance_exit"],
+        [e["ts"] for e in events if e["event"] == "maintenance_enter"],
+        k,
+    )
 
 
 def _step_seconds(document: dict[str, Any], name: str) -> list[float]:

@@ -6,9 +6,9 @@ taken from the process under test, so the lab's own cost showed up as the rollou
 esxcli on its own CPUs). A forked copy of a process that has already imported everything costs about 3 ms
 (``benchmarks/lab_exec_bench.py``: 18 ms against 90 ms of the lab's CPU per command, sshd included).
 
-How: sshd's ForceCommand runs ``labexec`` (the Go program in lab/execclient, about 1 ms to start), which connects to ``run/exec.sock`` and sends
-its stdin/stdout/stderr (SCM_RIGHTS) with its environment, working directory and its parent's pid (the sshd
-session). The server forks; the child takes those descriptors as 0/1/2 and that environment, and runs the unit's
+How: sshd's ForceCommand runs ``labexec`` (the Go program in lab/execclient, about 1 ms to start), which connects
+to ``run/exec.sock`` and sends its stdin/stdout/stderr (SCM_RIGHTS) with its environment, working directory and its
+parent's pid (the sshd session). The server forks; the child takes those descriptors as 0/1/2 and that environment, and runs the unit's
 ``MODULE.main()`` exactly as ``python -m MODULE`` would; the server answers ``+PID`` at once and ``=STATUS`` when
 the child exits, and the client exits with it. Each command is still its own process with the simulator's own
 file locks, so nothing about the simulation changes. When a client goes away before its command ends (its sshd
@@ -182,11 +182,18 @@ class ForkServer:
             conn.close()
             return
         module = request.get("module")
-        if module not in self.modules or len(fds) != 3:
+        refused = (
+            f"unknown module {module!r}"
+            if module not in self.modules
+            else f"{len(fds)} descriptors sent, 3 wanted"
+            if len(fds) != 3
+            else ""
+        )
+        if refused:
             for fd in fds:
                 os.close(fd)
             with contextlib.suppress(OSError):
-                conn.sendall(f"-unknown module {module!r}\n".encode())
+                conn.sendall(f"-{refused}\n".encode())
             conn.close()
             return
         env = {str(k): str(v) for k, v in request.get("env", {}).items()}

@@ -4,8 +4,8 @@ Every lab endpoint is an :class:`SshdUnit`: a real OpenSSH ``sshd`` (Debian ``op
 own loopback address, with its own ed25519 host key, public-key authentication only (the lab client key), and a
 ``ForceCommand`` that runs a simulator (``lab.esxi.shell`` for hosts; the guest module for guests) through
 ``labexec`` (lab/execclient): the command runs in a fork of the lab's warm simulator (lab.forkserver), or, when no
-fork server answers, as ``python -I -m MODULE``. The simulator reads ``SSH_ORIGINAL_COMMAND`` and learns who it is from ``SetEnv`` (``GPUFLEET_LAB_HOST``,
-``GPUFLEET_LAB_DIR`` and the unit's extra ``env``). An SFTP subsystem request reaches the same ForceCommand with
+fork server answers, as ``python -I -m MODULE``. The simulator reads ``SSH_ORIGINAL_COMMAND`` and learns who it
+is from ``SetEnv`` (``GPUFLEET_LAB_HOST``, ``GPUFLEET_LAB_DIR`` and the unit's extra ``env``). An SFTP subsystem request reaches the same ForceCommand with
 ``SSH_ORIGINAL_COMMAND=internal-sftp``; the simulator then serves SFTP itself, rooted in the unit's fake file system.
 
 The supervisor (lab.supervisor) starts and restarts the sshd processes of all units listed in ``run/units.json``;

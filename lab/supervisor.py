@@ -118,6 +118,7 @@ class Supervisor:
                 log.warning(
                     "the fork server exited with %s: commands start their own simulator", self.forkserver.returncode
                 )
+                self.forkserver = None  # it cannot start: not restarted in a loop by monitor()
                 return
             if forkserver.socket_path(self.paths).exists():
                 return
